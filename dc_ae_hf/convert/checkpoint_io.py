@@ -1,0 +1,41 @@
+"""Reading official checkpoints safely: safetensors, `.pt` with `weights_only=True`, or a Hub repo id."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+_TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def load_original_checkpoint(path_or_repo_id: str | os.PathLike, filename: str = "model.safetensors") -> dict:
+    """Load an official checkpoint as a (possibly nested) dict of tensors.
+
+    Accepts a local `.safetensors` file, a local torch file (`.pt`, `.pth`, `.ckpt`, `.bin`, read with
+    `torch.load(..., weights_only=True)`: no pickled code is executed), a local folder holding `filename`, or a
+    Hugging Face Hub repo id (the official `DCAE_HF` / `DCAE_Diffusion_HF` layout: `model.safetensors`).
+    """
+    path = Path(path_or_repo_id)
+    if path.is_dir():
+        path = path / filename
+    if not path.exists():
+        if not _REPO_ID.fullmatch(str(path_or_repo_id)) or path.suffix in (".safetensors", *_TORCH_SUFFIXES):
+            raise FileNotFoundError(
+                f"checkpoint {str(path_or_repo_id)!r} is neither an existing file nor a Hub repo id."
+            )
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(str(path_or_repo_id), filename))
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    if path.suffix in _TORCH_SUFFIXES:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    raise ValueError(
+        f"checkpoint {str(path)!r} has an unsupported extension {path.suffix!r}; "
+        f"use .safetensors or one of {_TORCH_SUFFIXES}."
+    )

@@ -1,0 +1,68 @@
+"""Shared test configuration: offline Hub, the official reference fixtures, tiny model configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests never touch the network; the Hub client checks this variable when it is called.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The CI checkout has shared/ beside the repository (../shared); DC_AE_HF_FIXTURES overrides it.
+FIXTURES = Path(os.environ.get("DC_AE_HF_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures" / "reference"))
+
+# A 1.5-style autoencoder small enough for a CPU test: f8, 16 latent channels, structured prefixes.
+TINY_AE15_CONFIG = dict(
+    latent_channels=16,
+    encoder_block_types="ResBlock",
+    decoder_block_types="ResBlock",
+    encoder_block_out_channels=(8, 16, 32, 32),
+    decoder_block_out_channels=(8, 16, 32, 32),
+    encoder_layers_per_block=(0, 1, 1, 1),
+    decoder_layers_per_block=(0, 1, 2, 1),
+    encoder_qkv_multiscales=((), (), (), ()),
+    decoder_qkv_multiscales=((), (), (), ()),
+    decoder_norm_types="rms_norm",
+    decoder_act_fns="silu",
+    encoder_out_shortcut=False,
+    decoder_in_shortcut=False,
+    decoder_conv_act_fn="silu",
+    scaling_factor=0.7,
+    latent_channel_choices=(4, 8, 12, 16),
+)
+
+# A 1.0-style one: EfficientViT stage (2 heads, multi-scale qkv), batch norm, latent shortcuts.
+TINY_AE10_CONFIG = dict(
+    latent_channels=16,
+    encoder_block_types=("ResBlock", "ResBlock", "EfficientViTBlock"),
+    decoder_block_types=("ResBlock", "ResBlock", "EfficientViTBlock"),
+    encoder_block_out_channels=(16, 32, 64),
+    decoder_block_out_channels=(16, 32, 64),
+    encoder_layers_per_block=(0, 1, 1),
+    decoder_layers_per_block=(0, 1, 1),
+    encoder_qkv_multiscales=((), (), (5,)),
+    decoder_qkv_multiscales=((), (), (5,)),
+    decoder_norm_types=("batch_norm", "batch_norm", "rms_norm"),
+    decoder_act_fns=("relu", "relu", "silu"),
+    encoder_out_shortcut=True,
+    decoder_in_shortcut=True,
+    decoder_conv_act_fn="relu",
+    scaling_factor=0.3,
+)
+
+
+def fixture_path(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.exists():
+        raise FileNotFoundError(f"reference fixture {path} is missing; set DC_AE_HF_FIXTURES to the fixtures folder")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    torch.manual_seed(0)
+    yield
