@@ -96,7 +96,11 @@ def _to_official_keys(state: dict[str, torch.Tensor], config: dict) -> dict[str,
             side, _, s, j, rest = m.groups()
             head = f"{side}.stages.{s}.op_list.{j}."
             if rest.startswith(("conv1.", "conv2.", "norm.")):
-                rest = rest.replace("conv1.", "conv1.conv.").replace("conv2.", "conv2.conv.").replace("norm.", "conv2.norm.")
+                rest = (
+                    rest.replace("conv1.", "conv1.conv.")
+                    .replace("conv2.", "conv2.conv.")
+                    .replace("norm.", "conv2.norm.")
+                )
                 k = head + "main." + rest
             elif rest.startswith("conv."):
                 k = head + "main.conv.conv." + rest[len("conv.") :]

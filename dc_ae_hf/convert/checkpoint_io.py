@@ -13,12 +13,15 @@ _TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def load_original_checkpoint(path_or_repo_id: str | os.PathLike, filename: str = "model.safetensors") -> dict:
+def load_original_checkpoint(
+    path_or_repo_id: str | os.PathLike, filename: str = "model.safetensors", **hub_kwargs
+) -> dict:
     """Load an official checkpoint as a (possibly nested) dict of tensors.
 
     Accepts a local `.safetensors` file, a local torch file (`.pt`, `.pth`, `.ckpt`, `.bin`, read with
     `torch.load(..., weights_only=True)`: no pickled code is executed), a local folder holding `filename`, or a
-    Hugging Face Hub repo id (the official `DCAE_HF` / `DCAE_Diffusion_HF` layout: `model.safetensors`).
+    Hugging Face Hub repo id (the official `DCAE_HF` / `DCAE_Diffusion_HF` layout: `model.safetensors`; `hub_kwargs`
+    such as `revision` or `token` go to `hf_hub_download`).
     """
     path = Path(path_or_repo_id)
     if path.is_dir():
@@ -30,7 +33,7 @@ def load_original_checkpoint(path_or_repo_id: str | os.PathLike, filename: str =
             )
         from huggingface_hub import hf_hub_download
 
-        path = Path(hf_hub_download(str(path_or_repo_id), filename))
+        path = Path(hf_hub_download(str(path_or_repo_id), filename, **hub_kwargs))
     if path.suffix == ".safetensors":
         return load_file(str(path))
     if path.suffix in _TORCH_SUFFIXES:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderDC
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput, EncoderOutput
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
@@ -256,6 +257,33 @@ class AutoencoderDC15(AutoencoderDC):
         # Re-wrap the stages (same child modules, same keys) so each block can be gradient-checkpointed.
         self.encoder.down_blocks = nn.ModuleList(_CheckpointableStage(*stage) for stage in self.encoder.down_blocks)
         self.decoder.up_blocks = nn.ModuleList(_CheckpointableStage(*stage) for stage in self.decoder.up_blocks)
+        self.use_channels_last = False
+
+    # -- speed ---------------------------------------------------------------------------------------------------
+
+    def enable_channels_last(self) -> None:
+        """Run convolutions in channels-last memory layout (1.3-1.5x faster on CPU, see docs/benchmarks.md).
+
+        Same function up to fp32 rounding: the weights are re-laid out, not changed. Inputs are converted on the
+        way in and outputs returned in the usual contiguous (B, C, H, W) layout. Call it after loading weights.
+        """
+        self.to(memory_format=torch.channels_last)
+        self.use_channels_last = True
+
+    def disable_channels_last(self) -> None:
+        """Back to the default contiguous layout."""
+        self.to(memory_format=torch.contiguous_format)
+        self.use_channels_last = False
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.use_channels_last:
+            return super()._encode(x)
+        return super()._encode(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.use_channels_last:
+            return super()._decode(z)
+        return super()._decode(z.contiguous(memory_format=torch.channels_last)).contiguous()
 
     # -- presets -------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,370 @@
+"""Class-conditional image generation with a USiT transformer and a DC-AE (1.5) autoencoder.
+
+The official sampler (``dc_gen/c2icore/diffusioncore/models/base.py:generate``) integrates the SiT probability-flow
+ODE from noise (t = 0) to data (t = 1) with classifier-free guidance by batch doubling, then decodes
+``latents / scaling_factor`` with the autoencoder. ``DCAE15Pipeline`` does the same either with a diffusers
+flow-matching scheduler (default ``FlowMatchEulerDiscreteScheduler``) or with the official torchdiffeq solvers of
+``dc_ae_hf.sampling`` (``solver="euler" | "heun2" | "dopri5"``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+from dc_ae_hf.latents import decode_from_diffusion_space
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
+from dc_ae_hf.sampling import SOLVERS, check_guidance_interval, flow_time_grid, guided_velocity, sample_ode
+
+IMAGENET_ID2LABEL_PATH = Path(__file__).resolve().parents[1] / "data" / "imagenet_id2label.json"
+
+
+def load_imagenet_id2label() -> dict[int, str]:
+    """ImageNet-1k class id -> name (torchvision's names; regenerate with ``scripts/make_imagenet_id2label.py``)."""
+    with open(IMAGENET_ID2LABEL_PATH, encoding="utf-8") as f:
+        return {int(k): v for k, v in json.load(f).items()}
+
+
+def _normalize_name(name: str) -> str:
+    return re.sub(r"\s+", " ", name.strip().lower())
+
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import dc_ae_hf
+        >>> from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+
+        >>> pipe = DCAE15Pipeline.from_pretrained("path/or/hub-id")  # a folder written by save_pretrained
+        >>> images = pipe(["golden retriever", 207], guidance_scale=1.5, solver="dopri5").images
+        ```
+"""
+
+
+class DCAE15Pipeline(DiffusionPipeline):
+    r"""Class-conditional generation with ``USiTTransformer2DModel`` + ``AutoencoderDC15`` (or ``AutoencoderDC``).
+
+    Time conventions: the transformer uses the SiT flow time t (0 = noise, 1 = data) and predicts the velocity
+    ``data - noise``. diffusers' flow-match schedulers use sigma = 1 - t (sigma = 1 is noise) and integrate
+    ``dx/dsigma = noise - data``; so the pipeline calls the transformer with ``t = 1 - timestep /
+    num_train_timesteps`` and passes ``-velocity`` to ``scheduler.step``.
+
+    Args:
+        transformer: the USiT velocity model.
+        vae: ``AutoencoderDC15`` (decodes channel prefixes) or a plain diffusers ``AutoencoderDC``.
+        scheduler: a flow-matching scheduler; default ``FlowMatchEulerDiscreteScheduler()``.
+        id2label: optional class id -> name (comma-separated synonyms allowed), enables class names in
+            ``__call__``/``get_label_ids``; stored in ``model_index.json``. ImageNet: ``load_imagenet_id2label()``.
+    """
+
+    model_cpu_offload_seq = "transformer->vae"
+    _callback_tensor_inputs = ["latents"]
+    _optional_components = ["scheduler"]
+
+    def __init__(
+        self,
+        transformer: USiTTransformer2DModel,
+        vae: AutoencoderDC,
+        scheduler: SchedulerMixin | None = None,
+        id2label: dict | None = None,
+    ):
+        super().__init__()
+        if scheduler is None:
+            scheduler = FlowMatchEulerDiscreteScheduler()
+        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
+        self.register_to_config(id2label=id2label)
+        self.vae_scale_factor = 2 ** (len(vae.config.encoder_block_out_channels) - 1) if vae is not None else 32
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.labels, self._ambiguous_labels = self._build_label_index(id2label)
+
+    @staticmethod
+    def _build_label_index(id2label: dict | None) -> tuple[dict[str, int], dict[str, list[int]]]:
+        """Map every normalised name (whole entry and each comma-separated synonym) to its class id."""
+        labels: dict[str, int] = {}
+        ambiguous: dict[str, list[int]] = {}
+        for key, value in (id2label or {}).items():
+            class_id = int(key)
+            names = {_normalize_name(value)} | {_normalize_name(s) for s in value.split(",") if s.strip()}
+            for name in names:
+                if name in labels and labels[name] != class_id:
+                    ambiguous.setdefault(name, [labels[name]]).append(class_id)
+                else:
+                    labels[name] = class_id
+        return labels, ambiguous
+
+    def get_label_ids(self, label: str | list[str]) -> list[int]:
+        """Map class names (case-insensitive; any comma-separated synonym of ``id2label``) to class ids."""
+        if not self.labels:
+            raise ValueError(
+                "This pipeline has no `id2label`, so class names cannot be resolved; pass integer class ids or "
+                "create the pipeline with id2label=load_imagenet_id2label()."
+            )
+        names = [label] if isinstance(label, str) else list(label)
+        ids = []
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError(f"Class names must be strings, got {name!r} ({type(name).__name__}).")
+            key = _normalize_name(name)
+            if key in self._ambiguous_labels:
+                raise ValueError(f"Class name {name!r} is ambiguous: ids {self._ambiguous_labels[key]}; pass the id.")
+            if key not in self.labels:
+                close = difflib.get_close_matches(key, list(self.labels), n=3, cutoff=0.6)
+                hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
+                raise ValueError(f"Unknown class label {name!r}.{hint} (see pipe.labels for all names)")
+            ids.append(self.labels[key])
+        return ids
+
+    def _resolve_class_labels(self, class_labels) -> list[int]:
+        if isinstance(class_labels, torch.Tensor):
+            class_labels = class_labels.flatten().tolist()
+        items = [class_labels] if isinstance(class_labels, (int, str)) else list(class_labels)
+        if not items:
+            raise ValueError("`class_labels` is empty.")
+        num_classes = self.transformer.config.num_classes
+        ids = []
+        for item in items:
+            if isinstance(item, str):
+                ids.extend(self.get_label_ids(item))
+            elif isinstance(item, int) and not isinstance(item, bool):
+                if not 0 <= item < num_classes:
+                    raise ValueError(f"Class label {item} is out of range [0, {num_classes - 1}] (num_classes).")
+                ids.append(item)
+            else:
+                raise TypeError(f"`class_labels` entries must be int ids or str names, got {item!r}.")
+        return ids
+
+    def check_inputs(
+        self, batch_size, guidance_scale, num_inference_steps, latents, latent_channels, solver, output_type
+    ):
+        cfg = self.transformer.config
+        if solver is not None and solver not in SOLVERS:
+            raise ValueError(
+                f"Unknown solver {solver!r}; valid solvers: None (use self.scheduler) or {list(SOLVERS)}."
+            )
+        flow_time_grid(num_inference_steps)  # validates num_inference_steps >= 1
+        if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool):
+            raise TypeError(f"`guidance_scale` must be a number, got {guidance_scale!r}.")
+        if guidance_scale != 1.0 and cfg.class_dropout_prob == 0:
+            raise ValueError("guidance_scale != 1 needs a null class, but the transformer has class_dropout_prob=0.")
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"`output_type` must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}.")
+        if latent_channels is not None and (isinstance(latent_channels, bool) or not isinstance(latent_channels, int)):
+            raise TypeError(f"`latent_channels` must be an int, got {latent_channels!r}.")
+        if latent_channels is not None and not 1 <= latent_channels <= cfg.in_channels:
+            raise ValueError(f"`latent_channels`={latent_channels} must be in [1, {cfg.in_channels}] (in_channels).")
+        channels = latent_channels or (latents.shape[1] if latents is not None else cfg.in_channels)
+        if latents is not None:
+            expected = (batch_size, channels, cfg.sample_size, cfg.sample_size)
+            if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected:
+                got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+                raise ValueError(f"`latents` must have shape {expected} (batch, channels, size, size), got {got}.")
+            if channels > cfg.in_channels:
+                raise ValueError(
+                    f"`latents` has {channels} channels; the transformer accepts at most {cfg.in_channels}."
+                )
+        if output_type != "latent":
+            vae_channels = self.vae.config.latent_channels
+            if channels > vae_channels:
+                raise ValueError(f"Sampling {channels} channels but the vae decodes at most {vae_channels}.")
+            if channels < vae_channels and self.vae.config.decoder_in_shortcut:
+                raise ValueError(
+                    f"latent_channels={channels} < {vae_channels}: this vae has a decoder input shortcut (DC-AE 1.0) "
+                    "and cannot decode a channel prefix; use output_type='latent' or all channels."
+                )
+        return channels
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels: int | str | Sequence[int | str] | torch.Tensor,
+        guidance_scale: float = 1.5,
+        guidance_interval: tuple[float, float] | None = None,
+        num_inference_steps: int = 50,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        latent_channels: int | None = None,
+        solver: str | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' signature)
+    ) -> ImagePipelineOutput | tuple:
+        r"""Generate one image per class label.
+
+        Args:
+            class_labels: an int id, a class name (needs ``id2label``), or a list/tensor of them.
+            guidance_scale: classifier-free guidance scale s: ``uncond + s * (cond - uncond)`` on all channels; the
+                null class is ``transformer.config.num_classes``. 1 disables guidance (official default eval: 1.5).
+            guidance_interval: ``(t_lo, t_hi)`` in flow time; guidance only where t_lo <= t <= t_hi, the
+                conditional velocity elsewhere (official ``use_guidance_interval``, e.g. (0.2, 0.8)).
+            num_inference_steps: number of steps N (N + 1 grid points); ignored by the adaptive ``"dopri5"``.
+            generator: torch generator(s) for the starting noise.
+            latents: starting noise at t = 0, shape (B, c', sample_size, sample_size); drawn if None.
+            latent_channels: sample in the first c' latent channels and decode that prefix (DC-AE 1.5).
+            solver: None uses ``self.scheduler``; ``"euler"``, ``"heun2"`` or ``"dopri5"`` run the official
+                torchdiffeq samplers of ``dc_ae_hf.sampling`` (dopri5: adaptive, atol 1e-6, rtol 1e-3).
+            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (the final latent in diffusion space, before
+                dividing by the vae scaling factor).
+            return_dict: return an ``ImagePipelineOutput`` instead of a tuple.
+            callback_on_step_end: ``fn(pipe, i, t, callback_kwargs) -> dict`` after every step (not with dopri5);
+                ``t`` is the scheduler timestep (scheduler path) or the flow time the step started at (solvers).
+                Returning ``{"latents": ...}`` replaces the latents.
+            callback_on_step_end_tensor_inputs: tensors passed in ``callback_kwargs`` (only ``"latents"``).
+
+        Returns:
+            ``ImagePipelineOutput(images=...)`` or ``(images,)``.
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        bad = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(f"`callback_on_step_end_tensor_inputs` {bad} not in {self._callback_tensor_inputs}.")
+        if callback_on_step_end is not None and solver == "dopri5":
+            raise ValueError("`callback_on_step_end` is not supported with solver='dopri5' (adaptive steps).")
+        interval = check_guidance_interval(guidance_interval)
+        labels = self._resolve_class_labels(class_labels)
+        batch_size = len(labels)
+        channels = self.check_inputs(
+            batch_size, guidance_scale, num_inference_steps, latents, latent_channels, solver, output_type
+        )
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size} class labels.")
+        self._guidance_scale = guidance_scale
+        device = self._execution_device
+        size = self.transformer.config.sample_size
+        null_class_id = self.transformer.config.num_classes
+
+        # 1. starting noise at t = 0 (fp32, like the official generate)
+        if latents is None:
+            latents = randn_tensor((batch_size, channels, size, size), generator=generator, device=device)
+        latents = latents.to(device=device, dtype=torch.float32)
+        class_ids = torch.tensor(labels, device=device, dtype=torch.long)
+
+        def run_callback(i: int, t, latents: torch.Tensor) -> torch.Tensor:
+            if callback_on_step_end is None:
+                return latents
+            callback_kwargs = dict.fromkeys(callback_on_step_end_tensor_inputs, latents)
+            outputs = callback_on_step_end(self, i, t, callback_kwargs)
+            return outputs.pop("latents", latents)
+
+        # 2. integrate t: 0 -> 1
+        guidance = dict(guidance_scale=guidance_scale, guidance_interval=interval, null_class_id=null_class_id)
+        if solver is None:
+            latents = self._sample_with_scheduler(latents, class_ids, num_inference_steps, run_callback, **guidance)
+        elif solver == "dopri5":
+            self._num_timesteps = 0  # counts model calls (adaptive steps)
+            with self.progress_bar(total=100) as bar:  # progress = flow time reached, in percent
+
+                def report(module, args):
+                    self._num_timesteps += 1
+                    bar.update(max(0, int(100 * float(args[1].max())) - bar.n))
+
+                hook = self.transformer.register_forward_pre_hook(report)
+                try:
+                    latents = sample_ode(self.transformer, latents, class_ids, solver="dopri5", **guidance)
+                finally:
+                    hook.remove()
+                bar.update(100 - bar.n)
+        else:
+            self._num_timesteps = num_inference_steps
+            with self.progress_bar(total=num_inference_steps) as bar:
+
+                def step_callback(i: int, t: float, x: torch.Tensor) -> torch.Tensor:
+                    bar.update()
+                    return run_callback(i, t, x)
+
+                latents = sample_ode(
+                    self.transformer,
+                    latents,
+                    class_ids,
+                    solver=solver,
+                    num_inference_steps=num_inference_steps,
+                    step_callback=step_callback,
+                    **guidance,
+                )
+
+        # 3. decode
+        if output_type == "latent":
+            images = latents
+        else:
+            images = self.image_processor.postprocess(self._decode(latents), output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+    def _sample_with_scheduler(
+        self, latents, class_ids, num_inference_steps, callback, guidance_scale, guidance_interval, null_class_id
+    ):
+        """Integrate with ``self.scheduler`` on sigma = 1 - t (sigma from 1 to 0)."""
+        device = latents.device
+        if "sigmas" in inspect.signature(self.scheduler.set_timesteps).parameters:
+            # sigmas 1, 1 - 1/N, ..., 1/N (+ the scheduler's terminal 0): the official grid linspace(0, 1, N + 1)
+            sigmas = (1.0 - flow_time_grid(num_inference_steps)[:-1]).tolist()
+            self.scheduler.set_timesteps(sigmas=sigmas, device=device)
+        else:
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, timestep in enumerate(timesteps):
+                t = (1.0 - timestep / num_train_timesteps).float().expand(latents.shape[0])  # SiT flow time
+                velocity = guided_velocity(
+                    self.transformer, latents, t, class_ids, guidance_scale, guidance_interval, null_class_id
+                )  # (B, c', H, W): data - noise
+                # the scheduler integrates dx/dsigma = noise - data = -velocity
+                latents = self.scheduler.step(-velocity, timestep, latents, return_dict=False)[0]
+                latents = callback(i, timestep, latents)
+                bar.update()
+        return latents
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Diffusion-space latents (B, c', h, w) -> images (B, 3, H, W) in about [-1, 1]."""
+        missing = self.vae.config.latent_channels - latents.shape[1]
+        if missing and not isinstance(self.vae, AutoencoderDC15):
+            # plain AutoencoderDC without decoder input shortcut (checked in check_inputs): a prefix decodes exactly
+            # like the zero-filled full latent (its decoder stem is a conv), as AutoencoderDC15.decode does
+            latents = F.pad(latents, (0, 0, 0, 0, 0, missing))
+        return decode_from_diffusion_space(self.vae, latents.to(self.vae.dtype))
+
+    @classmethod
+    def download(cls, pretrained_model_name, **kwargs) -> str:
+        """Fetch a Hub repo with ``huggingface_hub.snapshot_download``.
+
+        diffusers' own ``download`` refuses repos whose components come from a library other than diffusers or
+        transformers (``_get_custom_components_and_folders``), so it cannot fetch ``dc_ae_hf`` components; the
+        whole snapshot is downloaded instead (or found in the cache with ``HF_HUB_OFFLINE=1``).
+        """
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(
+            pretrained_model_name,
+            revision=kwargs.get("revision"),
+            cache_dir=kwargs.get("cache_dir"),
+            token=kwargs.get("token"),
+            force_download=bool(kwargs.get("force_download", False)),
+            local_files_only=bool(kwargs.get("local_files_only", False)),
+        )

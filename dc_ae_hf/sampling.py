@@ -1,0 +1,184 @@
+"""Official USiT ODE samplers (SiT flow time: t = 0 noise -> t = 1 data) and classifier-free guidance.
+
+Official code: ``dc_gen/c2icore/diffusioncore/models/base.py`` (``forward_with_cfg``, ``generate``) and
+``dc_gen/c2icore/diffusioncore/models/sit_sampler/{transport,integrators}.py`` (``Sampler.sample_ode`` ->
+``torchdiffeq.odeint`` on ``torch.linspace(0, 1, num_steps)``). The solvers are torchdiffeq's own ``euler``,
+``heun2`` and ``dopri5``, so results match the official sampler up to floating-point noise.
+
+Conventions here:
+- ``num_inference_steps`` is the number of solver steps N on the grid ``linspace(0, 1, N + 1)`` (the official
+  ``num_steps`` counts grid points, i.e. official 9 == N = 8 here). Euler makes N model calls (none at t = 1),
+  heun2 makes 2N; dopri5 is adaptive (atol 1e-6, rtol 1e-3) and needs no step count.
+- With guidance (scale != 1) the ODE state is the CFG-doubled batch [x, x], exactly as in the official ``generate``:
+  the model runs on [x, x] with labels [y, null], and the guided velocity is written to both halves. The adaptive
+  dopri5 error norm is therefore taken over the whole batch, so dopri5 results depend on the batch composition.
+
+These are plain functions used by ``DCAE15Pipeline`` and by the trainers' sample/eval code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torchdiffeq import odeint
+
+SOLVERS = ("euler", "heun2", "dopri5")
+# A velocity model: (x (B, C, H, W), t (B,), labels (B,)) -> velocity tensor or an output with `.sample`.
+VelocityModel = Callable[..., object]
+StepCallback = Callable[[int, float, torch.Tensor], torch.Tensor | None]
+
+
+def check_guidance_interval(guidance_interval: Sequence[float] | None) -> tuple[float, float] | None:
+    """Validate ``(t_lo, t_hi)`` with 0 <= t_lo <= t_hi <= 1 (flow time) and return it as floats."""
+    if guidance_interval is None:
+        return None
+    try:
+        t_lo, t_hi = (float(v) for v in guidance_interval)
+    except (TypeError, ValueError) as error:
+        message = f"`guidance_interval` must be a pair (t_lo, t_hi) of floats, got {guidance_interval!r}."
+        raise ValueError(message) from error
+    if not 0.0 <= t_lo <= t_hi <= 1.0:
+        raise ValueError(
+            f"`guidance_interval` must satisfy 0 <= t_lo <= t_hi <= 1 (flow time), got {guidance_interval!r}."
+        )
+    return t_lo, t_hi
+
+
+def _model_velocity(model: VelocityModel, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    dtype = next(model.parameters()).dtype if isinstance(model, torch.nn.Module) else x.dtype
+    out = model(x.to(dtype), t, labels)
+    out = out.sample if hasattr(out, "sample") else out
+    return out.to(x.dtype)
+
+
+def guided_velocity(
+    model: VelocityModel,
+    x: torch.Tensor,
+    t: torch.Tensor | float,
+    class_labels: torch.Tensor,
+    guidance_scale: float = 1.0,
+    guidance_interval: Sequence[float] | None = None,
+    null_class_id: int | None = None,
+) -> torch.Tensor:
+    """Classifier-free guided velocity for a (non-doubled) batch (official ``forward_with_cfg``).
+
+    Runs the model once on [x, x] with labels [y, null] and returns ``uncond + s * (cond - uncond)`` on all
+    channels, shape of ``x``. With ``guidance_interval=(t_lo, t_hi)`` the scale is only applied where
+    t_lo <= t <= t_hi; outside it the official code sets the scale to 1 (``use_guidance_interval``), i.e. the
+    conditional velocity. ``guidance_scale == 1`` skips the unconditional pass (official ``generate``).
+    ``null_class_id`` defaults to ``model.config.num_classes``.
+    """
+    b = x.shape[0]
+    t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
+    t = t.expand(b) if t.ndim == 0 else t
+    if guidance_scale == 1.0:
+        return _model_velocity(model, x, t, class_labels)
+    if null_class_id is None:
+        null_class_id = model.config.num_classes
+    null = torch.full_like(class_labels, null_class_id)
+    out = _model_velocity(model, torch.cat([x, x]), torch.cat([t, t]), torch.cat([class_labels, null]))
+    cond, uncond = out.chunk(2)  # each (B, c', H, W)
+    scale = torch.full((b,), float(guidance_scale), device=x.device, dtype=out.dtype)
+    interval = check_guidance_interval(guidance_interval)
+    if interval is not None:  # official: cfg_scale = 1.0 outside [guidance_t_min, guidance_t_max]
+        inside = (t >= interval[0]) & (t <= interval[1])
+        scale = torch.where(inside, scale, torch.ones_like(scale))
+    return uncond + scale.view(b, 1, 1, 1) * (cond - uncond)
+
+
+def make_ode_func(
+    model: VelocityModel,
+    class_labels: torch.Tensor,
+    guidance_scale: float = 1.0,
+    guidance_interval: Sequence[float] | None = None,
+    null_class_id: int | None = None,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The torchdiffeq right-hand side ``f(t, state)`` of the official sampler.
+
+    Without guidance the state is the batch itself; with guidance it is the doubled batch [x, x] and ``f`` returns
+    the guided velocity in both halves (official ``forward_with_cfg`` on the output of ``generate``'s doubling).
+    """
+
+    def func(t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        # official integrators.ode.sample._fn: t = ones(batch) * t
+        if guidance_scale == 1.0:
+            t_vec = torch.ones(state.shape[0], device=state.device) * t
+            return guided_velocity(model, state, t_vec, class_labels)
+        half = state[: state.shape[0] // 2]
+        t_vec = torch.ones(half.shape[0], device=state.device) * t
+        v = guided_velocity(model, half, t_vec, class_labels, guidance_scale, guidance_interval, null_class_id)
+        return torch.cat([v, v])
+
+    return func
+
+
+def flow_time_grid(num_inference_steps: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``torch.linspace(0, 1, N + 1)`` in float32 (the official grid with N + 1 points)."""
+    if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1:
+        raise ValueError(f"`num_inference_steps` must be an int >= 1, got {num_inference_steps!r}.")
+    return torch.linspace(0, 1, num_inference_steps + 1, device=device)
+
+
+def sample_ode(
+    model: VelocityModel,
+    noise: torch.Tensor,
+    class_labels: torch.Tensor,
+    solver: str = "dopri5",
+    num_inference_steps: int | None = None,
+    guidance_scale: float = 1.0,
+    guidance_interval: Sequence[float] | None = None,
+    null_class_id: int | None = None,
+    atol: float = 1e-6,
+    rtol: float = 1e-3,
+    step_callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Integrate the USiT probability-flow ODE from ``noise`` at t = 0 to t = 1 (official ``Sampler.sample_ode``).
+
+    Args:
+        model: velocity model called as ``model(x, t, labels)`` (e.g. ``USiTTransformer2DModel``).
+        noise: starting latents x_0, shape (B, c', H, W); the model must accept c' channels.
+        class_labels: int64 labels (B,).
+        solver: ``"euler"`` or ``"heun2"`` (fixed grid ``linspace(0, 1, N + 1)``) or ``"dopri5"`` (adaptive).
+        num_inference_steps: N, required for the fixed-grid solvers, ignored by dopri5.
+        guidance_scale, guidance_interval, null_class_id: classifier-free guidance (``guided_velocity``).
+        atol, rtol: dopri5 tolerances (official 1e-6 / 1e-3).
+        step_callback: fixed-grid solvers only: called after step i (which started at flow time t_i) as
+            ``step_callback(i, t_i, x)`` with the (non-doubled) latents; a returned tensor replaces them.
+
+    Returns:
+        the latents at t = 1, shape of ``noise``.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"Unknown solver {solver!r}; valid solvers: {list(SOLVERS)}.")
+    check_guidance_interval(guidance_interval)
+    if noise.ndim != 4 or class_labels.shape != (noise.shape[0],):
+        raise ValueError(
+            f"`noise` must be (B, C, H, W) and `class_labels` (B,); got {tuple(noise.shape)} and "
+            f"{tuple(class_labels.shape)}."
+        )
+    func = make_ode_func(model, class_labels, guidance_scale, guidance_interval, null_class_id)
+    doubled = guidance_scale != 1.0
+    state = torch.cat([noise, noise]) if doubled else noise
+    tol = dict(atol=[atol], rtol=[rtol])  # lists, exactly as the official integrators.ode passes them
+
+    if solver == "dopri5":
+        if step_callback is not None:
+            raise ValueError("`step_callback` is not supported with solver='dopri5' (its steps are adaptive).")
+        # The output grid only selects interpolation points, so [0, 1] gives the official t = 1 state.
+        grid = torch.tensor([0.0, 1.0], device=noise.device)
+        state = odeint(func, state, grid, method="dopri5", **tol)[-1]
+    else:
+        if num_inference_steps is None:
+            raise ValueError(f"`num_inference_steps` is required for solver={solver!r}.")
+        grid = flow_time_grid(num_inference_steps, device=noise.device)
+        # One odeint call per grid interval is the same computation as one call over the whole grid (fixed-grid
+        # solvers carry no state between steps); it lets callers observe or edit the latents between steps.
+        for i in range(num_inference_steps):
+            state = odeint(func, state, grid[i : i + 2], method=solver, **tol)[-1]
+            if step_callback is not None:
+                half = state[: noise.shape[0]]
+                new = step_callback(i, float(grid[i]), half)
+                if new is not None:
+                    state = torch.cat([new, new]) if doubled else new
+    return state[: noise.shape[0]]

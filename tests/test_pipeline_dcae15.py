@@ -1,0 +1,250 @@
+"""DCAE15Pipeline: official-sampler parity, serialization (local + offline Hub cache), outputs, labels, errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import huggingface_hub
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY_AE15_CONFIG, fixture_path
+from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler
+from PIL import Image
+from safetensors.torch import load_file
+
+from dc_ae_hf.convert.usit import convert_usit_state_dict, infer_usit_config
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline, load_imagenet_id2label
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+# DiT-style id2label with comma-separated synonyms (the usit_a transformer has 10 classes).
+ID2LABEL = {i: f"class {i}" for i in range(10)}
+ID2LABEL[2] = "great white shark, white shark, man-eater"
+ID2LABEL[7] = "Golden Retriever"
+
+
+@pytest.fixture(scope="module")
+def io() -> dict[str, torch.Tensor]:
+    return load_file(fixture_path("usit_a.io.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def pipe() -> DCAE15Pipeline:
+    original = load_file(fixture_path("usit_a.original.safetensors"))
+    transformer = USiTTransformer2DModel(**infer_usit_config(original, num_attention_heads=4)).eval()
+    transformer.load_state_dict(convert_usit_state_dict(original, model=transformer), strict=True)
+    torch.manual_seed(0)
+    vae = AutoencoderDC15(**TINY_AE15_CONFIG).eval()  # latent 16 channels, f8: 4x4 latents -> 32x32 images
+    pipe = DCAE15Pipeline(transformer=transformer, vae=vae, id2label=ID2LABEL)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def latents_of(pipe, **kwargs) -> torch.Tensor:
+    return pipe(**{"guidance_scale": 1.5, "num_inference_steps": 4, "output_type": "latent", **kwargs}).images
+
+
+@pytest.mark.parametrize(
+    "solver, noise, expected",
+    [
+        ("euler", "sample_noise", "sample_euler"),
+        ("heun2", "sample_noise", "sample_heun2"),
+        ("heun2", "sample_noise_c8", "sample_heun2_c8"),
+        (None, "sample_noise", "sample_euler"),
+    ],
+)
+def test_pipeline_reproduces_official_samplers(pipe, io, solver, noise, expected):
+    # official num_inference_steps=9 grid points = 8 steps here; the default FlowMatchEuler scheduler runs on
+    # sigma = 1 - t over the same grid, so it reproduces the official Euler sampler too
+    labels = io["sample_labels"].tolist()
+    out = latents_of(pipe, class_labels=labels, latents=io[noise], num_inference_steps=8, solver=solver)
+    torch.testing.assert_close(out, io[expected], **TOL)
+
+
+def test_pipeline_dopri5_matches_official(pipe, io):
+    out = latents_of(pipe, class_labels=io["sample_labels"].tolist(), latents=io["sample_noise"], solver="dopri5")
+    torch.testing.assert_close(out, io["sample_dopri5"], atol=1e-3, rtol=1e-3)
+
+
+def test_cfg_uses_the_null_class_from_the_config(pipe):
+    seen = []
+    hook = pipe.transformer.register_forward_pre_hook(lambda module, args: seen.append(args[2].tolist()))
+    try:
+        latents_of(pipe, class_labels=[3, 4], num_inference_steps=1)
+    finally:
+        hook.remove()
+    assert seen == [[3, 4, 10, 10]]  # num_classes = 10 -> null id 10
+
+
+def test_guidance_interval(pipe):
+    kwargs = dict(class_labels=[1, 2], latents=torch.randn(2, 16, 4, 4), solver="euler")
+    guided = latents_of(pipe, **kwargs)
+    torch.testing.assert_close(latents_of(pipe, guidance_interval=(0.0, 1.0), **kwargs), guided, rtol=0, atol=0)
+    # Euler with 4 steps evaluates t = 0, .25, .5, .75: an interval past them all means no guidance at all
+    outside = latents_of(pipe, guidance_interval=(0.9, 1.0), **kwargs)
+    torch.testing.assert_close(outside, latents_of(pipe, **{**kwargs, "guidance_scale": 1.0}), **TOL)
+    assert (outside - guided).abs().max() > 1e-3
+
+
+def test_save_load_local(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    loaded = DCAE15Pipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert isinstance(loaded.transformer, USiTTransformer2DModel) and isinstance(loaded.vae, AutoencoderDC15)
+    assert isinstance(loaded.scheduler, FlowMatchEulerDiscreteScheduler)
+    assert loaded.get_label_ids("white shark") == [2]  # id2label went through model_index.json
+    kwargs = dict(class_labels=[1, "golden retriever"], latents=torch.randn(2, 16, 4, 4), output_type="np")
+    np.testing.assert_array_equal(loaded(**kwargs).images, pipe(**kwargs).images)
+
+
+def test_load_from_hub_repo_id_offline(pipe, tmp_path, monkeypatch):
+    # a Hugging Face cache folder laid out like a real download of "dc-ai/tiny-dcae15"
+    cache = tmp_path / "hub"
+    repo = cache / "models--dc-ai--tiny-dcae15"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    pipe.save_pretrained(repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    loaded = DCAE15Pipeline.from_pretrained("dc-ai/tiny-dcae15")
+    loaded.set_progress_bar_config(disable=True)
+    latents = torch.randn(1, 16, 4, 4)
+    torch.testing.assert_close(
+        latents_of(loaded, class_labels=[5], latents=latents), latents_of(pipe, class_labels=[5], latents=latents)
+    )
+    shutil.rmtree(repo / "snapshots")
+    with pytest.raises(Exception):  # noqa: B017 - huggingface_hub's offline "not in cache" error
+        DCAE15Pipeline.from_pretrained("dc-ai/tiny-dcae15")
+
+
+def test_generator_determinism_and_batch_consistency(pipe):
+    def run(labels, seed):
+        return latents_of(pipe, class_labels=labels, generator=torch.Generator().manual_seed(seed), solver="euler")
+
+    a, b, c = run([1, 2, 3], 0), run([1, 2, 3], 0), run([1, 2, 3], 1)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (a - c).abs().max() > 1e-3
+    latents = torch.randn(3, 16, 4, 4)
+    batch = latents_of(pipe, class_labels=[1, 2, 3], latents=latents, solver="heun2")
+    for i, label in enumerate([1, 2, 3]):
+        single = latents_of(pipe, class_labels=[label], latents=latents[i : i + 1], solver="heun2")
+        torch.testing.assert_close(single[0], batch[i], **TOL)
+    generators = [torch.Generator().manual_seed(s) for s in (7, 8)]
+    pair = latents_of(pipe, class_labels=[1, 2], generator=generators)
+    alone = latents_of(pipe, class_labels=[2], generator=[torch.Generator().manual_seed(8)])
+    torch.testing.assert_close(pair[1], alone[0], **TOL)
+
+
+def test_output_types(pipe):
+    def run(output_type, **kwargs):
+        generator = torch.Generator().manual_seed(0)
+        return pipe([0, 9], num_inference_steps=2, generator=generator, output_type=output_type, **kwargs)
+
+    pil = run("pil").images
+    assert len(pil) == 2 and all(isinstance(im, Image.Image) and im.size == (32, 32) for im in pil)
+    array = run("np").images
+    assert array.shape == (2, 32, 32, 3) and array.min() >= 0 and array.max() <= 1
+    np.testing.assert_array_equal(np.asarray(pil[1]), (array[1] * 255).round().astype(np.uint8))
+    tensor = run("pt").images
+    assert tensor.shape == (2, 3, 32, 32)
+    latent = run("latent").images
+    assert latent.shape == (2, 16, 4, 4)
+    # images = decode(latent / scaling_factor) mapped from [-1, 1] to [0, 1]
+    with torch.no_grad():
+        decoded = pipe.vae.decode(latent / TINY_AE15_CONFIG["scaling_factor"]).sample
+    torch.testing.assert_close(tensor, (decoded / 2 + 0.5).clamp(0, 1), **TOL)
+    (images,) = run("latent", return_dict=False)
+    torch.testing.assert_close(images, latent, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("solver", [None, "euler", "heun2"])
+def test_callback_on_step_end(pipe, solver):
+    calls = []
+
+    def callback(pipeline, i, t, callback_kwargs):
+        calls.append((i, float(t)))
+        assert pipeline is pipe and callback_kwargs["latents"].shape == (2, 16, 4, 4)
+        return {"latents": torch.zeros_like(callback_kwargs["latents"])} if i == 2 else {}
+
+    out = latents_of(pipe, class_labels=[1, 2], num_inference_steps=3, solver=solver, callback_on_step_end=callback)
+    assert [i for i, _ in calls] == [0, 1, 2]
+    # the scheduler passes its timestep (sigma * 1000), the solvers the flow time the step started at
+    expected_t = [1000.0, 2000 / 3, 1000 / 3] if solver is None else [0.0, 1 / 3, 2 / 3]
+    assert [t for _, t in calls] == pytest.approx(expected_t, rel=1e-5)
+    assert torch.count_nonzero(out) == 0  # the replaced latents are the result of the last step
+
+
+def test_latent_channels_prefix(pipe):
+    generator = torch.Generator().manual_seed(0)
+    latent = latents_of(pipe, class_labels=[1, 2], latent_channels=8, generator=generator)
+    assert latent.shape == (2, 8, 4, 4)
+    generator = torch.Generator().manual_seed(0)
+    images = pipe([1, 2], latent_channels=8, num_inference_steps=4, generator=generator, output_type="pt").images
+    assert images.shape == (2, 3, 32, 32)
+    with torch.no_grad():  # the prefix decodes like the zero-filled latent
+        padded = F.pad(latent / TINY_AE15_CONFIG["scaling_factor"], (0, 0, 0, 0, 0, 8))
+        expected = (pipe.vae.decode(padded).sample / 2 + 0.5).clamp(0, 1)
+    torch.testing.assert_close(images, expected, **TOL)
+    # a plain diffusers AutoencoderDC (no decoder input shortcut) decodes the same prefix identically
+    config = {k: v for k, v in TINY_AE15_CONFIG.items() if k != "latent_channel_choices"}
+    plain = AutoencoderDC(**config).eval()
+    plain.load_state_dict(pipe.vae.state_dict())
+    plain_pipe = DCAE15Pipeline(pipe.transformer, plain, pipe.scheduler)
+    plain_pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(0)
+    plain_images = plain_pipe([1, 2], latent_channels=8, num_inference_steps=4, generator=generator, output_type="pt")
+    torch.testing.assert_close(plain_images.images, images, **TOL)
+
+
+def test_label_names(pipe):
+    assert pipe.get_label_ids(["White Shark", "man-eater", "GOLDEN  retriever", "class 4"]) == [2, 2, 7, 4]
+    with pytest.raises(ValueError, match="golden retriever"):
+        pipe.get_label_ids("golden retreiver")
+    with pytest.raises(ValueError, match="no `id2label`"):
+        DCAE15Pipeline(pipe.transformer, pipe.vae).get_label_ids("white shark")
+
+
+def test_imagenet_id2label():
+    id2label = load_imagenet_id2label()
+    assert sorted(id2label) == list(range(1000))
+    assert id2label[0] == "tench" and id2label[207] == "golden retriever"
+    transformer = USiTTransformer2DModel(
+        sample_size=2, in_channels=4, num_layers=0, num_attention_heads=1, attention_head_dim=4
+    )
+    imagenet = DCAE15Pipeline(transformer, AutoencoderDC15(**TINY_AE15_CONFIG), id2label=id2label)
+    assert imagenet.get_label_ids(["great white shark", "Golden Retriever"]) == [2, 207]
+    with pytest.raises(ValueError, match="great white shark"):
+        imagenet.get_label_ids("great whte shark")
+
+
+def test_bad_inputs(pipe):
+    latents = torch.randn(2, 16, 4, 4)
+    cases = [
+        (dict(class_labels=[1, 10]), ValueError, r"out of range \[0, 9\]"),
+        (dict(class_labels=[-1]), ValueError, "out of range"),
+        (dict(class_labels=["white sharc"]), ValueError, "Did you mean: 'white shark'"),
+        (dict(class_labels=[1.5]), TypeError, "class_labels"),
+        (dict(class_labels=[1, 2], latents=latents[:1]), ValueError, r"latents.*\(2, 16, 4, 4\)"),
+        (dict(class_labels=[1, 2], latents=latents, latent_channels=8), ValueError, "latents"),
+        (dict(class_labels=[1], latent_channels=17), ValueError, "latent_channels"),
+        (dict(class_labels=[1], num_inference_steps=0), ValueError, "num_inference_steps"),
+        (dict(class_labels=[1], guidance_interval=(0.9, 0.1)), ValueError, "guidance_interval"),
+        (dict(class_labels=[1], guidance_interval=(0.0, 1.5)), ValueError, "guidance_interval"),
+        (dict(class_labels=[1], solver="rk4"), ValueError, "rk4"),
+        (dict(class_labels=[1], output_type="jpg"), ValueError, "output_type"),
+        (dict(class_labels=[1, 2], generator=[torch.Generator()]), ValueError, "generators"),
+        (dict(class_labels=[1], solver="dopri5", callback_on_step_end=lambda *a: {}), ValueError, "dopri5"),
+        (dict(class_labels=[1], callback_on_step_end_tensor_inputs=["noise"]), ValueError, "noise"),
+    ]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            pipe(**{"num_inference_steps": 1, **kwargs})
+    no_null = USiTTransformer2DModel(**{**pipe.transformer.config, "class_dropout_prob": 0.0})
+    with pytest.raises(ValueError, match="null class"):
+        DCAE15Pipeline(no_null, pipe.vae)(class_labels=[1], guidance_scale=1.5)

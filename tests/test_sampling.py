@@ -1,0 +1,148 @@
+"""dc_ae_hf.sampling: the official ODE samplers and CFG reproduced on the usit_a fixture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import fixture_path
+from safetensors.torch import load_file
+from torchdiffeq import odeint
+
+from dc_ae_hf.convert.usit import convert_usit_state_dict, infer_usit_config
+from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
+from dc_ae_hf.sampling import flow_time_grid, guided_velocity, make_ode_func, sample_ode
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+# Fixture grid: official num_inference_steps=9 grid points = 8 steps = our num_inference_steps=8.
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def io() -> dict[str, torch.Tensor]:
+    return load_file(fixture_path("usit_a.io.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def model() -> USiTTransformer2DModel:
+    original = load_file(fixture_path("usit_a.original.safetensors"))
+    model = USiTTransformer2DModel(**infer_usit_config(original, num_attention_heads=4)).eval()
+    model.load_state_dict(convert_usit_state_dict(original, model=model), strict=True)
+    return model
+
+
+class CountingModel(torch.nn.Module):
+    """Wraps a model and records the batch size and labels of every call (the official count_nfe)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config, self.calls = model, model.config, []
+
+    def forward(self, x, t, y):
+        self.calls.append((x.shape[0], float(t[0]), y.tolist()))
+        return self.model(x, t, y)
+
+
+def test_cfg_velocity_matches_official(model, io):
+    counting = CountingModel(model)
+    with torch.no_grad():
+        guided = guided_velocity(counting, io["x_t"], io["t"], io["cfg_labels"], guidance_scale=1.5)
+    torch.testing.assert_close(guided, io["velocity_cfg"], **TOL)
+    # one call on the doubled batch, null class = num_classes (10) read from the config
+    assert len(counting.calls) == 1 and counting.calls[0][0] == 6 and counting.calls[0][2][3:] == [10, 10, 10]
+
+
+@pytest.mark.parametrize(
+    "solver, noise, expected, nfe",
+    [
+        ("euler", "sample_noise", "sample_euler", 8),
+        ("heun2", "sample_noise", "sample_heun2", 16),
+        ("heun2", "sample_noise_c8", "sample_heun2_c8", 16),
+    ],
+)
+def test_fixed_grid_samplers_match_official(model, io, solver, noise, expected, nfe):
+    counting = CountingModel(model)
+    with torch.no_grad():
+        sample = sample_ode(counting, io[noise], io["sample_labels"], solver, STEPS, guidance_scale=1.5)
+    torch.testing.assert_close(sample, io[expected], **TOL)
+    assert len(counting.calls) == nfe  # usit_a.json model_calls_counted
+    assert all(batch == 4 for batch, _, _ in counting.calls)  # CFG-doubled batch of 2
+    if solver == "euler":  # Euler evaluates t_k = k / 8 and never t = 1
+        assert [t for _, t, _ in counting.calls] == pytest.approx([k / 8 for k in range(8)])
+
+
+def test_dopri5_matches_official(model, io):
+    counting = CountingModel(model)
+    with torch.no_grad():
+        sample = sample_ode(counting, io["sample_noise"], io["sample_labels"], "dopri5", guidance_scale=1.5)
+    torch.testing.assert_close(sample, io["sample_dopri5"], atol=1e-3, rtol=1e-3)
+    assert len(counting.calls) == 20  # usit_a.json: 20 model calls (adaptive)
+
+
+def test_per_step_loop_equals_one_odeint_call(model, io):
+    # sample_ode runs one odeint call per grid interval; that is the same computation as one call over the grid.
+    func = make_ode_func(model, io["sample_labels"], guidance_scale=1.5)
+    state = torch.cat([io["sample_noise"]] * 2)
+    with torch.no_grad():
+        whole = odeint(func, state, flow_time_grid(4), method="heun2")[-1][:2]
+        stepped = sample_ode(model, io["sample_noise"], io["sample_labels"], "heun2", 4, guidance_scale=1.5)
+    torch.testing.assert_close(stepped, whole, rtol=0, atol=0)
+
+
+def test_guidance_interval_semantics(model, io):
+    x, y = io["x_t"][:2], io["cfg_labels"][:2]
+    null = torch.full_like(y, 10)
+    with torch.no_grad():
+        for t in (0.1, 0.5, 0.9):
+            tt = torch.full((2,), t)
+            cond, uncond = model(x, tt, y).sample, model(x, tt, null).sample
+            guided = guided_velocity(model, x, tt, y, 3.0, guidance_interval=(0.2, 0.8))
+            expected = uncond + 3.0 * (cond - uncond) if 0.2 <= t <= 0.8 else cond  # official: scale 1 outside
+            torch.testing.assert_close(guided, expected, **TOL)
+        # per-sample flow times: each sample uses its own scale
+        mixed = guided_velocity(model, x, torch.tensor([0.1, 0.5]), y, 3.0, guidance_interval=(0.2, 0.8))
+        inside = guided_velocity(model, x, torch.tensor([0.5, 0.5]), y, 3.0)
+        outside = model(x, torch.tensor([0.1, 0.1]), y).sample
+        torch.testing.assert_close(mixed[1], inside[1], **TOL)
+        torch.testing.assert_close(mixed[0], outside[0], **TOL)
+
+
+def test_no_guidance_runs_the_plain_batch(model, io):
+    counting = CountingModel(model)
+    with torch.no_grad():
+        sample = sample_ode(counting, io["sample_noise"], io["sample_labels"], "euler", 2, guidance_scale=1.0)
+    assert [batch for batch, _, _ in counting.calls] == [2, 2]
+    assert sample.shape == io["sample_noise"].shape
+
+
+def test_step_callback_sees_and_replaces_latents(model, io):
+    seen = []
+
+    def callback(i, t, x):
+        seen.append((i, t, x.shape))
+        return torch.zeros_like(x) if i == 2 else None
+
+    with torch.no_grad():
+        sample = sample_ode(model, io["sample_noise"], io["sample_labels"], "euler", 3, 1.5, step_callback=callback)
+    assert seen == [
+        (0, 0.0, (2, 16, 4, 4)),
+        (1, pytest.approx(1 / 3), (2, 16, 4, 4)),
+        (2, pytest.approx(2 / 3), (2, 16, 4, 4)),
+    ]
+    assert torch.count_nonzero(sample) == 0
+
+
+def test_bad_arguments(model, io):
+    noise, labels = io["sample_noise"], io["sample_labels"]
+    with pytest.raises(ValueError, match="rk4"):
+        sample_ode(model, noise, labels, "rk4", 4)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        sample_ode(model, noise, labels, "euler", 0)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        sample_ode(model, noise, labels, "heun2")
+    for interval in ((0.8, 0.2), (-0.1, 0.5), (0.5,), "ab"):
+        with pytest.raises(ValueError, match="guidance_interval"):
+            sample_ode(model, noise, labels, "euler", 2, 1.5, guidance_interval=interval)
+    with pytest.raises(ValueError, match="step_callback"):
+        sample_ode(model, noise, labels, "dopri5", step_callback=lambda i, t, x: None)
+    with pytest.raises(ValueError, match="class_labels"):
+        sample_ode(model, noise, labels[:1], "euler", 2)
