@@ -1,0 +1,225 @@
+"""Reconstruction evaluation of an autoencoder per latent-channel prefix: PSNR, SSIM, LPIPS and rFID.
+
+Protocol (official ``dc_gen/aecore/trainer.py``, ``evaluate``): input and reconstruction are quantised to uint8 with
+``clamp(127.5 x + 128, 0, 255)`` and a truncating cast; PSNR (peak 255) and SSIM (torchmetrics, ``data_range=(0,
+255)``) are computed per image on the uint8 images and averaged over all images; LPIPS gets the uint8 images mapped
+back to [-1, 1] (torchmetrics ``normalize=True`` on ``uint8 / 255``; torchmetrics' default trunk, used officially,
+is AlexNet: pass ``load_lpips("alex")`` for parity). rFID here is torch-fidelity FID between the real and the
+reconstructed uint8 images written as PNG folders (officially the reference is precomputed ImageNet-val
+statistics; on the same images the two agree up to the Inception resize difference described in
+``dc_ae_hf/metrics/generation.py``).
+
+Structured latent space (DC-AE 1.5): each batch is encoded once to the full latent and decoded from its first c'
+channels for every requested c' (``vae.decode(latent[:, :c'])``). Decoding a prefix equals decoding the latent with
+channels c'.. set to zero when the decoder has no input shortcut (reference.md section 2, parity item 3), which is
+how a plain diffusers ``AutoencoderDC`` without latent shortcuts is evaluated on prefixes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from dc_ae_hf.metrics.generation import compute_generation_metrics
+from dc_ae_hf.metrics.image import psnr, ssim, to_uint8
+
+__all__ = ["evaluate_autoencoder", "format_markdown_table"]
+
+_METRIC_COLUMNS = (
+    ("psnr", "PSNR", ".2f"),
+    ("ssim", "SSIM", ".4f"),
+    ("lpips", "LPIPS", ".4f"),
+    ("rfid", "rFID", ".3f"),
+)
+
+
+@torch.no_grad()
+def evaluate_autoencoder(
+    vae: nn.Module,
+    dataloader: Iterable[Any],
+    latent_channels_list: Sequence[int] | None = None,
+    lpips_model: nn.Module | None = None,
+    compute_rfid: bool = False,
+    inception_weights_path: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    max_batches: int | None = None,
+) -> dict[int, dict[str, float]]:
+    """Evaluate reconstructions for every latent-channel prefix c'.
+
+    Args:
+        vae: an ``AutoencoderDC15`` (``encode(x).latent``, ``decode(z).sample`` with z holding any allowed channel
+            prefix; recognised by ``latent_channel_choices`` in its config) or a diffusers ``AutoencoderDC``.
+        dataloader: yields dicts with ``"pixel_values"`` (B, 3, H, W) in [-1, 1], such tensors, or (images, ...)
+            tuples.
+        latent_channels_list: the c' values. Default: ``vae.config.latent_channel_choices`` when present, else only
+            the full latent. Prefixes of a plain ``AutoencoderDC`` are decoded zero-padded, which is only valid when
+            it has no latent shortcuts (``encoder_out_shortcut=False`` and ``decoder_in_shortcut=False``).
+        lpips_model: an LPIPS module taking two [-1, 1] batches (``load_lpips``); None skips LPIPS.
+        compute_rfid: also compute rFID (torch-fidelity; needs ``inception_weights_path`` offline).
+        device: where to run; default: the vae's device. The vae and ``lpips_model`` are moved there.
+        max_batches: stop after this many batches.
+
+    Returns:
+        ``{c': {"psnr": ..., "ssim": ..., "lpips": ..., "rfid": ...}}`` (LPIPS/rFID only when requested), each the
+        mean over all evaluated images.
+    """
+    if not isinstance(vae, nn.Module) or not hasattr(vae, "encode") or not hasattr(vae, "decode"):
+        raise TypeError(f"vae must be an autoencoder module with encode/decode, got {type(vae).__name__}.")
+    if max_batches is not None and (
+        isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
+    ):
+        raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}.")
+    if lpips_model is not None and not isinstance(lpips_model, nn.Module):
+        raise TypeError(f"lpips_model must be an nn.Module such as load_lpips(...), got {type(lpips_model).__name__}.")
+    full_channels = int(vae.config.latent_channels)
+    channels_list = _resolve_channels(vae, latent_channels_list, full_channels)
+    # Prefix-capable models (AutoencoderDC15) carry latent_channel_choices in their config and validate c' in decode.
+    prefix_decode = "latent_channel_choices" in vae.config
+    if not prefix_decode and min(channels_list) < full_channels:
+        shortcuts = {name: getattr(vae.config, name, True) for name in ("encoder_out_shortcut", "decoder_in_shortcut")}
+        if any(shortcuts.values()):
+            raise ValueError(
+                f"latent_channels_list {channels_list} asks for prefixes of a {type(vae).__name__} without "
+                f"latent_channel_choices, whose latent shortcuts {shortcuts} make a zero-padded prefix differ from a "
+                f"truncated one. Evaluate only the full latent ({full_channels}) or use an AutoencoderDC15."
+            )
+
+    parameter = next(vae.parameters())
+    device = torch.device(device) if device is not None else parameter.device
+    was_training = vae.training
+    vae.to(device).eval()
+    if lpips_model is not None:
+        lpips_model.to(device)
+
+    sums = {c: {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0} for c in channels_list}
+    num_images = 0
+    with tempfile.TemporaryDirectory(prefix="dc_ae_hf_rfid_") as tmp:
+        try:
+            for batch_index, batch in enumerate(dataloader):
+                x = _pixel_values(batch).to(device=device, dtype=parameter.dtype)  # (B, 3, H, W) in [-1, 1]
+                real_uint8 = to_uint8(x)  # (B, 3, H, W)
+                latent = vae.encode(x).latent  # (B, C, H/f, W/f): encoded once, full latent
+                if compute_rfid:
+                    _save_png(real_uint8, os.path.join(tmp, "real"), num_images)
+                for c in channels_list:
+                    recon = vae.decode(_latent_prefix(latent, c, prefix_decode)).sample  # (B, 3, H, W)
+                    recon_uint8 = to_uint8(recon)
+                    sums[c]["psnr"] += psnr(recon_uint8, real_uint8, data_range=255.0).sum().item()
+                    sums[c]["ssim"] += ssim(recon_uint8, real_uint8, data_range=(0.0, 255.0)).sum().item()
+                    if lpips_model is not None:
+                        # torchmetrics LPIPS(normalize=True) on uint8 / 255 == LPIPS on uint8 / 127.5 - 1.
+                        distance = lpips_model(recon_uint8.float() / 127.5 - 1, real_uint8.float() / 127.5 - 1)
+                        sums[c]["lpips"] += distance.flatten().double().sum().item()
+                    if compute_rfid:
+                        _save_png(recon_uint8, os.path.join(tmp, f"recon_{c}"), num_images)
+                num_images += x.shape[0]
+                if max_batches is not None and batch_index + 1 >= max_batches:
+                    break
+        finally:
+            vae.train(was_training)
+        if num_images == 0:
+            raise ValueError("dataloader yielded no images.")
+        if compute_rfid and num_images < 2:
+            raise ValueError(f"rFID needs at least 2 images (a covariance), the dataloader gave {num_images}.")
+
+        results: dict[int, dict[str, float]] = {}
+        for c in channels_list:
+            results[c] = {"psnr": sums[c]["psnr"] / num_images, "ssim": sums[c]["ssim"] / num_images}
+            if lpips_model is not None:
+                results[c]["lpips"] = sums[c]["lpips"] / num_images
+            if compute_rfid:
+                results[c]["rfid"] = compute_generation_metrics(
+                    os.path.join(tmp, f"recon_{c}"),
+                    os.path.join(tmp, "real"),
+                    fid=True,
+                    inception_score=False,
+                    precision_recall=False,
+                    inception_weights_path=inception_weights_path,
+                    device=device if device.type in ("cpu", "cuda") else "cpu",
+                    # Extract the real images' Inception features once and reuse them for every c'.
+                    cache_root=os.path.join(tmp, "fidelity_cache"),
+                    input2_cache_name="real",
+                )["fid"]
+    return results
+
+
+def format_markdown_table(results: dict[int, dict[str, float]]) -> str:
+    """Format ``evaluate_autoencoder`` results as a markdown table, one row per c' (ascending)."""
+    if not isinstance(results, dict) or not results:
+        raise ValueError("results must be a non-empty dict {c': {metric: value}} from evaluate_autoencoder.")
+    columns = [column for column in _METRIC_COLUMNS if any(column[0] in row for row in results.values())]
+    lines = [
+        "| c' | " + " | ".join(title for _, title, _ in columns) + " |",
+        "|---:|" + "---:|" * len(columns),
+    ]
+    for c in sorted(results):
+        cells = []
+        for key, _, spec in columns:
+            value = results[c].get(key)
+            cells.append("–" if value is None else ("inf" if math.isinf(value) else format(value, spec)))
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _resolve_channels(vae: nn.Module, latent_channels_list: Sequence[int] | None, full_channels: int) -> list[int]:
+    if latent_channels_list is None:
+        choices = getattr(vae.config, "latent_channel_choices", None)
+        latent_channels_list = list(choices) if choices else [full_channels]
+    if isinstance(latent_channels_list, int) or not isinstance(latent_channels_list, Sequence):
+        raise TypeError(f"latent_channels_list must be a sequence of ints, got {latent_channels_list!r}.")
+    channels = []
+    for c in latent_channels_list:
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 1 <= c <= full_channels:
+            raise ValueError(
+                f"latent_channels_list entries must be ints in [1, {full_channels}] (the latent has "
+                f"{full_channels} channels), got {c!r} in {list(latent_channels_list)}."
+            )
+        channels.append(int(c))
+    if not channels:
+        raise ValueError("latent_channels_list must not be empty.")
+    return sorted(set(channels))
+
+
+def _latent_prefix(latent: torch.Tensor, c: int, prefix_decode: bool) -> torch.Tensor:
+    """The decoder input for prefix c': the first c' channels, or (plain AutoencoderDC) them zero-padded."""
+    if c == latent.shape[1]:
+        return latent
+    if prefix_decode:
+        return latent[:, :c]
+    padded = torch.zeros_like(latent)
+    padded[:, :c] = latent[:, :c]
+    return padded
+
+
+def _pixel_values(batch: Any) -> torch.Tensor:
+    if isinstance(batch, dict):
+        if "pixel_values" not in batch:
+            raise KeyError(f"dataloader batches that are dicts need a 'pixel_values' key, got keys {sorted(batch)}.")
+        images = batch["pixel_values"]
+    elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        images = batch[0]
+    else:
+        images = batch
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise TypeError(f"pixel_values must be a float tensor (B, 3, H, W) in [-1, 1], got {type(images).__name__}.")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"pixel_values must have shape (B, 3, H, W), got shape {tuple(images.shape)}.")
+    low, high = images.min().item(), images.max().item()
+    if low < -1.001 or high > 1.001:
+        raise ValueError(f"pixel_values must be in [-1, 1], got values in [{low:.4g}, {high:.4g}].")
+    return images
+
+
+def _save_png(images: torch.Tensor, folder: str, start_index: int) -> None:
+    """Write uint8 images (B, 3, H, W) as lossless PNG files numbered from ``start_index``."""
+    os.makedirs(folder, exist_ok=True)
+    for offset, image in enumerate(images.permute(0, 2, 3, 1).cpu().numpy()):  # (H, W, 3) uint8
+        Image.fromarray(image).save(os.path.join(folder, f"{start_index + offset:06d}.png"))
