@@ -9,7 +9,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData, upload_folder
 from huggingface_hub import create_repo as _create_repo
 
-MODEL_CARD_TEMPLATES = ("autoencoder",)
+MODEL_CARD_TEMPLATES = ("autoencoder", "pipeline")
 
 
 def render_model_card(template: str, card_data: ModelCardData, **variables) -> ModelCard:

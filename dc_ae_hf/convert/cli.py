@@ -2,11 +2,15 @@
 
     python -m dc_ae_hf.convert autoencoder --checkpoint dc-ai/dc-ae-f64c128-1.5 --preset dc-ae-1.5-f64c128 \
         --output converted/dc-ae-1.5-f64c128 [--push_to_hub user/dc-ae-1.5-f64c128-diffusers]
+    python -m dc_ae_hf.convert pipeline --autoencoder dc-ai/dc-ae-f64c128-1.5 \
+        --transformer mit-han-lab/dc-ae-f64c128-1.5-usit-2b-in-512px --preset dc-ae-1.5-f64c128-usit-2b \
+        --output converted/dc-ae-1.5-f64c128-usit-2b [--push_to_hub user/dc-ae-1.5-usit-2b-diffusers]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -16,6 +20,7 @@ from ..hub import push_folder_to_hub, write_model_card
 from ..models.autoencoder_dc15 import AUTOENCODER_PRESETS, resolve_autoencoder_preset
 from .autoencoder import load_official_autoencoder
 from .checkpoint_io import load_original_checkpoint
+from .pipeline import PIPELINE_PRESETS, convert_pipeline
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -78,6 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
     ae.add_argument("--output", required=True, help="output folder")
     ae.add_argument("--dtype", default="fp32", choices=sorted(_DTYPES))
     ae.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="also upload the folder to this Hub repo")
+
+    pipe = commands.add_parser("pipeline", help="official autoencoder + USiT checkpoints -> DCAE15Pipeline folder")
+    pipe.add_argument("--autoencoder", required=True, help="Hub id or file of the official autoencoder")
+    pipe.add_argument("--transformer", required=True, help="Hub id or file of the official USiT (incl. FSDP EMA .pt)")
+    pipe.add_argument(
+        "--preset",
+        default=None,
+        help=f"architectures (default: inferred from the weights); one of {sorted(PIPELINE_PRESETS)}",
+    )
+    pipe.add_argument("--output", required=True, help="output folder")
+    pipe.add_argument(
+        "--num_attention_heads", type=int, default=None, help="USiT heads when inferring a non-official width"
+    )
+    pipe.add_argument("--scaling_factor", type=float, default=None, help="override the autoencoder's scaling factor")
+    pipe.add_argument(
+        "--ema_decay", type=float, default=None, help="which EMA of an FSDP checkpoint (default: the only one)"
+    )
+    pipe.add_argument(
+        "--id2label", default=None, help="JSON file {class id: name} (default: ImageNet-1k for 1000 classes)"
+    )
+    pipe.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="also upload the folder to this Hub repo")
     return parser
 
 
@@ -85,4 +111,20 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "autoencoder":
         out = convert_autoencoder(args.checkpoint, args.output, args.preset, args.dtype, args.push_to_hub)
-        print(f"wrote {out}")
+    else:
+        id2label = None
+        if args.id2label is not None:
+            with open(args.id2label, encoding="utf-8") as f:
+                id2label = {int(k): v for k, v in json.load(f).items()}
+        out = convert_pipeline(
+            args.autoencoder,
+            args.transformer,
+            args.output,
+            preset=args.preset,
+            push_to_hub=args.push_to_hub,
+            num_attention_heads=args.num_attention_heads,
+            scaling_factor=args.scaling_factor,
+            id2label=id2label,
+            ema_decay=args.ema_decay,
+        )
+    print(f"wrote {out}")
