@@ -26,7 +26,7 @@ $(VENV)/.installed: setup.py $(BIN)/python
 venv: $(VENV)/.installed
 
 demo: venv
-	$(BIN)/python examples/sample.py $(DEMO_ARGS)
+	$(BIN)/python examples/visualize_latents.py --output_dir outputs/demo $(DEMO_ARGS)
 
 lint quality: venv
 	$(BIN)/ruff check .

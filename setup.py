@@ -33,7 +33,7 @@ EXTRAS = {
         "matplotlib>=3.7",
     ],
     "test": ["pytest>=8.0", "pytest-timeout>=2.2"],
-    "dev": ["ruff>=0.6"],
+    "dev": ["ruff==0.17.6"],  # pinned: the formatter's output is part of CI
 }
 EXTRAS["test"] = EXTRAS["test"] + EXTRAS["train"]
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
@@ -49,7 +49,10 @@ setup(
     # model_cards/ is installed as the data package `dc_ae_hf.model_cards` (templates read by dc_ae_hf.hub).
     packages=find_packages(include=["dc_ae_hf", "dc_ae_hf.*"]) + ["dc_ae_hf.model_cards"],
     package_dir={"dc_ae_hf.model_cards": "model_cards"},
-    package_data={"dc_ae_hf": ["data/*.json", "assets/*", "assets/*/*", "assets/*/*/*"], "dc_ae_hf.model_cards": ["*.md"]},
+    package_data={
+        "dc_ae_hf": ["data/*.json", "assets/*", "assets/*/*", "assets/*/*/*"],
+        "dc_ae_hf.model_cards": ["*.md"],
+    },
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
