@@ -117,18 +117,32 @@ def test_converted_keys_are_the_model_keys(original, model):
     assert "label_embed.weight" in model.state_dict() and "proj_out.weight" in model.state_dict()
 
 
-@pytest.mark.parametrize("patch_size", [1, 2])
-def test_channel_prefix_equals_zero_padding(patch_size):
-    # The official semantics (usit_a.json "checks"): c' channels behave like the zero-padded full input, and the
-    # output is the first c' channels of the full prediction. For patch_size 2 this needs the head rows of the
-    # first c' channels in the (p1 p2 C) layout, not the first c' * p * p rows.
-    model = USiTTransformer2DModel(**{**TINY, "patch_size": patch_size}).eval()
+def test_channel_prefix_equals_zero_padding():
+    # The official semantics (usit_a.json "checks"): with patch_size 1, c' channels behave like the zero-padded
+    # full input and the output is the first c' channels of the full prediction.
+    model = USiTTransformer2DModel(**TINY).eval()
     x, t, y = torch.randn(2, 6, 4, 4), torch.tensor([0.3, 0.9]), torch.tensor([1, 4])
     with torch.no_grad():
         for c in (1, 3, 5):
             prefix = model(x[:, :c], t, y).sample
             padded = model(F.pad(x[:, :c], (0, 0, 0, 0, 0, 6 - c)), t, y).sample[:, :c]
             torch.testing.assert_close(prefix, padded, atol=1e-6, rtol=1e-5)
+
+
+def test_patch_size_2_prefix_follows_the_official_row_slice():
+    # Official AdaptiveLinear keeps the first c' * p * p head rows and unpatchifies them as (p1 p2 c').
+    model = USiTTransformer2DModel(**{**TINY, "patch_size": 2}).eval()
+    x, t, y = torch.randn(2, 6, 4, 4), torch.tensor([0.3, 0.9]), torch.tensor([1, 4])
+    captured = {}
+    model.norm_out.register_forward_hook(lambda module, args, out: captured.update(tokens=out))
+    with torch.no_grad():
+        c = 3
+        prefix = model(x[:, :c], t, y).sample
+        rows = torch.nn.functional.linear(
+            captured["tokens"], model.proj_out.weight[: 4 * c], model.proj_out.bias[: 4 * c]
+        )[:, 2:]  # (B, N, p*p*c')
+        expected = rows.reshape(2, 2, 2, 2, 2, c).permute(0, 5, 1, 3, 2, 4).reshape(2, c, 4, 4)
+    torch.testing.assert_close(prefix, expected)
 
 
 def _public(config) -> dict:

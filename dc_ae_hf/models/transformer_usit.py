@@ -49,12 +49,19 @@ class AdaptiveInputConv2d(nn.Conv2d):
 
 
 class AdaptiveOutputLinear(nn.Linear):
-    """Linear that can compute only some output rows (official ``AdaptiveLinear``); ``rows=None`` computes all."""
+    """Linear that can compute only its first ``num_rows`` outputs (official ``AdaptiveLinear``).
 
-    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        if rows is None:
+    The head's rows are laid out (p1 p2 C) (official ``unpatchify``). With c' input channels the official model keeps
+    the first c' * p * p rows and unpatchifies them as (p1 p2 c'). For patch_size 1 (every official model) these are
+    exactly the rows of the first c' channels; for patch_size > 1 they are not, and this port follows the official
+    arithmetic anyway (parity first): such a model is self-consistent in training and sampling, but its c'-channel
+    output is not the first c' channels of its full output.
+    """
+
+    def forward(self, x: torch.Tensor, num_rows: int | None = None) -> torch.Tensor:
+        if num_rows is None or num_rows == self.out_features:
             return super().forward(x)
-        return F.linear(x, self.weight[rows], self.bias[rows])
+        return F.linear(x, self.weight[:num_rows], self.bias[:num_rows])
 
 
 class USiTPatchEmbed(nn.Module):
@@ -261,20 +268,6 @@ class USiTTransformer2DModel(ModelMixin, ConfigMixin):
             )
         return timestep, class_labels.long()
 
-    def _head_rows(self, channels: int, device: torch.device) -> torch.Tensor | None:
-        """Rows of ``proj_out`` predicting the first ``channels`` channels, or None for all rows.
-
-        The head's rows are laid out (p1 p2 C) (official ``unpatchify``), so the first c' channels are the rows
-        k * C + c for every patch position k and c < c'. For patch_size 1 (all official models) these are the first
-        c' rows, which is what the official ``AdaptiveLinear`` slices; for patch_size > 1 the official slice
-        ``[:c' * p * p]`` would pick other rows, so this port keeps "output = first c' channels" exact instead.
-        """
-        full = self.config.in_channels
-        if channels == full:
-            return None
-        positions = torch.arange(self.config.patch_size**2, device=device)
-        return (positions[:, None] * full + torch.arange(channels, device=device)[None, :]).flatten()
-
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -329,7 +322,7 @@ class USiTTransformer2DModel(ModelMixin, ConfigMixin):
                 x = block(x, skip)  # (B, 2 + N, D)
 
         x = self.norm_out(x)
-        x = self.proj_out(x, self._head_rows(c, x.device))  # (B, 2 + N, p*p*c'): rows of the first c' channels
+        x = self.proj_out(x, num_rows=p * p * c)  # (B, 2 + N, p*p*c'), official AdaptiveLinear row slice
         x = x[:, self.num_extra_tokens :]  # (B, N, p*p*c')
         # unpatchify "B (h w) (p1 p2 C) -> B C (h p1) (w p2)"
         x = x.reshape(b, h // p, w // p, p, p, c).permute(0, 5, 1, 3, 2, 4)  # (B, c', h, p1, w, p2)
