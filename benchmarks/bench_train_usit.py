@@ -1,0 +1,193 @@
+"""USiT training throughput (img/s) with the real training step of `training/train_usit.py`.
+
+Two comparisons, each a ratio of two measurements taken here, one after the other:
+
+1. data: latents read from a latent cache (`training/cache_latents.py` + `LatentCacheDataset`) vs images decoded,
+   ADM center-cropped and encoded on the fly by a frozen autoencoder (a DC-AE-1.5-f32c128 architecture at reduced
+   width, random weights);
+2. latent shape at equal model size: f64c128-shaped latents (8x8x128, 64 tokens) vs f32c32-shaped (16x16x32, 256
+   tokens), synthetic latents in memory (the paper, Table 4: USiT-2B on H100, 450 vs 112 img/s = 4x).
+
+A step is: next batch from the DataLoader (+ encoding), augmented flow-matching loss (`flow_matching_loss`, one pass
+per drawn c'), backward, AdamW, EMA update. Throughput = batch size / median step time after warm-up steps.
+
+    python benchmarks/bench_train_usit.py --quick        # under a minute on a 2-core CPU
+    python benchmarks/bench_train_usit.py --device cuda --hidden 1152 --num_layers 28 --heads 16 --batch_size 64 \
+        --resolution 512 --ae_width_divisor 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from accelerate.state import AcceleratorState, GradientState
+
+from dc_ae_hf.data.images import image_transform
+from dc_ae_hf.data.latent_cache import LatentCacheDataset
+from dc_ae_hf.data.shapes import export_imagefolder
+from dc_ae_hf.diffusion_training import ExponentialWarmupEMAModel, LabeledImageDataset, load_labeled_image_dataset
+from dc_ae_hf.flow_matching import flow_matching_loss
+from dc_ae_hf.latents import encode_to_diffusion_space
+from dc_ae_hf.models.autoencoder_dc15 import AUTOENCODER_PRESETS, AutoencoderDC15
+from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
+from dc_ae_hf.training_utils import LatentChannelSampler
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def build_usit(channels: int, size: int, args) -> USiTTransformer2DModel:
+    torch.manual_seed(0)
+    return USiTTransformer2DModel(sample_size=size, in_channels=channels, num_layers=args.num_layers,
+                                  num_attention_heads=args.heads, attention_head_dim=args.hidden // args.heads,
+                                  num_classes=10).to(args.device).train()  # fmt: skip
+
+
+def step_throughput(model, batches, encode, args, choices) -> float:
+    """img/s of the training step over `batches` (an iterator), median of the timed steps."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.99, 0.99))
+    ema = ExponentialWarmupEMAModel(model.parameters(), decay=0.9999)
+    sampler = LatentChannelSampler(choices, num_samples=args.num_channel_samples)
+    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.bf16)
+    times = []
+    for step in range(args.warmup + args.steps):
+        sync(args.device)
+        start = time.perf_counter()
+        batch = next(batches)
+        latents, labels = encode(batch)  # (B, C, h, w), (B,)
+        with autocast:
+            loss, _ = flow_matching_loss(model, latents, labels, sampler())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(model.parameters())
+        sync(args.device)
+        if step >= args.warmup:
+            times.append(time.perf_counter() - start)
+    return args.batch_size / statistics.median(times)
+
+
+def cycle(loader):
+    while True:
+        yield from loader
+
+
+def data_comparison(args, workdir: Path) -> dict[str, float]:
+    """Cached latents vs encoding on the fly, same images, same USiT."""
+    num_images = args.batch_size * (args.warmup + args.steps)
+    export_imagefolder(workdir / "images", num_images, seed=0, resolution=args.resolution)
+    config = dict(AUTOENCODER_PRESETS["dc-ae-1.5-f32c128"])
+    for key in ("encoder_block_out_channels", "decoder_block_out_channels"):
+        config[key] = tuple(w // args.ae_width_divisor for w in config[key])
+    torch.manual_seed(0)
+    AutoencoderDC15(**config).save_pretrained(workdir / "vae")
+    vae = AutoencoderDC15.from_pretrained(workdir / "vae").to(args.device).eval().requires_grad_(False)
+
+    spec = importlib.util.spec_from_file_location("cache_latents", REPO_ROOT / "training" / "cache_latents.py")
+    cache_latents = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cache_latents)
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    start = time.perf_counter()
+    cache_latents.main(cache_latents.parse_args([
+        "--vae", str(workdir / "vae"), "--train_data_dir", str(workdir / "images"), "--resolution",
+        str(args.resolution), "--output_dir", str(workdir / "cache"), "--batch_size", str(args.batch_size),
+        "--cache_dir", str(workdir / "hf_cache"),
+    ]))  # fmt: skip
+    cache_seconds = time.perf_counter() - start
+
+    cache = LatentCacheDataset(workdir / "cache")
+    c, h, _ = cache.latent_shape
+    choices = list(vae.latent_channel_choices)
+    loader = torch.utils.data.DataLoader(cache, batch_size=args.batch_size, shuffle=True, drop_last=True)
+    cached = step_throughput(build_usit(c, h, args), cycle(loader), lambda b: (b["latents"].to(args.device),
+                             b["labels"].to(args.device)), args, choices)  # fmt: skip
+
+    dataset, image_column, _, _ = load_labeled_image_dataset(train_data_dir=workdir / "images",
+                                                             cache_dir=workdir / "hf_cache")  # fmt: skip
+    images = LabeledImageDataset(dataset, image_transform(args.resolution), image_column)
+    loader = torch.utils.data.DataLoader(images, batch_size=args.batch_size, shuffle=True, drop_last=True)
+
+    def encode(batch):
+        with torch.no_grad():
+            return encode_to_diffusion_space(vae, batch["pixel_values"].to(args.device)), batch["labels"].to(
+                args.device
+            )
+
+    on_the_fly = step_throughput(build_usit(c, h, args), cycle(loader), encode, args, choices)
+    return {"cached": cached, "on_the_fly": on_the_fly, "latent": f"{h}x{h}x{c}", "cache_seconds": cache_seconds,
+            "num_images": num_images}  # fmt: skip
+
+
+def shape_comparison(args) -> dict[str, float]:
+    """f64c128-shaped vs f32c32-shaped latents at equal model size (synthetic latents in memory)."""
+    results = {}
+    for name, (channels, size) in {"f64c128": (128, 8), "f32c32": (32, 16)}.items():
+        generator = torch.Generator().manual_seed(0)
+        latents = torch.randn(args.batch_size, channels, size, size, generator=generator).to(args.device)
+        labels = torch.randint(0, 10, (args.batch_size,), generator=generator).to(args.device)
+        batches = iter(lambda batch={"latents": latents, "labels": labels}: batch, None)  # the same batch forever
+        choices = list(range(channels // 8, channels + 1, channels // 8))  # 8 structured prefixes
+        model = build_usit(channels, size, args)
+        results[name] = step_throughput(model, batches, lambda b: (b["latents"], b["labels"]), args, choices)
+        results[name + "_params"] = sum(p.numel() for p in model.parameters())
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--num_layers", type=int, default=6)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--num_channel_samples", type=int, default=1, help="c' passes per step")
+    p.add_argument("--resolution", type=int, default=256, help="images of the cached vs on-the-fly comparison")
+    p.add_argument("--ae_width_divisor", type=int, default=4, help="autoencoder widths / this (1: full size)")
+    p.add_argument("--steps", type=int, default=6, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (as --mixed_precision bf16)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--num_threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--quick", action="store_true", help="batch 8, 128 px, autoencoder width / 8, 3 timed steps")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batch_size, args.resolution, args.ae_width_divisor, args.steps, args.warmup = 8, 128, 8, 3, 1
+    if args.num_threads is not None:
+        torch.set_num_threads(args.num_threads)  # entry-script global setting
+    if args.hidden % args.heads:
+        p.error(f"--hidden {args.hidden} must be divisible by --heads {args.heads}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = data_comparison(args, Path(tmp))
+    shapes = shape_comparison(args)
+    print(f"\n# USiT hidden {args.hidden}, {args.num_layers} layers, {args.heads} heads; batch {args.batch_size}; "
+          f"{args.num_channel_samples} c' pass(es) per step; {'bf16' if args.bf16 else 'fp32'} on {args.device} "
+          f"(torch {torch.__version__}, {torch.get_num_threads()} threads); median of {args.steps} steps\n")  # fmt: skip
+    print("| comparison | setting | train img/s | ratio |")
+    print("|---|---|---|---|")
+    ae = f"DC-AE-1.5-f32c128 widths / {args.ae_width_divisor}, {args.resolution} px -> {data['latent']}"
+    print(f"| data | cached latents ({data['latent']}) | {data['cached']:.1f} | "
+          f"{data['cached'] / data['on_the_fly']:.2f}x |")  # fmt: skip
+    print(f"| data | on the fly (PNG decode + center crop + encode, {ae}) | {data['on_the_fly']:.1f} | 1.00x |")
+    print(f"| latent shape | f64c128-shaped 8x8x128 (64 tokens, {shapes['f64c128_params'] / 1e6:.2f}M params) | "
+          f"{shapes['f64c128']:.1f} | {shapes['f64c128'] / shapes['f32c32']:.2f}x |")  # fmt: skip
+    print(f"| latent shape | f32c32-shaped 16x16x32 (256 tokens, {shapes['f32c32_params'] / 1e6:.2f}M params) | "
+          f"{shapes['f32c32']:.1f} | 1.00x |")  # fmt: skip
+    print(
+        f"\nCaching {data['num_images']} images took {data['cache_seconds']:.1f} s (once, before training). "
+        "Paper (Table 4, USiT-2B, H100): f64c128 450 img/s vs f32c32 112 img/s = 4.0x."
+    )
+
+
+if __name__ == "__main__":
+    main()

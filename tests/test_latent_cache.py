@@ -1,0 +1,211 @@
+"""The latent cache: training/cache_latents.py (values, flips, metadata, resumability, errors) and its reader
+`dc_ae_hf.data.latent_cache.LatentCacheDataset`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from conftest import REPO_ROOT, TINY_AE15_CONFIG
+from PIL import Image
+from safetensors.torch import load_file
+
+from dc_ae_hf.data.images import center_crop_arr
+from dc_ae_hf.data.latent_cache import (
+    LatentCacheDataset,
+    autoencoder_config_hash,
+    check_cache_matches_autoencoder,
+    load_latent_cache_metadata,
+    shard_path,
+    shards_of_process,
+)
+from dc_ae_hf.data.shapes import render_shape_image
+from dc_ae_hf.latents import encode_to_diffusion_space
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+
+CLASSES = ("apple", "kiwi")  # imagefolder sorts class folders: apple = 0, kiwi = 1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on 2 shared cores: one intra-op thread is faster (no OpenMP barriers) and, like the subprocesses
+    (OMP_NUM_THREADS=1), gives the same float reductions."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("cache_latents", REPO_ROOT / "training" / "cache_latents.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def script():
+    return _load_script()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A tiny AE (32 px -> 4x4x16 latents) and 12 non-square images (48x40 and 40x56) in two class folders."""
+    root = tmp_path_factory.mktemp("latent_cache")
+    torch.manual_seed(0)
+    AutoencoderDC15(**TINY_AE15_CONFIG).save_pretrained(root / "vae")
+    for i in range(12):
+        image, _ = render_shape_image(i, seed=3, resolution=64)
+        image = image.crop((0, 8, 48, 48)) if i % 2 else image.crop((12, 0, 52, 56))  # 48x40 or 40x56
+        folder = root / "images" / "train" / CLASSES[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"{i:03d}.png")
+    return root
+
+
+def run(script, argv: list[str]) -> dict:
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    try:
+        return script.main(script.parse_args(argv))
+    finally:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+
+
+def _argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
+    return ["--vae", str(workspace / "vae"), "--train_data_dir", str(workspace / "images"),
+            "--cache_dir", str(workspace / "hf_cache"), "--output_dir", str(output_dir), "--resolution", "32",
+            "--shard_size", "5", "--batch_size", "3", *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def flip_cache(script, workspace):
+    output_dir = workspace / "cache_flip"
+    summary = run(script, _argv(workspace, output_dir, "--flip"))
+    return output_dir, summary
+
+
+def test_cache_holds_center_cropped_scaled_latents_and_their_flips(flip_cache, workspace):
+    output_dir, summary = flip_cache
+    assert summary["written"] == [0, 1, 2] and summary["skipped"] == []
+    vae = AutoencoderDC15.from_pretrained(workspace / "vae").eval()
+    files = sorted((workspace / "images" / "train").rglob("*.png"))  # imagefolder order: class, then name
+    crops = torch.stack([torch.from_numpy(center_crop_arr(Image.open(f).convert("RGB"), 32).copy()) for f in files])
+    pixels = crops.permute(0, 3, 1, 2).float() / 127.5 - 1  # (12, 3, 32, 32) in [-1, 1], the ADM center crop
+    with torch.no_grad():
+        expected = encode_to_diffusion_space(vae, pixels)  # (12, 16, 4, 4), times the scaling factor 0.7
+        expected_flip = encode_to_diffusion_space(vae, torch.flip(pixels, dims=[-1]))
+    labels = torch.tensor([0 if f.parent.name == "apple" else 1 for f in files])
+
+    dataset = LatentCacheDataset(output_dir)
+    assert len(dataset) == 24 and dataset.latent_shape == (16, 4, 4)
+    seen = set()
+    for shard in range(3):
+        tensors = load_file(str(shard_path(output_dir, shard)))
+        n = len(range(shard * 5, min(shard * 5 + 5, 12)))
+        assert tensors["latents"].shape == (2 * n, 16, 4, 4) and tensors["labels"].dtype == torch.int64
+        assert tensors["flipped"].tolist() == [0] * n + [1] * n  # originals first, then their mirror images
+        for latent, label, index, flipped in zip(tensors["latents"], tensors["labels"], tensors["indices"],
+                                                 tensors["flipped"]):  # fmt: skip
+            reference = (expected_flip if flipped else expected)[index]
+            torch.testing.assert_close(latent, reference, atol=1e-5, rtol=1e-5)
+            assert label == labels[index]
+            seen.add((int(index), int(flipped)))
+    assert seen == {(i, f) for i in range(12) for f in (0, 1)}
+    item = dataset[10 + 1]  # shard 0 holds 10 rows (5 images + flips); shard 1, row 1: image 6, not flipped
+    torch.testing.assert_close(item["latents"], expected[6], atol=1e-5, rtol=1e-5)
+    assert item["labels"] == labels[6] and item["latents"].dtype == torch.float32
+    assert torch.equal(
+        dataset.labels, torch.cat([load_file(str(shard_path(output_dir, s)))["labels"] for s in range(3)])
+    )
+
+
+def test_metadata_records_the_autoencoder_and_settings(flip_cache, workspace):
+    output_dir, _ = flip_cache
+    meta = load_latent_cache_metadata(output_dir)
+    vae = AutoencoderDC15.from_pretrained(workspace / "vae")
+    assert meta["autoencoder"]["config_hash"] == autoencoder_config_hash(vae.config)
+    assert meta["autoencoder"]["name_or_path"] == str((workspace / "vae").resolve())
+    assert meta["autoencoder"]["latent_channels"] == 16
+    assert meta["autoencoder"]["latent_channel_choices"] == [4, 8, 12, 16]
+    assert meta["scaling_factor"] == pytest.approx(0.7) and meta["resolution"] == 32
+    assert meta["latent_shape"] == [16, 4, 4] and meta["flip"] is True and meta["crop"] == "adm_center_crop"
+    assert (meta["num_images"], meta["num_latents"], meta["num_shards"]) == (12, 24, 3)
+    assert meta["id2label"] == {"0": "apple", "1": "kiwi"} and meta["num_classes"] == 2
+    check_cache_matches_autoencoder(meta, vae.config, "vae")  # same autoencoder: no error
+    other = AutoencoderDC15(**{**TINY_AE15_CONFIG, "scaling_factor": 0.5})
+    with pytest.raises(ValueError, match="cannot be decoded by it"):
+        check_cache_matches_autoencoder(meta, other.config, "other-vae")
+
+
+def test_rerun_skips_finished_shards_and_redoes_missing_ones(script, workspace):
+    output_dir = workspace / "cache_resume"
+    first = run(script, _argv(workspace, output_dir))
+    assert first["written"] == [0, 1, 2]
+    before = {s: shard_path(output_dir, s).stat().st_mtime_ns for s in range(3)}
+    original = load_file(str(shard_path(output_dir, 1)))
+    shard_path(output_dir, 1).unlink()  # as if the run had been killed before writing shard 1
+    (output_dir / "shard-00001.safetensors.tmp").write_bytes(b"partial")  # a crash leaves at most a .tmp file
+    with pytest.raises(ValueError, match="incomplete: 1 of 3 shards missing"):
+        LatentCacheDataset(output_dir)
+    second = run(script, _argv(workspace, output_dir))
+    assert second["written"] == [1] and second["skipped"] == [0, 2]
+    assert {s: shard_path(output_dir, s).stat().st_mtime_ns for s in (0, 2)} == {s: before[s] for s in (0, 2)}
+    redone = load_file(str(shard_path(output_dir, 1)))
+    for key in original:
+        torch.testing.assert_close(redone[key], original[key])
+    assert not (output_dir / "shard-00001.safetensors.tmp").exists()  # replaced by the atomic write
+    assert len(LatentCacheDataset(output_dir)) == 12  # no flips
+
+
+def test_rerun_with_other_settings_is_refused(script, workspace):
+    output_dir = workspace / "cache_resume_other"
+    run(script, _argv(workspace, output_dir, "--max_images", "4"))
+    with pytest.raises(ValueError, match=r"other settings \(resolution: cache has 32, now 16"):
+        run(script, [*_argv(workspace, output_dir, "--max_images", "4"), "--resolution", "16"])
+
+
+def test_bfloat16_storage_and_pickling_for_dataloader_workers(script, workspace):
+    output_dir = workspace / "cache_bf16"
+    run(script, _argv(workspace, output_dir, "--latent_dtype", "bfloat16", "--max_images", "3"))
+    assert load_file(str(shard_path(output_dir, 0)))["latents"].dtype == torch.bfloat16
+    dataset = LatentCacheDataset(output_dir)
+    first = dataset[0]["latents"]  # opens a file handle
+    copy = pickle.loads(pickle.dumps(dataset))  # what a DataLoader worker receives
+    assert copy._handles == {} and torch.equal(copy[0]["latents"], first) and first.dtype == torch.float32
+    with pytest.raises(IndexError):
+        dataset[3]
+
+
+def test_process_shard_assignment_partitions_the_shards():
+    assert shards_of_process(7, 0, 2) == [0, 2, 4, 6] and shards_of_process(7, 1, 2) == [1, 3, 5]
+    assert sorted(sum((shards_of_process(10, r, 3) for r in range(3)), [])) == list(range(10))
+
+
+def test_bad_inputs_fail_with_clear_messages(script, workspace, tmp_path):
+    with pytest.raises(ValueError, match="no metadata.json"):
+        LatentCacheDataset(tmp_path)  # an empty folder
+    with pytest.raises(ValueError, match="is not a directory"):
+        LatentCacheDataset(tmp_path / "missing")
+    (tmp_path / "empty" / "train" / "apple").mkdir(parents=True)
+    with pytest.raises(ValueError, match="has no images"):
+        run(script, ["--vae", str(workspace / "vae"), "--train_data_dir", str(tmp_path / "empty"),
+                     "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    with pytest.raises(ValueError, match="--label_column='class'"):
+        run(script, [*_argv(workspace, tmp_path / "out"), "--label_column", "class"])
+    with pytest.raises(ValueError, match="divisible by the autoencoder's compression ratio 8"):
+        run(script, [*_argv(workspace, tmp_path / "out"), "--resolution", "30"])
+    with pytest.raises(ValueError, match="--vae='nowhere/vae' could not be loaded"):
+        run(script, ["--vae", "nowhere/vae", "--train_data_dir", str(workspace / "images"),
+                     "--cache_dir", str(workspace / "hf_cache"), "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    meta = json.loads((workspace / "cache_flip" / "metadata.json").read_text())
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "metadata.json").write_text(json.dumps({**meta, "format_version": 0}))
+    with pytest.raises(ValueError, match="format_version 0"):
+        LatentCacheDataset(tmp_path / "old")

@@ -1,0 +1,442 @@
+"""USiT training and evaluation end to end: training/{cache_latents,train_usit,evaluate_usit,
+make_reference_statistics}.py on tiny models (CPU, offline), plus the EMA schedule of `dc_ae_hf.diffusion_training`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from conftest import REPO_ROOT, TINY_AE15_CONFIG
+from safetensors.torch import load_file
+
+from dc_ae_hf.data.latent_cache import LatentCacheDataset
+from dc_ae_hf.data.shapes import SHAPE_CLASSES, export_imagefolder
+from dc_ae_hf.diffusion_training import ExponentialWarmupEMAModel, spread_class_labels
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from dc_ae_hf.testing import write_standin_inception_weights, write_tiny_dinov2
+
+TRAINING = REPO_ROOT / "training"
+TINY_USIT = dict(num_layers=2, num_attention_heads=2, attention_head_dim=16, mlp_ratio=4.0, class_dropout_prob=0.1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on 2 shared cores: one intra-op thread is faster (no OpenMP barriers) and, like the subprocesses
+    (OMP_NUM_THREADS=1), gives the same float reductions."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, TRAINING / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_in_process(script, argv: list[str]):
+    """main(parse_args(argv)) in this process, with accelerate's singletons reset before and after."""
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    try:
+        return script.main(script.parse_args(argv))
+    finally:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def run_command(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, env=env or subprocess_env(), cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+def launch_two_processes(script: Path, argv: list[str]) -> subprocess.CompletedProcess:
+    """`accelerate launch` with 2 CPU processes (DDP over gloo)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), *argv]  # fmt: skip
+    return run_command(command, {**subprocess_env(), "ACCELERATE_USE_CPU": "1"})
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), f"{key} differs between {a} and {b}"
+
+
+@pytest.fixture(scope="module")
+def train_script():
+    return _load("train_usit")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """32 shapes images (32 px, 10 classes), a tiny AE (4x4x16 latents, prefixes 4/8/12/16), a tiny USiT config and
+    the latent cache, made by `cache_latents.py` over 2 processes."""
+    root = tmp_path_factory.mktemp("usit_train")
+    export_imagefolder(root / "data", num_images=32, seed=0, resolution=32)
+    torch.manual_seed(0)
+    AutoencoderDC15(**TINY_AE15_CONFIG).save_pretrained(root / "vae")
+    (root / "usit.json").write_text(json.dumps(TINY_USIT))
+    launch_two_processes(TRAINING / "cache_latents.py", [
+        "--vae", str(root / "vae"), "--train_data_dir", str(root / "data"), "--cache_dir", str(root / "hf_cache"),
+        "--output_dir", str(root / "cache"), "--resolution", "32", "--shard_size", "8", "--batch_size", "8",
+    ])  # fmt: skip
+    return root
+
+
+def base_argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
+    return ["--latent_cache_dir", str(workspace / "cache"), "--model_config", str(workspace / "usit.json"),
+            "--output_dir", str(output_dir), "--train_batch_size", "4", "--lr_warmup_steps", "2",
+            "--learning_rate", "1e-3", "--report_to", "none", "--validation_num_inference_steps", "2", *extra]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_process_cache_train_and_the_final_pipeline(workspace, tmp_path):
+    """cache_latents.py and train_usit.py over 2 processes; the pipeline folder loads and samples."""
+    cache = LatentCacheDataset(workspace / "cache")  # 4 shards, 2 written by each process
+    assert len(cache) == 32 and cache.metadata["num_shards"] == 4
+    assert sorted(cache.labels.tolist()) == sorted(i % 10 for i in range(32))
+
+    output_dir = tmp_path / "ddp"
+    launch_two_processes(TRAINING / "train_usit.py", base_argv(
+        workspace, output_dir, "--max_train_steps", "4", "--checkpointing_steps", "1", "--checkpoints_total_limit",
+        "2", "--validation_steps", "4", "--validation_channels", "4", "16", "--num_channel_samples", "2",
+        "--always_include_full", "--gradient_checkpointing", "--gradient_accumulation_steps", "2",
+    ))  # fmt: skip
+    assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]  # pruned
+    checkpoint = output_dir / "checkpoint-4"
+    assert {"random_states_0.pkl", "random_states_1.pkl", "transformer", "transformer_ema"} <= {
+        p.name for p in checkpoint.iterdir()
+    }
+    sampler_states = load_file(str(checkpoint / "latent_channel_sampler.safetensors"))
+    assert not torch.equal(sampler_states["process_0"], sampler_states["process_1"])  # per-rank c' draws
+    assert json.loads((checkpoint / "training_state.json").read_text())["step"] == 4
+    config = json.loads((output_dir / "training_config.json").read_text())
+    assert config["model"]["config"]["in_channels"] == 16 and config["model"]["config"]["sample_size"] == 4
+    assert config["latent_channel_choices"] == [4, 8, 12, 16] and config["augmented"] is True
+    assert config["accelerate"]["num_processes"] == 2 and config["accelerate"]["distributed_type"].endswith(
+        "MULTI_CPU"
+    )
+    assert (output_dir / "samples" / "step-0000004.png").is_file()
+
+    pipe = DCAE15Pipeline.from_pretrained(output_dir / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.id2label == {str(i): name for i, name in enumerate(SHAPE_CLASSES)}
+    assert_same_weights(output_dir / "pipeline" / "transformer", checkpoint / "transformer_ema")  # EMA weights
+    assert not pipe.transformer.training
+    images = pipe(
+        ["circle", 7], num_inference_steps=2, solver="euler", generator=torch.Generator().manual_seed(0)
+    ).images
+    assert [image.size for image in images] == [(32, 32), (32, 32)]
+    prefix = pipe([3], num_inference_steps=2, latent_channels=8, output_type="pt").images
+    assert prefix.shape == (1, 3, 32, 32)
+    card = (output_dir / "pipeline" / "README.md").read_text()
+    assert "augmented diffusion training (paper Eq. 2)" in card and "4 steps" in card
+
+
+def test_resume_gives_identical_weights(train_script, workspace, tmp_path):
+    """8 steps straight == 4 steps, then the same command with --max_train_steps 8 (crosses an epoch boundary)."""
+    extra = ["--checkpointing_steps", "4", "--validation_steps", "4", "--num_channel_samples", "2",
+             "--gradient_accumulation_steps", "2"]  # fmt: skip
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_in_process(train_script, base_argv(workspace, straight, "--max_train_steps", "8", *extra))
+    run_in_process(train_script, base_argv(workspace, resumed, "--max_train_steps", "4", *extra))
+    config = run_in_process(train_script, base_argv(workspace, resumed, "--max_train_steps", "8", *extra))
+    assert config["resume_from"] == str(resumed / "checkpoint-4")
+    assert_same_weights(straight / "transformer", resumed / "transformer")
+    assert_same_weights(straight / "pipeline" / "transformer", resumed / "pipeline" / "transformer")
+    ema = json.loads((resumed / "checkpoint-8" / "transformer_ema" / "config.json").read_text())
+    assert ema["optimization_step"] == 8 and ema["warmup_steps"] == 2000
+    before = weights(resumed / "checkpoint-4" / "transformer")
+    assert any(not torch.equal(before[k], v) for k, v in weights(resumed / "transformer").items())  # it trained
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_by_rerunning_the_same_command(train_script, workspace, tmp_path, capsys):
+    """SIGKILL mid-run, then the same command again: it resumes and ends with the weights of an unbroken run."""
+    argv = ["--max_train_steps", "100", "--checkpointing_steps", "10", "--checkpoints_total_limit", "2",
+            "--validation_class_labels"]  # fmt: skip
+    killed = tmp_path / "killed"
+    command = [sys.executable, str(TRAINING / "train_usit.py"), *base_argv(workspace, killed, *argv)]
+    process = subprocess.Popen(command, env=subprocess_env(), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not (killed / "checkpoint-20").is_dir():
+            assert process.poll() is None, "the run ended before checkpoint-20 appeared"
+            assert time.monotonic() < deadline, "checkpoint-20 did not appear"
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL and not (killed / "pipeline").exists()
+    finished = sorted(int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*") if p.suffix != ".tmp")
+    assert 20 <= finished[-1] < 100
+    capsys.readouterr()
+    run_in_process(train_script, base_argv(workspace, killed, *argv))  # the same command line (1 thread, as there)
+    assert f"Resumed from checkpoint-{finished[-1]}" in capsys.readouterr().out
+    straight = tmp_path / "straight"
+    run_in_process(train_script, base_argv(workspace, straight, *argv))
+    assert_same_weights(straight / "pipeline" / "transformer", killed / "pipeline" / "transformer")
+    assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-100", "checkpoint-90"]
+
+
+def test_encoding_on_the_fly_feeds_the_same_latents_as_the_cache(train_script, workspace, tmp_path):
+    """Images + --vae (ADM center crop, encoded each step) train like the cache made from the same images."""
+    common = ["--model_config", str(workspace / "usit.json"), "--train_batch_size", "4", "--lr_warmup_steps", "2",
+              "--learning_rate", "1e-3", "--report_to", "none", "--max_train_steps", "3", "--validation_class_labels",
+              "--checkpointing_steps", "3", "--seed", "3"]  # fmt: skip
+    run_in_process(train_script, ["--latent_cache_dir", str(workspace / "cache"), "--output_dir",
+                                  str(tmp_path / "cached"), *common])  # fmt: skip
+    config = run_in_process(train_script, [
+        "--train_data_dir", str(workspace / "data"), "--vae", str(workspace / "vae"), "--resolution", "32",
+        "--cache_dir", str(workspace / "hf_cache"), "--output_dir", str(tmp_path / "fly"), *common,
+    ])  # fmt: skip
+    assert config["data"]["source"] == "images" and config["data"]["latent_shape"] == [16, 4, 4]
+    cached, fly = weights(tmp_path / "cached" / "transformer"), weights(tmp_path / "fly" / "transformer")
+    for key in cached:  # equal up to the encoder's batch-size-dependent float rounding
+        torch.testing.assert_close(fly[key], cached[key], atol=1e-4, rtol=1e-4)
+
+
+def test_continue_from_a_pretrained_transformer_with_the_plain_baseline(train_script, workspace, tmp_path):
+    """--pretrained_model_name_or_path starts from a saved transformer; --no_augmented trains the full latent only."""
+    torch.manual_seed(2)
+    USiTTransformer2DModel(sample_size=4, in_channels=16, num_classes=10, **TINY_USIT).save_pretrained(
+        tmp_path / "start"
+    )
+    argv = base_argv(workspace, tmp_path / "run", "--max_train_steps", "2", "--validation_class_labels", "--no_augmented",
+                     "--class_dropout_prob", "0.2")  # fmt: skip
+    argv[argv.index("--model_config") : argv.index("--model_config") + 2] = [
+        "--pretrained_model_name_or_path", str(tmp_path / "start")
+    ]  # fmt: skip
+    config = run_in_process(train_script, argv)
+    assert config["augmented"] is False and config["latent_channel_choices"] == [16]
+    trained = USiTTransformer2DModel.from_pretrained(tmp_path / "run" / "transformer")
+    assert trained.config.class_dropout_prob == 0.2
+    start = weights(tmp_path / "start")
+    assert any(not torch.equal(start[k], v) for k, v in weights(tmp_path / "run" / "transformer").items())
+    assert "--no_augmented baseline" in (tmp_path / "run" / "pipeline" / "README.md").read_text()
+    with pytest.raises(ValueError, match="--sample_size=8 is not allowed: the pretrained model has sample_size=4"):
+        run_in_process(train_script, [*argv, "--sample_size", "8", "--dry_run"])
+    with pytest.raises(ValueError, match=r"--class_dropout_prob=0.0 is not allowed: must stay > 0"):
+        run_in_process(train_script, [*argv, "--class_dropout_prob", "0", "--dry_run"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_dry_run_prints_the_resolved_configuration(train_script, workspace, tmp_path, capsys):
+    config = run_in_process(train_script, ["--latent_cache_dir", str(workspace / "cache"), "--model_config",
+                                           "usit-h", "--output_dir", str(tmp_path / "dry"), "--dry_run"])  # fmt: skip
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["model"]["config"] == config["model"]["config"]
+    model = printed["model"]["config"]
+    assert (model["in_channels"], model["sample_size"], model["num_classes"]) == (16, 4, 10)  # from the cache
+    assert (model["num_layers"], model["num_attention_heads"], model["attention_head_dim"]) == (28, 16, 72)  # USiT-H
+    args = printed["args"]
+    assert (args["learning_rate"], args["adam_beta1"], args["adam_beta2"], args["adam_weight_decay"]) == (
+        1e-4, 0.99, 0.99, 0.0)  # fmt: skip
+    assert (args["lr_scheduler"], args["lr_warmup_steps"], args["max_grad_norm"]) == (
+        "constant_with_warmup",
+        5000,
+        None,
+    )
+    assert (args["ema_decay"], args["ema_warmup_steps"]) == (0.9999, 2000)
+    assert printed["latent_channel_choices"] == [4, 8, 12, 16]  # the autoencoder's, from the cache metadata
+    assert printed["data"]["vae"] == str((workspace / "vae").resolve())
+    assert printed["validation"]["class_labels"] == spread_class_labels(10)
+    assert not (tmp_path / "dry").exists()  # nothing written
+
+
+@pytest.fixture(scope="module")
+def other_cache(workspace, tmp_path_factory):
+    """A cache of the same images made by another autoencoder, and an empty folder."""
+    root = tmp_path_factory.mktemp("other")
+    AutoencoderDC15(**{**TINY_AE15_CONFIG, "scaling_factor": 0.3}).save_pretrained(root / "other_vae")
+    run_in_process(_load("cache_latents"), ["--vae", str(root / "other_vae"), "--train_data_dir",
+                                            str(workspace / "data"), "--cache_dir", str(workspace / "hf_cache"),
+                                            "--output_dir", str(root / "cache"), "--resolution", "32",
+                                            "--max_images", "8"])  # fmt: skip
+    (root / "empty_dir").mkdir()
+    (root / "no_images" / "train" / "circle").mkdir(parents=True)
+    return root
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--vae": "{other}/other_vae"}, r"made by the autoencoder .* but --vae=.* has config hash"),
+        ({"--latent_channel_choices": ["4", "32"]}, r"--latent_channel_choices=\[4, 32\] has values \[32\] outside"),
+        ({"--model_config": "usit-giant"}, r"--model_config='usit-giant' is not allowed: neither a config.json"),
+        ({"--latent_cache_dir": "{other}/empty_dir"}, "has no metadata.json"),
+        ({"--latent_cache_dir": "{other}/cache", "--vae": "{workspace}/vae"}, "cannot be decoded by it"),
+        ({"--in_channels": "8"}, r"--in_channels=8 is not allowed: must equal the data's latent channels 16"),
+        ({"--num_classes": "5"}, r"--num_classes=5 is not allowed: the data has 10 classes"),
+        ({"--latent_channel_choices": ["4", "8"], "--always_include_full": None}, "needs the full latent 16"),
+        ({"--no_augmented": None, "--num_channel_samples": "2"}, "--no_augmented trains on the full latent only"),
+        ({"--validation_class_labels": ["3", "12"]}, r"--validation_class_labels=\[12\] is not allowed"),
+        ({"--max_grad_norm": "0"}, "--max_grad_norm=0.0 is not allowed"),
+        ({"--train_data_dir": "{workspace}/data"}, "give exactly one data source"),
+        ({"--resume_from_checkpoint": "{other}/empty_dir"}, "is not a checkpoint-<step> folder"),
+    ],
+)
+def test_bad_configuration_fails_early(train_script, workspace, other_cache, tmp_path, change, message):
+    argv = base_argv(workspace, tmp_path / "out", "--dry_run")
+    for flag, value in change.items():
+        values = [] if value is None else [value] if isinstance(value, str) else value
+        values = [v.format(other=other_cache, workspace=workspace) for v in values]
+        if flag in argv:
+            position = argv.index(flag)
+            argv[position + 1 : position + 2] = values
+        else:
+            argv += [flag, *values]
+    with pytest.raises(ValueError, match=message):
+        run_in_process(train_script, argv)
+
+
+def test_on_the_fly_configuration_errors(train_script, workspace, other_cache, tmp_path):
+    fly = ["--model_config", "usit-h", "--output_dir", str(tmp_path / "out"), "--dry_run", "--report_to", "none"]
+    with pytest.raises(ValueError, match="has no images"):
+        run_in_process(train_script, ["--train_data_dir", str(other_cache / "no_images"), "--vae",
+                                      str(workspace / "vae"), *fly])  # fmt: skip
+    with pytest.raises(ValueError, match="needs --vae"):
+        run_in_process(train_script, ["--train_data_dir", str(workspace / "data"), *fly])
+    with pytest.raises(ValueError, match="divisible by the autoencoder's compression ratio 8"):
+        run_in_process(train_script, ["--train_data_dir", str(workspace / "data"), "--vae", str(workspace / "vae"),
+                                      "--resolution", "36", *fly])  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# EMA schedule
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_ema_follows_the_official_exponential_warmup(tmp_path):
+    torch.manual_seed(0)
+    model = USiTTransformer2DModel(sample_size=2, in_channels=4, num_classes=3, **TINY_USIT)
+    ema = ExponentialWarmupEMAModel(model.parameters(), decay=0.9999, warmup_steps=2000,
+                                    model_cls=USiTTransformer2DModel, model_config=model.config)  # fmt: skip
+    assert ema.get_decay(1) == pytest.approx(0.9999 * (1 - math.exp(-1 / 2000)))
+    assert ema.get_decay(2000) == pytest.approx(0.9999 * (1 - math.exp(-1)))
+    shadow = [p.detach().clone() for p in model.parameters()]
+    for step in (1, 2, 3):  # official update_ema: v -= (1 - d) * (v - p), d = decay * (1 - exp(-step / 2000))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        ema.step(model.parameters())
+        d = 0.9999 * (1 - math.exp(-step / 2000))
+        shadow = [s - (1 - d) * (s - p.detach()) for s, p in zip(shadow, model.parameters())]
+    for s, e in zip(shadow, ema.shadow_params):
+        torch.testing.assert_close(e, s, atol=1e-6, rtol=1e-6)
+    ema.save_pretrained(str(tmp_path / "ema"))
+    loaded = ExponentialWarmupEMAModel.from_pretrained(str(tmp_path / "ema"), model_cls=USiTTransformer2DModel)
+    assert (loaded.optimization_step, loaded.warmup_steps, loaded.decay) == (3, 2000, 0.9999)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.shadow_params, ema.shadow_params))
+    assert ExponentialWarmupEMAModel(model.parameters(), warmup_steps=0).get_decay(1) == 0.9999
+    with pytest.raises(ValueError, match="warmup_steps must be an int >= 0"):
+        ExponentialWarmupEMAModel(model.parameters(), warmup_steps=-1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def metric_weights(tmp_path_factory):
+    root = tmp_path_factory.mktemp("metric_weights")
+    return write_standin_inception_weights(root / "inception.pth"), write_tiny_dinov2(root / "dinov2")
+
+
+def test_evaluate_script_end_to_end(workspace, metric_weights, tmp_path, capsys):
+    inception, dinov2 = metric_weights
+    torch.manual_seed(1)
+    pipe = DCAE15Pipeline(USiTTransformer2DModel(sample_size=4, in_channels=16, num_classes=10, **TINY_USIT),
+                          AutoencoderDC15.from_pretrained(workspace / "vae"))  # fmt: skip
+    pipe.save_pretrained(tmp_path / "pipeline")
+    evaluate = _load("evaluate_usit")
+    reference = tmp_path / "reference"  # 10 real 32 px images, one folder (torch-fidelity reads it flat)
+    reference.mkdir()
+    for image in sorted((workspace / "data" / "train").rglob("*.png"))[:10]:
+        (reference / image.name).write_bytes(image.read_bytes())
+    samples = tmp_path / "samples"
+    # --fid_feature_layer 192: a 192-d covariance, whose sqrtm takes milliseconds instead of seconds
+    argv = ["--pipeline", str(tmp_path / "pipeline"), "--sample_dir", str(samples), "--num_samples", "10",
+            "--batch_size", "4", "--solver", "euler", "--num_inference_steps", "2", "--class_sampling", "balanced",
+            "--inception_weights_path", inception, "--metrics_batch_size", "10", "--save_cpu_ram",
+            "--fid_feature_layer", "192"]  # fmt: skip
+    out = ["--output_json", str(tmp_path / "eval.json"), "--output_md", str(tmp_path / "eval.md")]
+    result = run_in_process(evaluate, [*argv, *out, "--reference", str(reference), "--dinov2", dinov2])
+    assert sorted(p.name for p in samples.glob("*.png")) == [f"{i:06d}.png" for i in range(10)]
+    assert set(result["metrics"]) == {"fid", "inception_score_mean", "inception_score_std", "precision", "recall",
+                                      "f_score", "fd_dinov2"}  # fmt: skip
+    assert result["metrics"]["fid"] > 1.0 and result["metrics"]["fd_dinov2"] > 0
+    assert result["class_counts"] == [1] * 10  # balanced
+    assert json.loads((tmp_path / "eval.json").read_text())["metrics"] == result["metrics"]
+    assert "| fid |" in (tmp_path / "eval.md").read_text()
+
+    # A rerun generates nothing (every PNG exists) and scores the set against itself: FID ~ 0.
+    mtimes = {p: p.stat().st_mtime_ns for p in samples.glob("*.png")}
+    capsys.readouterr()
+    again = run_in_process(evaluate, [*argv, *out, "--reference", str(samples), "--metrics", "fid"])
+    assert "generated 0 samples" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in samples.glob("*.png")} == mtimes
+    assert abs(again["metrics"]["fid"]) < 1e-3
+
+    # Reference statistics (.npz) from make_reference_statistics.py give the folder's FID.
+    stats = tmp_path / "reference.npz"
+    run_in_process(_load("make_reference_statistics"), [
+        "--train_data_dir", str(workspace / "data"), "--max_images", "10", "--resolution", "32",
+        "--cache_dir", str(workspace / "hf_cache"), "--inception_weights_path", inception, "--device", "cpu",
+        "--output", str(stats), "--save_cpu_ram", "--feature_layer", "192",
+    ])  # fmt: skip
+    first_ten = sorted((workspace / "data" / "train").rglob("*.png"), key=lambda p: (p.parent.name, p.name))[:10]
+    assert sorted(p.name for p in first_ten) == sorted(p.name for p in reference.iterdir())
+    from_stats = run_in_process(evaluate, [*argv, *out, "--reference", str(stats)])
+    assert set(from_stats["metrics"]) == {"fid", "inception_score_mean", "inception_score_std"}  # no P/R from stats
+    assert from_stats["metrics"]["fid"] == pytest.approx(result["metrics"]["fid"], rel=1e-3)
+
+    with pytest.raises(ValueError, match="samples made with other settings"):
+        run_in_process(evaluate, [*argv, *out, "--reference", str(reference), "--seed", "1"])
+    with pytest.raises(ValueError, match="precision/recall\\) needs reference images"):
+        run_in_process(evaluate, [*argv, *out, "--reference", str(stats), "--metrics", "pr"])
+
+
+def test_official_class_sampling():
+    evaluate = _load("evaluate_usit")
+    expected = torch.randint(0, 1000, (50,), generator=torch.Generator().manual_seed(0)).tolist()
+    assert evaluate.class_labels(50, 1000, "random") == expected  # official sample_class.py
+    assert evaluate.class_labels(5, 3, "balanced") == [0, 1, 2, 0, 1]
+    assert evaluate.sample_seed(0, 1) != evaluate.sample_seed(1, 0)
