@@ -180,6 +180,36 @@ def read_checkpoint_metadata(checkpoint: str | os.PathLike) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# accelerate setup shared by both trainers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def make_accelerator(
+    output_dir: str | os.PathLike,
+    mixed_precision: str,
+    report_to: str,
+    logging_dir: str,
+    gradient_accumulation_steps: int,
+    seed: int,
+):
+    """The `Accelerator` both trainers use: trackers under `output_dir/logging_dir`, gradient accumulation that does
+    not re-sync at epoch ends (exact resume), and a seedable sampler (same data order after a resume)."""
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
+
+    output_dir = Path(output_dir)
+    return Accelerator(
+        mixed_precision=mixed_precision,
+        log_with=None if report_to == "none" else report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / logging_dir)),
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=gradient_accumulation_steps, sync_with_dataloader=False
+        ),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # accelerate hooks: checkpoints hold `save_pretrained` folders (diffusers train_unconditional.py pattern)
 # ---------------------------------------------------------------------------------------------------------------
 

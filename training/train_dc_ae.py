@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.logging import get_logger
-from accelerate.utils import DistributedType, GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -51,6 +50,7 @@ from dc_ae_hf.training_utils import (
     check_channel_choices,
     gather_process_states,
     load_process_state,
+    make_accelerator,
     read_checkpoint_metadata,
     register_pretrained_hooks,
     resolve_resume_checkpoint,
@@ -255,16 +255,8 @@ def main(args: argparse.Namespace) -> dict:
         print(json.dumps(config, indent=2, default=str))
         return config
     output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
-        ),
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False
-        ),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    accelerator = make_accelerator(
+        output_dir, args.mixed_precision, args.report_to, args.logging_dir, args.gradient_accumulation_steps, args.seed
     )
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     gan_weight = config["loss_weights"]["gan"]

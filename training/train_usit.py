@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.logging import get_logger
-from accelerate.utils import DistributedType, GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, set_seed
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
@@ -49,12 +48,14 @@ from dc_ae_hf.training_utils import (
     check_channel_choices,
     gather_process_states,
     load_process_state,
+    make_accelerator,
     read_checkpoint_metadata,
     register_pretrained_hooks,
     resolve_resume_checkpoint,
     save_checkpoint,
     save_process_states,
 )
+from dc_ae_hf.visualization import log_images_to_trackers
 
 logger = get_logger(__name__)
 SUPPORTED_DISTRIBUTED = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
@@ -296,13 +297,7 @@ def validate(args, accelerator, model, ema, vae, config, step) -> None:
         folder = Path(args.output_dir) / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         grid.save(folder / f"step-{step:07d}.png")
-        for tracker in accelerator.trackers:
-            if tracker.name == "tensorboard":
-                tracker.writer.add_image("samples", np.asarray(grid), step, dataformats="HWC")
-            elif tracker.name == "wandb":
-                import wandb
-
-                tracker.log({"samples": wandb.Image(grid, caption=f"rows: c'={config['validation']['channels']}")})
+        log_images_to_trackers(accelerator, {"samples": grid}, step)
     accelerator.wait_for_everyone()
 
 
@@ -312,16 +307,8 @@ def main(args: argparse.Namespace) -> dict:
         print(json.dumps(config, indent=2, default=str))
         return config
     output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
-        ),
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False
-        ),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    accelerator = make_accelerator(
+        output_dir, args.mixed_precision, args.report_to, args.logging_dir, args.gradient_accumulation_steps, args.seed
     )
     if accelerator.distributed_type not in SUPPORTED_DISTRIBUTED:
         raise ValueError(
