@@ -25,8 +25,13 @@ $(VENV)/.installed: setup.py $(BIN)/python
 
 venv: $(VENV)/.installed
 
+# The built-in default: the toy pipeline shipped in dc_ae_hf/assets (trained by examples/toy/run_recipe.py).
+TOY_PIPELINE := dc_ae_hf/assets/toy-dcae15-shapes
 demo: venv
-	$(BIN)/python examples/visualize_latents.py --output_dir outputs/demo $(DEMO_ARGS)
+	$(BIN)/python examples/sample.py --model $(TOY_PIPELINE) --solver euler --num_inference_steps 20 \
+		--class_labels arrow circle crescent cross heart hexagon ring square star triangle \
+		--output outputs/demo/samples.png $(DEMO_ARGS)
+	$(BIN)/python examples/visualize_latents.py --vae $(TOY_PIPELINE)/vae --output_dir outputs/demo
 
 lint quality: venv
 	$(BIN)/ruff check .

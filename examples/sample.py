@@ -6,6 +6,7 @@
 
 import argparse
 import math
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -49,6 +50,7 @@ def main() -> None:
         latent_channels=args.latent_channels,
         generator=torch.Generator("cpu").manual_seed(args.seed),
     ).images
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     make_grid(images).save(args.output)
     print(f"wrote {len(images)} samples to {args.output}")
 

@@ -1,0 +1,101 @@
+"""The paper's pictures of a structured latent space, for any DC-AE and any images.
+
+Writes three PNGs to --output_dir:
+- `latent_mean.png` (paper Fig. 2): each image next to the channel-wise mean of its latent;
+- `latent_channels.png` (paper Fig. 9/10): every latent channel of the first image, in channel order;
+- `prefix_reconstructions.png` (paper Fig. 3): reconstructions from growing channel prefixes.
+
+    python examples/visualize_latents.py                                   # built-in toy AE on built-in shapes
+    python examples/visualize_latents.py --vae path/or/hub-id --images cat.png dog.png --resolution 512
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image
+from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
+
+from dc_ae_hf import AutoencoderDC15
+from dc_ae_hf.data.shapes import render_shape_image
+from dc_ae_hf.metrics.image import to_uint8
+from dc_ae_hf.visualization import prefix_reconstruction_grid
+
+DEFAULT_VAE = Path(__file__).resolve().parents[1] / "dc_ae_hf" / "assets" / "toy-dcae15-shapes" / "vae"
+
+
+def heatmap(values: torch.Tensor, size: int) -> Image.Image:
+    """A (h, w) map, min-max normalised, coloured with viridis and upscaled (nearest) to size x size."""
+    v = values.float()
+    v = (v - v.min()) / (v.max() - v.min()).clamp_min(1e-8)
+    rgb = (colormaps["viridis"](v.cpu().numpy())[..., :3] * 255).astype(np.uint8)
+    return Image.fromarray(rgb).resize((size, size), Image.NEAREST)
+
+
+def tile(rows: list[list[Image.Image]], pad: int = 2) -> Image.Image:
+    w, h = rows[0][0].size
+    ncols = max(len(r) for r in rows)
+    canvas = Image.new("RGB", (ncols * (w + pad) + pad, len(rows) * (h + pad) + pad), "white")
+    for i, row in enumerate(rows):
+        for j, cell in enumerate(row):
+            canvas.paste(cell, (pad + j * (w + pad), pad + i * (h + pad)))
+    return canvas
+
+
+def load_images(paths: list[str], resolution: int) -> torch.Tensor:
+    """Images as (N, 3, R, R) in [-1, 1]: files (resized + center-cropped) or, without paths, 4 built-in shapes."""
+    if not paths:
+        pictures = [render_shape_image(i, seed=1234, resolution=resolution)[0] for i in (1, 3, 6, 8)]
+    else:
+        pictures = [center_crop(resize(Image.open(p).convert("RGB"), resolution), resolution) for p in paths]
+    return torch.stack([pil_to_tensor(p).float() / 127.5 - 1 for p in pictures])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--vae", default=str(DEFAULT_VAE), help="AutoencoderDC15 folder or Hub id")
+    parser.add_argument("--images", nargs="*", default=[], help="image files (default: built-in shapes)")
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--channels", type=int, nargs="*", default=None, help="prefixes c' for the Fig. 3 grid")
+    parser.add_argument("--output_dir", default="outputs/visualize_latents")
+    parser.add_argument("--cell_size", type=int, default=96, help="pixels per picture in the output")
+    args = parser.parse_args(argv)
+
+    vae = AutoencoderDC15.from_pretrained(args.vae).eval()
+    images = load_images(args.images, args.resolution)
+    f = vae.spatial_compression_ratio
+    if args.resolution % f:
+        parser.error(f"--resolution {args.resolution} must be a multiple of the compression ratio {f}")
+    choices = list(vae.latent_channel_choices)
+    channels = args.channels or sorted({choices[round(i * (len(choices) - 1) / 5)] for i in range(6)})
+    for c in channels:
+        if not 1 <= c <= vae.config.latent_channels:
+            parser.error(f"--channels value {c} is outside 1..{vae.config.latent_channels}")
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    size = args.cell_size
+    with torch.no_grad():
+        latent = vae.encode(images).latent  # (N, C, h, w)
+
+    def picture(x: torch.Tensor) -> Image.Image:
+        return Image.fromarray(to_uint8(x).permute(1, 2, 0).numpy()).resize((size, size), Image.NEAREST)
+
+    tile([[picture(x), heatmap(z.mean(0), size)] for x, z in zip(images, latent)]).save(out / "latent_mean.png")
+    maps = [heatmap(channel, size // 2) for channel in latent[0]]
+    per_row = 16
+    tile([maps[i : i + per_row] for i in range(0, len(maps), per_row)]).save(out / "latent_channels.png")
+    grid = prefix_reconstruction_grid(vae, images, channels)
+    grid.resize((grid.width * size // args.resolution, grid.height * size // args.resolution), Image.NEAREST).save(
+        out / "prefix_reconstructions.png"
+    )
+    print(f"columns of prefix_reconstructions.png: original, then c' = {channels}")
+    print(f"wrote {out / 'latent_mean.png'}, {out / 'latent_channels.png'}, {out / 'prefix_reconstructions.png'}")
+
+
+if __name__ == "__main__":
+    main()
