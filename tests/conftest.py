@@ -66,3 +66,13 @@ def fixture_path(name: str) -> Path:
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on 2 shared cores: one intra-op thread is faster (no OpenMP barriers) and, like training
+    subprocesses started with OMP_NUM_THREADS=1, gives the same float reductions."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,14 +12,7 @@ from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 C, S, B = 16, 4, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on 2 shared cores: one intra-op thread is faster (no OpenMP barriers) and, like the subprocesses
-    (OMP_NUM_THREADS=1), gives the same float reductions."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

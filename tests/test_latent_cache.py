@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from conftest import REPO_ROOT, TINY_AE15_CONFIG
+from helpers import run_in_process
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -31,14 +31,7 @@ from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 CLASSES = ("apple", "kiwi")  # imagefolder sorts class folders: apple = 0, kiwi = 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on 2 shared cores: one intra-op thread is faster (no OpenMP barriers) and, like the subprocesses
-    (OMP_NUM_THREADS=1), gives the same float reductions."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load_script():
@@ -68,16 +61,6 @@ def workspace(tmp_path_factory):
     return root
 
 
-def run(script, argv: list[str]) -> dict:
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    try:
-        return script.main(script.parse_args(argv))
-    finally:
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
-
-
 def _argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
     return ["--vae", str(workspace / "vae"), "--train_data_dir", str(workspace / "images"),
             "--cache_dir", str(workspace / "hf_cache"), "--output_dir", str(output_dir), "--resolution", "32",
@@ -87,7 +70,7 @@ def _argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def flip_cache(script, workspace):
     output_dir = workspace / "cache_flip"
-    summary = run(script, _argv(workspace, output_dir, "--flip"))
+    summary = run_in_process(script, _argv(workspace, output_dir, "--flip"))
     return output_dir, summary
 
 
@@ -146,7 +129,7 @@ def test_metadata_records_the_autoencoder_and_settings(flip_cache, workspace):
 
 def test_rerun_skips_finished_shards_and_redoes_missing_ones(script, workspace):
     output_dir = workspace / "cache_resume"
-    first = run(script, _argv(workspace, output_dir))
+    first = run_in_process(script, _argv(workspace, output_dir))
     assert first["written"] == [0, 1, 2]
     before = {s: shard_path(output_dir, s).stat().st_mtime_ns for s in range(3)}
     original = load_file(str(shard_path(output_dir, 1)))
@@ -154,7 +137,7 @@ def test_rerun_skips_finished_shards_and_redoes_missing_ones(script, workspace):
     (output_dir / "shard-00001.safetensors.tmp").write_bytes(b"partial")  # a crash leaves at most a .tmp file
     with pytest.raises(ValueError, match="incomplete: 1 of 3 shards missing"):
         LatentCacheDataset(output_dir)
-    second = run(script, _argv(workspace, output_dir))
+    second = run_in_process(script, _argv(workspace, output_dir))
     assert second["written"] == [1] and second["skipped"] == [0, 2]
     assert {s: shard_path(output_dir, s).stat().st_mtime_ns for s in (0, 2)} == {s: before[s] for s in (0, 2)}
     redone = load_file(str(shard_path(output_dir, 1)))
@@ -166,14 +149,14 @@ def test_rerun_skips_finished_shards_and_redoes_missing_ones(script, workspace):
 
 def test_rerun_with_other_settings_is_refused(script, workspace):
     output_dir = workspace / "cache_resume_other"
-    run(script, _argv(workspace, output_dir, "--max_images", "4"))
+    run_in_process(script, _argv(workspace, output_dir, "--max_images", "4"))
     with pytest.raises(ValueError, match=r"other settings \(resolution: cache has 32, now 16"):
-        run(script, [*_argv(workspace, output_dir, "--max_images", "4"), "--resolution", "16"])
+        run_in_process(script, [*_argv(workspace, output_dir, "--max_images", "4"), "--resolution", "16"])
 
 
 def test_bfloat16_storage_and_pickling_for_dataloader_workers(script, workspace):
     output_dir = workspace / "cache_bf16"
-    run(script, _argv(workspace, output_dir, "--latent_dtype", "bfloat16", "--max_images", "3"))
+    run_in_process(script, _argv(workspace, output_dir, "--latent_dtype", "bfloat16", "--max_images", "3"))
     assert load_file(str(shard_path(output_dir, 0)))["latents"].dtype == torch.bfloat16
     dataset = LatentCacheDataset(output_dir)
     first = dataset[0]["latents"]  # opens a file handle
@@ -195,14 +178,14 @@ def test_bad_inputs_fail_with_clear_messages(script, workspace, tmp_path):
         LatentCacheDataset(tmp_path / "missing")
     (tmp_path / "empty" / "train" / "apple").mkdir(parents=True)
     with pytest.raises(ValueError, match="has no images"):
-        run(script, ["--vae", str(workspace / "vae"), "--train_data_dir", str(tmp_path / "empty"),
+        run_in_process(script, ["--vae", str(workspace / "vae"), "--train_data_dir", str(tmp_path / "empty"),
                      "--output_dir", str(tmp_path / "out")])  # fmt: skip
     with pytest.raises(ValueError, match="--label_column='class'"):
-        run(script, [*_argv(workspace, tmp_path / "out"), "--label_column", "class"])
+        run_in_process(script, [*_argv(workspace, tmp_path / "out"), "--label_column", "class"])
     with pytest.raises(ValueError, match="divisible by the autoencoder's compression ratio 8"):
-        run(script, [*_argv(workspace, tmp_path / "out"), "--resolution", "30"])
+        run_in_process(script, [*_argv(workspace, tmp_path / "out"), "--resolution", "30"])
     with pytest.raises(ValueError, match="--vae='nowhere/vae' could not be loaded"):
-        run(script, ["--vae", "nowhere/vae", "--train_data_dir", str(workspace / "images"),
+        run_in_process(script, ["--vae", "nowhere/vae", "--train_data_dir", str(workspace / "images"),
                      "--cache_dir", str(workspace / "hf_cache"), "--output_dir", str(tmp_path / "out")])  # fmt: skip
     meta = json.loads((workspace / "cache_flip" / "metadata.json").read_text())
     (tmp_path / "old").mkdir()

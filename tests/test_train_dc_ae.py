@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import datasets
@@ -18,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 from accelerate.commands.config.config_args import load_config_from_file
-from accelerate.state import AcceleratorState, GradientState
 from conftest import REPO_ROOT, TINY_AE10_CONFIG, TINY_AE15_CONFIG
+from helpers import run_in_process, sigkill_when_checkpoint_appears
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -108,17 +107,6 @@ def _base_argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
         "--disc_num_layers", "2",
         *extra,
     ]  # fmt: skip
-
-
-def _run_in_process(script, argv: list[str]) -> dict:
-    """main(parse_args(argv)) in this process, with accelerate's singletons reset before and after."""
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    try:
-        return script.main(script.parse_args(argv))
-    finally:
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
 
 
 def _subprocess_env(workspace: Path) -> dict[str, str]:
@@ -518,11 +506,11 @@ def test_resume_gives_identical_weights(train_script, workspace, tmp_path, torch
              "--use_ema", "--num_channel_samples", "2", "--gradient_accumulation_steps", "2", "--random_crop",
              "--random_flip", "--lr_scheduler", "constant_with_warmup", "--lr_warmup_steps", "2"]  # fmt: skip
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _run_in_process(train_script, _base_argv(workspace, straight, "--max_train_steps", "4", *extra))
-    _run_in_process(train_script, _base_argv(workspace, resumed, "--max_train_steps", "2", *extra))
+    run_in_process(train_script, _base_argv(workspace, straight, "--max_train_steps", "4", *extra))
+    run_in_process(train_script, _base_argv(workspace, resumed, "--max_train_steps", "2", *extra))
     assert (resumed / "checkpoint-2").is_dir() and not (resumed / "checkpoint-4").exists()
     halfway = _weights(resumed / "vae")
-    config = _run_in_process(train_script, _base_argv(workspace, resumed, "--max_train_steps", "4", *extra))
+    config = run_in_process(train_script, _base_argv(workspace, resumed, "--max_train_steps", "4", *extra))
     assert config["resume_from"] == str(resumed / "checkpoint-2")
     for folder in ("vae", "vae_ema", "discriminator"):
         a, b = _weights(straight / folder), _weights(resumed / folder)
@@ -540,7 +528,7 @@ def test_phase3_step_changes_only_the_decoder_head(train_script, workspace, tmp_
                       "--num_validation_images", "0", "--learning_rate", "1e-2", "--mixed_precision", "bf16", "--latent_channel_choices", "4", "8")  # fmt: skip
     i = argv.index("--model_config")
     argv = argv[:i] + ["--pretrained_model_name_or_path", str(pretrained)] + argv[i + 2 :]
-    config = _run_in_process(train_script, argv)
+    config = run_in_process(train_script, argv)
     assert config["loss_weights"]["gan"] > 0 and (tmp_path / "phase3" / "discriminator").is_dir()
     # fine-tuning with --latent_channel_choices gives the model its structure
     assert AutoencoderDC15.from_pretrained(tmp_path / "phase3" / "vae").latent_channel_choices == (4, 8)
@@ -562,7 +550,7 @@ def test_streaming_dataset_trains_and_pushes(train_script, workspace, tmp_path, 
     argv = _base_argv(workspace, tmp_path / "stream", "--streaming", "--max_train_steps", "3", "--random_crop",
                       "--num_validation_images", "2", "--checkpointing_steps", "2", "--gradient_checkpointing",
                       "--push_to_hub", "--hub_model_id", "someone/tiny-dc-ae")  # fmt: skip
-    _run_in_process(train_script, argv)
+    run_in_process(train_script, argv)
     assert pushed == [(tmp_path / "stream" / "vae", "someone/tiny-dc-ae")]
     assert (
         'AutoencoderDC15.from_pretrained("someone/tiny-dc-ae")'
@@ -580,17 +568,7 @@ def test_killed_run_resumes_from_its_last_finished_checkpoint(workspace, tmp_pat
                       "--checkpoints_total_limit", "3", "--num_validation_images", "0", "--lpips_weight", "0")  # fmt: skip
     command = [sys.executable, str(TRAIN_SCRIPT)] + argv
     env = _subprocess_env(workspace)
-    process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        while not (output_dir / "checkpoint-2").is_dir():
-            assert process.poll() is None, "the run ended before checkpoint-2 appeared"
-            assert time.monotonic() < deadline, "checkpoint-2 did not appear"
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    assert sigkill_when_checkpoint_appears(command, env, REPO_ROOT, output_dir / "checkpoint-2") == -signal.SIGKILL
     assert not (output_dir / "vae").exists()  # it did not finish
     # A save interrupted mid-write leaves a .tmp folder; it must never be picked.
     partial = output_dir / "checkpoint-999.tmp"

@@ -10,13 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from conftest import REPO_ROOT, TINY_AE15_CONFIG
+from helpers import run_in_process, sigkill_when_checkpoint_appears
 from safetensors.torch import load_file
 
 from dc_ae_hf.data.latent_cache import LatentCacheDataset
@@ -31,14 +30,7 @@ TRAINING = REPO_ROOT / "training"
 TINY_USIT = dict(num_layers=2, num_attention_heads=2, attention_head_dim=16, mlp_ratio=4.0, class_dropout_prob=0.1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on 2 shared cores: one intra-op thread is faster (no OpenMP barriers) and, like the subprocesses
-    (OMP_NUM_THREADS=1), gives the same float reductions."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load(name: str):
@@ -46,17 +38,6 @@ def _load(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def run_in_process(script, argv: list[str]):
-    """main(parse_args(argv)) in this process, with accelerate's singletons reset before and after."""
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    try:
-        return script.main(script.parse_args(argv))
-    finally:
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
 
 
 def subprocess_env() -> dict[str, str]:
@@ -188,18 +169,8 @@ def test_killed_run_resumes_by_rerunning_the_same_command(train_script, workspac
             "--validation_class_labels"]  # fmt: skip
     killed = tmp_path / "killed"
     command = [sys.executable, str(TRAINING / "train_usit.py"), *base_argv(workspace, killed, *argv)]
-    process = subprocess.Popen(command, env=subprocess_env(), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180
-        while not (killed / "checkpoint-20").is_dir():
-            assert process.poll() is None, "the run ended before checkpoint-20 appeared"
-            assert time.monotonic() < deadline, "checkpoint-20 did not appear"
-            time.sleep(0.02)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL and not (killed / "pipeline").exists()
+    returncode = sigkill_when_checkpoint_appears(command, subprocess_env(), REPO_ROOT, killed / "checkpoint-20")
+    assert returncode == -signal.SIGKILL and not (killed / "pipeline").exists()
     finished = sorted(int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*") if p.suffix != ".tmp")
     assert 20 <= finished[-1] < 100
     capsys.readouterr()
