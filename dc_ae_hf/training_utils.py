@@ -82,6 +82,11 @@ class LatentChannelSampler:
         self.generator.set_state(state["generator_state"])
 
 
+def invalid_flag(flag: str, value, allowed: str):
+    """Raise the trainers' standard error for a bad command-line value: the flag, the value, what is allowed."""
+    raise ValueError(f"--{flag}={value!r} is not allowed: {allowed}")
+
+
 def check_channel_choices(choices: Sequence[int], latent_channels: int, argument: str = "latent_channel_choices"):
     """Raise a clear ValueError if any prefix is outside 1..latent_channels."""
     bad = [c for c in choices if not 1 <= c <= latent_channels]

@@ -49,6 +49,7 @@ from dc_ae_hf.training_utils import (
     LatentChannelSampler,
     check_channel_choices,
     gather_process_states,
+    invalid_flag,
     load_process_state,
     make_accelerator,
     read_checkpoint_metadata,
@@ -134,31 +135,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _fail(flag: str, value, allowed: str) -> None:
-    raise ValueError(f"--{flag}={value!r} is not allowed: {allowed}")
-
-
 def resolve_config(args: argparse.Namespace) -> dict:
     """Validate every flag (without loading weights or data) and return the resolved configuration."""
     for flag in ("max_train_steps", "checkpointing_steps", "validation_steps", "train_batch_size",
                  "gradient_accumulation_steps", "num_channel_samples", "resolution"):  # fmt: skip
         if getattr(args, flag) < 1:
-            _fail(flag, getattr(args, flag), "must be >= 1")
+            invalid_flag(flag, getattr(args, flag), "must be >= 1")
     for flag in ("l1_weight", "lpips_weight", "gan_weight", "disc_start_step", "num_validation_images",
                  "lr_warmup_steps", "max_grad_norm", "dataloader_num_workers"):  # fmt: skip
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
-            _fail(flag, getattr(args, flag), "must be >= 0")
+            invalid_flag(flag, getattr(args, flag), "must be >= 0")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
-        _fail("checkpoints_total_limit", args.checkpoints_total_limit, "must be >= 1 (or omitted: keep all)")
+        invalid_flag("checkpoints_total_limit", args.checkpoints_total_limit, "must be >= 1 (or omitted: keep all)")
     if not 0 < args.ema_decay < 1:
-        _fail("ema_decay", args.ema_decay, "must be in (0, 1)")
+        invalid_flag("ema_decay", args.ema_decay, "must be in (0, 1)")
     if args.learning_rate <= 0:
-        _fail("learning_rate", args.learning_rate, "must be > 0")
+        invalid_flag("learning_rate", args.learning_rate, "must be > 0")
     gan_weight = args.gan_weight if args.gan_weight is not None else DEFAULT_PHASE3_GAN_WEIGHT * (args.phase == 3)
     if args.l1_weight == 0 and args.lpips_weight == 0:
         raise ValueError("--l1_weight and --lpips_weight are both 0: there is no reconstruction loss")
     if args.report_to != "none" and importlib.util.find_spec(args.report_to) is None:
-        _fail("report_to", args.report_to, f"the {args.report_to} package is not installed (or use --report_to none)")
+        invalid_flag(
+            "report_to", args.report_to, f"the {args.report_to} package is not installed (or use --report_to none)"
+        )
     # Data.
     if (args.dataset_name is None) == (args.train_data_dir is None):
         raise ValueError(
@@ -168,9 +167,9 @@ def resolve_config(args: argparse.Namespace) -> dict:
     if args.train_data_dir is not None:
         data_dir = Path(args.train_data_dir)
         if not data_dir.is_dir():
-            _fail("train_data_dir", args.train_data_dir, "must be an existing imagefolder directory")
+            invalid_flag("train_data_dir", args.train_data_dir, "must be an existing imagefolder directory")
         if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in data_dir.rglob("*")):
-            _fail("train_data_dir", args.train_data_dir, f"contains no images ({sorted(IMAGE_SUFFIXES)})")
+            invalid_flag("train_data_dir", args.train_data_dir, f"contains no images ({sorted(IMAGE_SUFFIXES)})")
     # Model: build it on the meta device (no memory, no weights) to check the flags against its structure.
     model_config, source = load_autoencoder_config(args.model_config, args.pretrained_model_name_or_path)
     latent_channels = int(model_config.get("latent_channels", 32))
@@ -185,20 +184,22 @@ def resolve_config(args: argparse.Namespace) -> dict:
     choices = list(vae.latent_channel_choices)
     f = vae.spatial_compression_ratio
     if args.resolution % f:
-        _fail("resolution", args.resolution, f"must be divisible by the model's spatial compression ratio {f}")
+        invalid_flag("resolution", args.resolution, f"must be divisible by the model's spatial compression ratio {f}")
     stages = stage_indices(vae)
     if args.phase == 2 and not 1 <= args.latent_adaptation_stages <= min(map(len, stages.values())):
-        _fail("latent_adaptation_stages", args.latent_adaptation_stages, f"1..{min(map(len, stages.values()))}")
+        invalid_flag("latent_adaptation_stages", args.latent_adaptation_stages, f"1..{min(map(len, stages.values()))}")
     if args.phase == 3 and not 1 <= args.refinement_stages <= len(stages["decoder"]):
-        _fail("refinement_stages", args.refinement_stages, f"1..{len(stages['decoder'])} (decoder stages)")
+        invalid_flag("refinement_stages", args.refinement_stages, f"1..{len(stages['decoder'])} (decoder stages)")
     validation_channels = args.validation_channels or subsample_channels(choices, 8)
     check_channel_choices(validation_channels, latent_channels, "--validation_channels")
     if vae.has_latent_shortcuts and validation_channels != [latent_channels]:
-        _fail("validation_channels", validation_channels, f"[{latent_channels}] only (model with latent shortcuts)")
+        invalid_flag(
+            "validation_channels", validation_channels, f"[{latent_channels}] only (model with latent shortcuts)"
+        )
     if gan_weight > 0:
         disc = PatchDiscriminator(base_channels=args.disc_base_channels, num_layers=args.disc_num_layers)
         if disc.output_size(args.resolution) < 1:
-            _fail("disc_num_layers", args.disc_num_layers, f"too deep for --resolution {args.resolution}")
+            invalid_flag("disc_num_layers", args.disc_num_layers, f"too deep for --resolution {args.resolution}")
     resume = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     trainable = phase_trainable_parameters(vae, args.phase, args.latent_adaptation_stages, args.refinement_stages)
     return {

@@ -47,6 +47,7 @@ from dc_ae_hf.training_utils import (
     LatentChannelSampler,
     check_channel_choices,
     gather_process_states,
+    invalid_flag,
     load_process_state,
     make_accelerator,
     read_checkpoint_metadata,
@@ -124,17 +125,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _fail(flag: str, value, allowed: str) -> None:
-    raise ValueError(f"--{flag}={value!r} is not allowed: {allowed}")
-
-
 def _autoencoder_config(name: str, flag: str) -> dict:
     """The config of an autoencoder folder/Hub id as `AutoencoderDC15` builds it (no weights are loaded)."""
     try:
         with torch.device("meta"):
             return dict(AutoencoderDC15.from_config(AutoencoderDC15.load_config(name)).config)
     except (OSError, ValueError, TypeError) as error:
-        _fail(flag, name, f"it could not be loaded as an autoencoder config ({error})")
+        invalid_flag(flag, name, f"it could not be loaded as an autoencoder config ({error})")
 
 
 def resolve_data(args: argparse.Namespace) -> dict:
@@ -162,7 +159,7 @@ def resolve_data(args: argparse.Namespace) -> dict:
     vae_config = _autoencoder_config(args.vae, "vae")
     f = 2 ** (len(vae_config["encoder_block_out_channels"]) - 1)
     if args.resolution % f:
-        _fail("resolution", args.resolution, f"must be divisible by the autoencoder's compression ratio {f}")
+        invalid_flag("resolution", args.resolution, f"must be divisible by the autoencoder's compression ratio {f}")
     dataset, _, id2label, num_classes = load_labeled_image_dataset(
         args.dataset_name, args.train_data_dir, args.split, args.cache_dir, args.dataset_config_name,
         args.image_column, args.label_column,
@@ -190,15 +187,19 @@ def resolve_model_config(args: argparse.Namespace, data: dict) -> tuple[dict, st
         try:
             config = dict(USiTTransformer2DModel.load_config(args.pretrained_model_name_or_path))
         except (OSError, ValueError) as error:
-            _fail("pretrained_model_name_or_path", args.pretrained_model_name_or_path, f"not loadable ({error})")
+            invalid_flag(
+                "pretrained_model_name_or_path", args.pretrained_model_name_or_path, f"not loadable ({error})"
+            )
         source = args.pretrained_model_name_or_path
         for key in ("in_channels", "sample_size", "num_classes"):
             if getattr(args, key) is not None and getattr(args, key) != config[key]:
-                _fail(key, getattr(args, key), f"the pretrained model has {key}={config[key]}")
+                invalid_flag(key, getattr(args, key), f"the pretrained model has {key}={config[key]}")
             wanted[key] = config[key]
         old = config.get("class_dropout_prob", 0.1)
         if args.class_dropout_prob is not None and (args.class_dropout_prob > 0) != (old > 0):
-            _fail("class_dropout_prob", args.class_dropout_prob, f"must stay {'> 0' if old > 0 else '0'} (null class)")
+            invalid_flag(
+                "class_dropout_prob", args.class_dropout_prob, f"must stay {'> 0' if old > 0 else '0'} (null class)"
+            )
     elif args.model_config in USIT_PRESETS:
         config, source = dict(USIT_PRESETS[args.model_config]), f"preset {args.model_config}"
     elif Path(args.model_config).is_file() or (Path(args.model_config) / "config.json").is_file():
@@ -206,17 +207,17 @@ def resolve_model_config(args: argparse.Namespace, data: dict) -> tuple[dict, st
         path = path / "config.json" if path.is_dir() else path
         config, source = json.loads(path.read_text()), str(path)
     else:
-        _fail("model_config", args.model_config, f"neither a config.json nor a preset {sorted(USIT_PRESETS)}")
+        invalid_flag("model_config", args.model_config, f"neither a config.json nor a preset {sorted(USIT_PRESETS)}")
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     config.update(wanted)
     if args.class_dropout_prob is not None:
         config["class_dropout_prob"] = args.class_dropout_prob
     if config["in_channels"] != c:
-        _fail("in_channels", config["in_channels"], f"must equal the data's latent channels {c}")
+        invalid_flag("in_channels", config["in_channels"], f"must equal the data's latent channels {c}")
     if config["sample_size"] != h:
-        _fail("sample_size", config["sample_size"], f"must equal the data's latent size {h}")
+        invalid_flag("sample_size", config["sample_size"], f"must equal the data's latent size {h}")
     if config["num_classes"] < data["num_classes"]:
-        _fail("num_classes", config["num_classes"], f"the data has {data['num_classes']} classes")
+        invalid_flag("num_classes", config["num_classes"], f"the data has {data['num_classes']} classes")
     return config, source
 
 
@@ -226,20 +227,22 @@ def resolve_config(args: argparse.Namespace) -> dict:
                  "gradient_accumulation_steps", "num_channel_samples", "resolution",
                  "validation_num_inference_steps"):  # fmt: skip
         if getattr(args, flag) < 1:
-            _fail(flag, getattr(args, flag), "must be >= 1")
+            invalid_flag(flag, getattr(args, flag), "must be >= 1")
     for flag in ("lr_warmup_steps", "ema_warmup_steps", "dataloader_num_workers", "adam_weight_decay"):
         if getattr(args, flag) < 0:
-            _fail(flag, getattr(args, flag), "must be >= 0")
+            invalid_flag(flag, getattr(args, flag), "must be >= 0")
     if args.max_grad_norm is not None and args.max_grad_norm <= 0:
-        _fail("max_grad_norm", args.max_grad_norm, "must be > 0 (or omitted: no clipping, official)")
+        invalid_flag("max_grad_norm", args.max_grad_norm, "must be > 0 (or omitted: no clipping, official)")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
-        _fail("checkpoints_total_limit", args.checkpoints_total_limit, "must be >= 1 (or omitted: keep all)")
+        invalid_flag("checkpoints_total_limit", args.checkpoints_total_limit, "must be >= 1 (or omitted: keep all)")
     if not 0 < args.ema_decay < 1:
-        _fail("ema_decay", args.ema_decay, "must be in (0, 1)")
+        invalid_flag("ema_decay", args.ema_decay, "must be in (0, 1)")
     if args.learning_rate <= 0:
-        _fail("learning_rate", args.learning_rate, "must be > 0")
+        invalid_flag("learning_rate", args.learning_rate, "must be > 0")
     if args.report_to != "none" and importlib.util.find_spec(args.report_to) is None:
-        _fail("report_to", args.report_to, f"the {args.report_to} package is not installed (or use --report_to none)")
+        invalid_flag(
+            "report_to", args.report_to, f"the {args.report_to} package is not installed (or use --report_to none)"
+        )
     data = resolve_data(args)
     model_config, source = resolve_model_config(args, data)
     try:
@@ -258,16 +261,18 @@ def resolve_config(args: argparse.Namespace) -> dict:
         check_channel_choices(choices, c, "--latent_channel_choices")
         LatentChannelSampler(choices, args.num_channel_samples)  # validates the list and the sample count
         if args.always_include_full and choices[-1] != c:
-            _fail("latent_channel_choices", choices, f"--always_include_full needs the full latent {c} in the list")
+            invalid_flag(
+                "latent_channel_choices", choices, f"--always_include_full needs the full latent {c} in the list"
+            )
     validation_labels = spread_class_labels(data["num_classes"]) if args.validation_class_labels is None else (
         args.validation_class_labels)  # fmt: skip
     bad = [y for y in validation_labels if not 0 <= y < model.config.num_classes]
     if bad:
-        _fail("validation_class_labels", bad, f"class ids must be in 0..{model.config.num_classes - 1}")
+        invalid_flag("validation_class_labels", bad, f"class ids must be in 0..{model.config.num_classes - 1}")
     validation_channels = args.validation_channels or [c]
     check_channel_choices(validation_channels, c, "--validation_channels")
     if args.validation_guidance_scale != 1 and model.config.class_dropout_prob == 0:
-        _fail("validation_guidance_scale", args.validation_guidance_scale, "!= 1 needs class_dropout_prob > 0")
+        invalid_flag("validation_guidance_scale", args.validation_guidance_scale, "!= 1 needs class_dropout_prob > 0")
     resume = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     return {
         "args": vars(args),
