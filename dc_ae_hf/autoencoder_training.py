@@ -102,7 +102,11 @@ def _check_stage_count(name: str, value: int, available: int) -> None:
 
 
 def phase_trainable_modules(
-    vae: nn.Module, phase: int, latent_adaptation_stages: int = 1, refinement_stages: int = 1
+    vae: nn.Module,
+    phase: int,
+    latent_adaptation_stages: int = 1,
+    refinement_stages: int = 1,
+    freeze_encoder: bool = False,
 ) -> list[str]:
     """Names of the submodules trained in `phase` (all others are frozen); phase 1 returns ``[""]`` (the model).
 
@@ -111,28 +115,37 @@ def phase_trainable_modules(
         phase: 1, 2 or 3 (see the module docstring).
         latent_adaptation_stages: phase 2: how many stages next to the latent train on each side (`k`).
         refinement_stages: phase 3: how many of the decoder's outermost stages train with its head (`m`).
+        freeze_encoder: keep the encoder fixed and train only the decoder's share of the phase (phase 1:
+            ``["decoder"]``). This is the paper's fair protocol for a plain autoencoder at c' channels (Fig. 3:
+            "fine-tune the decoder" for each channel count, the latent space left as it is).
     """
     if phase not in PHASES:
         raise ValueError(f"phase={phase!r} is not a DC-AE training phase; choose one of {sorted(PHASES)}")
+    if not isinstance(freeze_encoder, bool):
+        raise TypeError(f"freeze_encoder must be a bool, got {freeze_encoder!r}")
     if phase == 1:
-        return [""]
+        return ["decoder"] if freeze_encoder else [""]
     stages = stage_indices(vae)
     if phase == 2:
         available = min(len(stages["encoder"]), len(stages["decoder"]))
         _check_stage_count("latent_adaptation_stages", latent_adaptation_stages, available)
         encoder = [f"encoder.down_blocks.{i}" for i in stages["encoder"][-latent_adaptation_stages:]]
         decoder = [f"decoder.up_blocks.{i}" for i in stages["decoder"][-latent_adaptation_stages:]]
-        return encoder + ["encoder.conv_out", "decoder.conv_in"] + decoder
+        return ([] if freeze_encoder else encoder + ["encoder.conv_out"]) + ["decoder.conv_in"] + decoder
     _check_stage_count("refinement_stages", refinement_stages, len(stages["decoder"]))
     head = [f"decoder.up_blocks.{i}" for i in stages["decoder"][:refinement_stages]]
     return head + ["decoder.norm_out", "decoder.conv_out"]
 
 
 def phase_trainable_parameters(
-    vae: nn.Module, phase: int, latent_adaptation_stages: int = 1, refinement_stages: int = 1
+    vae: nn.Module,
+    phase: int,
+    latent_adaptation_stages: int = 1,
+    refinement_stages: int = 1,
+    freeze_encoder: bool = False,
 ) -> dict[str, nn.Parameter]:
     """The parameters trained in `phase`, by name (in `named_parameters` order); see `phase_trainable_modules`."""
-    prefixes = phase_trainable_modules(vae, phase, latent_adaptation_stages, refinement_stages)
+    prefixes = phase_trainable_modules(vae, phase, latent_adaptation_stages, refinement_stages, freeze_encoder)
     return {
         name: parameter
         for name, parameter in vae.named_parameters()

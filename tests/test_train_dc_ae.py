@@ -308,6 +308,15 @@ def test_phase_trainable_parameters_match_the_documented_sets():
     assert phase3 == expected3 and not any(n.startswith("encoder.") for n in phase3)
     assert phase_trainable_modules(vae, 3) == ["decoder.up_blocks.1", "decoder.norm_out", "decoder.conv_out"]
 
+    # --freeze_encoder: the decoder's share of each phase (Fig. 3 fair protocol in phase 1)
+    assert set(phase_trainable_parameters(vae, 1, freeze_encoder=True)) == {n for n in names if n.startswith("decoder.")}
+    assert set(phase_trainable_parameters(vae, 2, freeze_encoder=True)) == {
+        n for n in phase2 if n.startswith("decoder.")
+    }
+    assert set(phase_trainable_parameters(vae, 3, freeze_encoder=True)) == phase3
+    with pytest.raises(TypeError, match="freeze_encoder"):
+        phase_trainable_parameters(vae, 1, freeze_encoder="yes")
+
     with pytest.raises(ValueError, match="latent_adaptation_stages=4"):
         phase_trainable_parameters(vae, 2, latent_adaptation_stages=4)
     with pytest.raises(ValueError, match="refinement_stages=0"):
@@ -542,6 +551,22 @@ def test_phase3_step_changes_only_the_decoder_head(train_script, workspace, tmp_
             assert not torch.equal(before[key], after[key]), key
         else:
             assert torch.equal(before[key], after[key]), key
+
+
+def test_freeze_encoder_fine_tunes_only_the_decoder_at_one_prefix(train_script, workspace, tmp_path, torch_home):
+    """Paper Fig. 3 fair protocol: a plain AE's decoder fine-tuned for c' channels, its latent space unchanged."""
+    pretrained = tmp_path / "pretrained"
+    torch.manual_seed(2)
+    AutoencoderDC15(**{**MICRO_AE_CONFIG, "latent_channel_choices": None}).save_pretrained(pretrained)
+    argv = _base_argv(workspace, tmp_path / "decoder_only", "--freeze_encoder", "--max_train_steps", "1",
+                      "--num_validation_images", "0", "--learning_rate", "1e-2", "--latent_channel_choices", "4")  # fmt: skip
+    i = argv.index("--model_config")
+    argv = argv[:i] + ["--pretrained_model_name_or_path", str(pretrained)] + argv[i + 2 :]
+    config = run_in_process(train_script, argv)
+    assert config["trainable_modules"] == ["decoder"]
+    before, after = _weights(pretrained), _weights(tmp_path / "decoder_only" / "vae")
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
 
 
 def test_streaming_dataset_trains_and_pushes(train_script, workspace, tmp_path, torch_home, monkeypatch):

@@ -79,6 +79,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--phase", type=int, default=1, choices=sorted(PHASES), help="DC-AE phase (docs/training.md)")
     g.add_argument("--latent_adaptation_stages", type=int, default=1, help="phase 2: stages trained per side")
     g.add_argument("--refinement_stages", type=int, default=1, help="phase 3: decoder stages trained with its head")
+    g.add_argument(
+        "--freeze_encoder",
+        action="store_true",
+        help="train only the decoder's share of the phase (Fig. 3 fair protocol: decoder fine-tuned per c')",
+    )
     g.add_argument("--gradient_checkpointing", action="store_true")
     g = p.add_argument_group("data")
     g.add_argument("--dataset_name", help="Hub dataset id")
@@ -201,7 +206,9 @@ def resolve_config(args: argparse.Namespace) -> dict:
         if disc.output_size(args.resolution) < 1:
             invalid_flag("disc_num_layers", args.disc_num_layers, f"too deep for --resolution {args.resolution}")
     resume = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
-    trainable = phase_trainable_parameters(vae, args.phase, args.latent_adaptation_stages, args.refinement_stages)
+    trainable = phase_trainable_parameters(
+        vae, args.phase, args.latent_adaptation_stages, args.refinement_stages, args.freeze_encoder
+    )
     return {
         "args": vars(args),
         "model": {"source": source, "config": dict(vae.config), "spatial_compression_ratio": f},
@@ -211,7 +218,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
         "phase": args.phase,
         "phase_description": PHASES[args.phase],
         "trainable_modules": phase_trainable_modules(
-            vae, args.phase, args.latent_adaptation_stages, args.refinement_stages
+            vae, args.phase, args.latent_adaptation_stages, args.refinement_stages, args.freeze_encoder
         ),
         "trainable_parameters": sum(p.numel() for p in trainable.values()),
         "total_parameters": sum(p.numel() for p in vae.parameters()),
@@ -279,7 +286,9 @@ def main(args: argparse.Namespace) -> dict:
     else:
         vae = AutoencoderDC15.from_config(config["model"]["config"])
     vae.requires_grad_(False)
-    trainable = phase_trainable_parameters(vae, args.phase, args.latent_adaptation_stages, args.refinement_stages)
+    trainable = phase_trainable_parameters(
+        vae, args.phase, args.latent_adaptation_stages, args.refinement_stages, args.freeze_encoder
+    )
     for parameter in trainable.values():
         parameter.requires_grad_(True)
     if args.gradient_checkpointing:
