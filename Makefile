@@ -28,7 +28,7 @@ venv: $(VENV)/.installed
 # The built-in default: the toy pipeline shipped in dc_ae_hf/assets (trained by examples/toy/run_recipe.py).
 TOY_PIPELINE := dc_ae_hf/assets/toy-dcae15-shapes
 demo: venv
-	$(BIN)/python examples/sample.py --model $(TOY_PIPELINE) --solver euler --num_inference_steps 20 \
+	$(BIN)/python examples/sample.py --model $(TOY_PIPELINE) --solver euler --num_inference_steps 20 --guidance_scale 3 \
 		--class_labels arrow circle crescent cross heart hexagon ring square star triangle \
 		--output outputs/demo/samples.png $(DEMO_ARGS)
 	$(BIN)/python examples/visualize_latents.py --vae $(TOY_PIPELINE)/vae --output_dir outputs/demo

@@ -52,13 +52,18 @@ def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
     # the fine-tuned plain AE has the single prefix it was fine-tuned for
     tuned = AutoencoderDC15.load_config(out / "ae_plain_ft_c8" / "vae_ema")
     assert tuned["latent_channel_choices"] == [8]
+    finetune = json.loads((out / "ae_plain_ft_c8" / "training_config.json").read_text())
+    assert finetune["trainable_modules"] == ["decoder"]  # Fig. 3 protocol: the decoder alone
 
     # diffusion: every run evaluated at every checkpoint; augmented passes = 2 x steps
     settings = recipe.MODES["smoke"]
     every = settings.usit_steps // settings.usit_checkpoints
     rows = results["diffusion"]
-    assert sorted((r["run"], r["step"]) for r in rows) == sorted(
-        (run, every * k) for run in recipe.RUNS for k in range(1, settings.usit_checkpoints + 1)
+    assert sorted((r["run"], r["step"], r["guidance_scale"]) for r in rows) == sorted(
+        (run, every * k, g)
+        for run in recipe.RUNS
+        for k in range(1, settings.usit_checkpoints + 1)
+        for g in recipe.EVAL_GUIDANCE_SCALES
     )
     for row in rows:
         assert row["passes"] == row["step"] * (2 if row["run"] == "struct_aug" else 1)

@@ -1,6 +1,6 @@
 """CPU-scale reproduction of the two DC-AE 1.5 effects on the procedural shapes dataset, with the real trainers.
 
-    python examples/toy/run_recipe.py --mode quick --output_dir outputs/toy          # ~30-35 min on 2 CPU cores
+    python examples/toy/run_recipe.py --mode quick --output_dir outputs/toy          # <= 30 min on 2 CPU cores
     python examples/toy/run_recipe.py --mode full --output_dir outputs/toy-full     # <= 2 h, 2 seeds, resumable
     python examples/toy/run_recipe.py --mode smoke --output_dir /tmp/toy-smoke      # a few steps (the test)
 
@@ -9,19 +9,21 @@ Stages (each skipped when its final output exists; the trainers resume from thei
 1. data: the shapes dataset (`dc_ae_hf.data.shapes`) at 32 px, a training set (seed 0) and a held-out set (seed 1).
 2. autoencoders (`training/train_dc_ae.py`, L1 only, no LPIPS: no perceptual weights are available offline): a
    structured one (paper Eq. 1, c' drawn from 4, 8, ..., 32) and a plain one (full latent only), same size, data,
-   steps and seed; f8 -> 4x4x32 latents. Plain fine-tunes for the paper's fair protocol (Fig. 3): the trainer cannot
-   train the decoder alone with the encoder frozen at full phase-1 scope, so the *whole* plain AE is fine-tuned from
-   its EMA weights with `--latent_channel_choices c'` (only the prefix c' is ever decoded) -- a stronger baseline
-   than a decoder-only fine-tune.
+   steps and seed; f8 -> 4x4x32 latents. Plain fine-tunes for the paper's fair protocol (Fig. 3): the plain AE's
+   decoder is fine-tuned from its EMA weights to reconstruct from the first c' channels (`--freeze_encoder
+   --latent_channel_choices c'`: the latent space stays as it is, only the decoder adapts).
 3. scaling factors (1 / std of the full latent on training images, measured here) and latent caches
    (`training/cache_latents.py`).
 4. diffusion (`training/train_usit.py`): USiT on the structured latents with augmented training (paper Eq. 2:
    `--num_channel_samples 2 --always_include_full`, i.e. one full pass and one random prefix, 2 passes per step),
-   on the structured latents without it (`--no_augmented`), and on the plain latents (`--no_augmented`).
+   on the structured latents without it (`--no_augmented`), and on the plain latents (`--no_augmented`). The
+   optimiser is the official one (AdamW, constant LR after warm-up, EMA) with settings for a run of a few thousand
+   steps instead of 4M images: LR 1e-3, betas (0.9, 0.999), warm-up 5% of the steps, EMA 0.999.
 5. evaluation (in this process): reconstruction PSNR/SSIM per c' on held-out images; a small classifier trained on
    the structured AE's reconstructions of the training images; class accuracy and classifier Frechet distance of
-   generated samples at every diffusion checkpoint (reference: the run's own AE's reconstructions of held-out
-   images); plots, reconstruction grids, `results.md`, `results.json`.
+   generated samples at every diffusion checkpoint, without guidance and with classifier-free guidance
+   (`EVAL_GUIDANCE_SCALES`; reference: the run's own AE's reconstructions of held-out images); plots,
+   reconstruction grids, `results.md`, `results.json`.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ RUN_LABELS = {
     "plain_plain": "plain AE + plain diffusion (baseline)",
 }
 AUGMENTED_PASSES = 2  # --num_channel_samples 2: the full latent (--always_include_full) plus one random prefix
+# Samples are evaluated without guidance and with CFG 3 (the paper reports both): at this scale the unguided class
+# accuracy stays low for a long time while the guided one separates the runs.
+EVAL_GUIDANCE_SCALES = (1.0, 3.0)
 
 # f8 (3 down stages), 4x4x32 latents at 32 px; ResBlocks only, no latent-level shortcuts (DC-AE 1.5 design).
 AUTOENCODER_CONFIG = {
@@ -139,23 +144,23 @@ MODES: dict[str, ModeSettings] = {
         ae_batch_size=32,
         finetune_steps=300,
         finetune_channels=(4, 8, 16),
-        usit_steps=1200,
+        usit_steps=2000,
         usit_checkpoints=4,
         usit_batch_size=64,
         seeds=(0,),
-        num_samples=300,
+        num_samples=500,
         sample_steps=20,
         classifier_steps=600,
     ),  # fmt: skip
     "full": ModeSettings(
         num_train_images=4000,
         num_heldout_images=1000,
-        ae_steps=4000,
+        ae_steps=3000,
         ae_batch_size=32,
-        finetune_steps=600,
+        finetune_steps=500,
         finetune_channels=(4, 8, 16, 24),
-        usit_steps=2000,
-        usit_checkpoints=8,
+        usit_steps=6000,
+        usit_checkpoints=6,
         usit_batch_size=64,
         seeds=(0, 1),
         num_samples=500,
@@ -251,6 +256,7 @@ def finetune_jobs(out: Path, settings: ModeSettings) -> list[Job]:
     common = ["--train_data_dir", out / "data" / "train", "--resolution", RESOLUTION, "--train_batch_size",
               settings.ae_batch_size, "--lpips_weight", 0, "--l1_weight", 1, "--learning_rate",
               settings.ae_learning_rate / 2, "--lr_scheduler", "cosine", "--use_ema", "--ema_decay", 0.99, "--seed", 0,
+              "--freeze_encoder",
               "--num_validation_images", 0, "--report_to", "none", "--max_train_steps", settings.finetune_steps,
               "--checkpointing_steps", max(1, settings.finetune_steps // 2), "--checkpoints_total_limit", 1]  # fmt: skip
     return [
@@ -319,8 +325,9 @@ def usit_jobs(out: Path, settings: ModeSettings) -> list[Job]:
                 "--max_train_steps", settings.usit_steps, "--checkpointing_steps", every, "--validation_steps",
                 settings.usit_steps, "--validation_solver", "euler", "--validation_num_inference_steps",
                 max(2, settings.sample_steps), "--train_batch_size", settings.usit_batch_size,
-                "--learning_rate", settings.usit_learning_rate, "--max_grad_norm", 1.0, "--ema_decay", 0.999, "--ema_warmup_steps",
-                max(1, settings.usit_steps // 20), "--report_to", "none"),
+                "--learning_rate", settings.usit_learning_rate, "--lr_warmup_steps", max(1, settings.usit_steps // 20),
+                "--adam_beta1", 0.9, "--adam_beta2", 0.999, "--max_grad_norm", 1.0, "--ema_decay", 0.999,
+                "--ema_warmup_steps", max(1, settings.usit_steps // 20), "--report_to", "none"),
                 folder / "pipeline" / "model_index.json", after=(f"cache_{ae}",)))  # fmt: skip
     # interleave the cheap and the expensive runs so two parallel slots stay busy
     return sorted(jobs, key=lambda j: "struct_aug" not in j.name)
@@ -383,15 +390,17 @@ def evaluate_autoencoders(out: Path, settings: ModeSettings, heldout: torch.Tens
 
 
 @torch.no_grad()
-def generate(pipe: DCAE15Pipeline, num_samples: int, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class-balanced samples (no guidance, euler) as ((N, 3, 32, 32) in [-1, 1], (N,) labels)."""
+def generate(
+    pipe: DCAE15Pipeline, num_samples: int, steps: int, seed: int, guidance_scale: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-balanced samples (euler) as ((N, 3, 32, 32) in [-1, 1], (N,) labels)."""
     labels = torch.arange(num_samples) % len(SHAPE_CLASSES)
     generator = torch.Generator().manual_seed(seed)
     images = []
     for chunk in labels.split(100):
         out = pipe(
             chunk.tolist(),
-            guidance_scale=1.0,
+            guidance_scale=guidance_scale,
             num_inference_steps=steps,
             solver="euler",
             generator=generator,
@@ -402,10 +411,11 @@ def generate(pipe: DCAE15Pipeline, num_samples: int, steps: int, seed: int) -> t
 
 
 def evaluate_diffusion(out: Path, settings: ModeSettings, classifier, references: dict[str, torch.Tensor]) -> list:
-    """Class accuracy and classifier FD at every checkpoint of every run (EMA weights)."""
+    """Class accuracy and classifier FD at every checkpoint of every run (EMA weights), one row per guidance scale
+    in `EVAL_GUIDANCE_SCALES`."""
     cache_path = out / "eval" / "diffusion.json"
     rows = json.loads(cache_path.read_text()) if cache_path.exists() else []
-    seen = {(r["run"], r["seed"], r["step"]) for r in rows}
+    seen = {(r["run"], r["seed"], r["step"], r["guidance_scale"]) for r in rows}
     vaes = {ae: AutoencoderDC15.from_pretrained(out / ae / "vae_diffusion").eval() for ae in ("ae_struct", "ae_plain")}
     for seed in settings.seeds:
         for run in RUNS:
@@ -413,16 +423,22 @@ def evaluate_diffusion(out: Path, settings: ModeSettings, classifier, references
             ae = "ae_struct" if run.startswith("struct") else "ae_plain"
             for checkpoint in sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
                 step = int(checkpoint.name.split("-")[1])
-                if (run, seed, step) in seen:
+                scales = [g for g in EVAL_GUIDANCE_SCALES if (run, seed, step, g) not in seen]
+                if not scales:
                     continue
                 transformer = USiTTransformer2DModel.from_pretrained(checkpoint / "transformer_ema").eval()
                 pipe = DCAE15Pipeline(transformer=transformer, vae=vaes[ae])
                 pipe.set_progress_bar_config(disable=True)
-                samples, labels = generate(pipe, settings.num_samples, settings.sample_steps, seed=1000 + seed)
-                metrics = classifier_metrics(classifier, samples, labels, references[ae])
-                passes = step * (AUGMENTED_PASSES if run == "struct_aug" else 1)
-                rows.append({"run": run, "seed": seed, "step": step, "passes": passes, **metrics})
-                print(f"[eval] {run} seed {seed} step {step}: {metrics}", flush=True)
+                for scale in scales:
+                    samples, labels = generate(
+                        pipe, settings.num_samples, settings.sample_steps, seed=1000 + seed, guidance_scale=scale
+                    )
+                    metrics = classifier_metrics(classifier, samples, labels, references[ae])
+                    passes = step * (AUGMENTED_PASSES if run == "struct_aug" else 1)
+                    rows.append(
+                        {"run": run, "seed": seed, "step": step, "passes": passes, "guidance_scale": scale, **metrics}
+                    )
+                    print(f"[eval] {run} seed {seed} step {step} cfg {scale}: {metrics}", flush=True)
                 cache_path.parent.mkdir(parents=True, exist_ok=True)
                 cache_path.write_text(json.dumps(rows, indent=1))
     return rows
@@ -431,8 +447,11 @@ def evaluate_diffusion(out: Path, settings: ModeSettings, classifier, references
 # ---------------------------------------------------------------------------------------------------------------
 # reporting
 # ---------------------------------------------------------------------------------------------------------------
-def aggregate(rows: list[dict], key: str) -> dict[str, dict[int, tuple[float, float, float, int]]]:
-    """run -> step -> (mean, min, max, passes) over seeds."""
+def aggregate(
+    rows: list[dict], key: str, guidance_scale: float
+) -> dict[str, dict[int, tuple[float, float, float, int]]]:
+    """run -> step -> (mean, min, max, passes) over seeds, for the rows sampled with `guidance_scale`."""
+    rows = [r for r in rows if r["guidance_scale"] == guidance_scale]
     table: dict[str, dict[int, tuple]] = {}
     for run in RUNS:
         steps = sorted({r["step"] for r in rows if r["run"] == run})
@@ -464,7 +483,7 @@ def make_plots(path: Path, ae_results: dict, rows: list[dict]) -> None:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    fig, axes = plt.subplots(2, 4, figsize=(21, 9))
     for ax, metric in zip(axes[0, :2], ("psnr", "ssim")):
         for name, style in (("structured", "o-"), ("plain_zeroed", "s--"), ("plain_finetuned", "^:")):
             cs = sorted(int(c) for c in ae_results[name])
@@ -474,10 +493,12 @@ def make_plots(path: Path, ae_results: dict, rows: list[dict]) -> None:
         ax.set_title(f"reconstruction {metric.upper()} vs channels")
         ax.grid(alpha=0.3)
         ax.legend()
-    panels = [(axes[0, 2], "class_accuracy", "step"), (axes[1, 0], "class_accuracy", "passes"),
-              (axes[1, 1], "classifier_fd", "step"), (axes[1, 2], "classifier_fd", "passes")]  # fmt: skip
-    for ax, key, x in panels:
-        table = aggregate(rows, key)
+    unguided, guided = EVAL_GUIDANCE_SCALES
+    panels = [(axes[0, 2], "classifier_fd", "step", unguided), (axes[0, 3], "classifier_fd", "passes", unguided),
+              (axes[1, 0], "class_accuracy", "step", unguided), (axes[1, 1], "class_accuracy", "passes", unguided),
+              (axes[1, 2], "class_accuracy", "step", guided), (axes[1, 3], "class_accuracy", "passes", guided)]  # fmt: skip
+    for ax, key, x, scale in panels:
+        table = aggregate(rows, key, scale)
         for run in RUNS:
             steps = sorted(table[run])
             if not steps:
@@ -489,7 +510,10 @@ def make_plots(path: Path, ae_results: dict, rows: list[dict]) -> None:
             ax.errorbar(xs, mean, yerr=[low, high], marker="o", capsize=3, label=RUN_LABELS[run])
         ax.set_xlabel("optimisation steps" if x == "step" else "forward/backward passes (compute)")
         ax.set_ylabel(key.replace("_", " "))
-        ax.set_title(f"{key.replace('_', ' ')} vs {'steps' if x == 'step' else 'compute'} (bars: seed min/max)")
+        ax.set_title(
+            f"{key.replace('_', ' ')} (CFG {scale:g}) vs {'steps' if x == 'step' else 'compute'}", fontsize=10
+        )
+        ax.text(0.01, 0.01, "bars: seed min/max", transform=ax.transAxes, fontsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -518,14 +542,20 @@ def write_markdown(path: Path, mode: str, results: dict) -> None:
         lines.append(f"| {name} | {value:.3f} |")
     lines += ["", "Classifier FD floor (reconstructions of *training* images vs the held-out reference, same N as "
               "the samples): " + ", ".join(f"{k}: {v:.3f}" for k, v in clf["fd_floor"].items()), "",
-              "## Diffusion (EMA weights; euler, no guidance; mean over seeds, [min, max])", "",
-              "| run | step | passes | class accuracy | classifier FD |", "|---|---|---|---|---|"]  # fmt: skip
-    acc, fd = aggregate(results["diffusion"], "class_accuracy"), aggregate(results["diffusion"], "classifier_fd")
+              f"## Diffusion (EMA weights; euler, {results['settings']['sample_steps']} steps; mean over seeds "
+              "[min, max])", "",
+              "| run | step | passes | " + " | ".join(f"class accuracy, CFG {g:g} | classifier FD, CFG {g:g}"
+                                                     for g in EVAL_GUIDANCE_SCALES) + " |",
+              "|---|---|---|" + "---|---|" * len(EVAL_GUIDANCE_SCALES)]  # fmt: skip
+    tables = [(aggregate(results["diffusion"], "class_accuracy", g), aggregate(results["diffusion"], "classifier_fd", g))
+              for g in EVAL_GUIDANCE_SCALES]  # fmt: skip
     for run in RUNS:
-        for step in sorted(acc[run]):
-            a, f = acc[run][step], fd[run][step]
-            lines.append(f"| {run} | {step} | {a[3]} | {a[0]:.3f} [{a[1]:.3f}, {a[2]:.3f}] | "
-                         f"{f[0]:.3f} [{f[1]:.3f}, {f[2]:.3f}] |")  # fmt: skip
+        for step in sorted(tables[0][0][run]):
+            cells = [f"{run}", f"{step}", f"{tables[0][0][run][step][3]}"]
+            for acc, fd in tables:
+                a, f = acc[run][step], fd[run][step]
+                cells += [f"{a[0]:.3f} [{a[1]:.3f}, {a[2]:.3f}]", f"{f[0]:.1f} [{f[1]:.1f}, {f[2]:.1f}]"]
+            lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Wall time per stage (s; stages overlap: caches, diffusion runs and plain fine-tunes share one pool "
@@ -630,7 +660,8 @@ def main(argv: list[str] | None = None) -> dict:
     sample_pipe = DCAE15Pipeline.from_pretrained(source)
     sample_pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator().manual_seed(0)
-    samples = sample_pipe([c for c in SHAPE_CLASSES for _ in range(4)], guidance_scale=1.0, solver="euler",
+    samples = sample_pipe([c for c in SHAPE_CLASSES for _ in range(4)], guidance_scale=EVAL_GUIDANCE_SCALES[-1],
+                          solver="euler",
                           num_inference_steps=max(2, settings.sample_steps), generator=generator).images  # fmt: skip
     canvas = Image.new("RGB", (4 * 34 + 2, 10 * 34 + 2), "white")
     for i, image in enumerate(samples):
