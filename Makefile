@@ -9,7 +9,6 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: venv demo test lint style quality bench clean
@@ -26,12 +25,25 @@ $(VENV)/.installed: setup.py $(BIN)/python
 venv: $(VENV)/.installed
 
 # The built-in default: the toy pipeline shipped in dc_ae_hf/assets (trained by examples/toy/run_recipe.py).
+# The same command samples a real model: `make demo DEMO_MODEL=<Hub id or converted pipeline folder>` (ImageNet
+# classes, the official dopri5 sampler, latent pictures at 512 px); override DEMO_CLASSES / DEMO_SAMPLER as needed.
 TOY_PIPELINE := dc_ae_hf/assets/toy-dcae15-shapes
+DEMO_MODEL ?= $(TOY_PIPELINE)
+ifeq ($(DEMO_MODEL),$(TOY_PIPELINE))
+export HF_HUB_OFFLINE ?= 1
+DEMO_CLASSES ?= arrow circle crescent cross heart hexagon ring square star triangle
+DEMO_SAMPLER ?= --solver euler --num_inference_steps 20 --guidance_scale 3
+DEMO_RESOLUTION ?= 32
+else
+DEMO_CLASSES ?= 207 360 387 974 88 979 417 279
+DEMO_SAMPLER ?= --solver dopri5 --guidance_scale 1.5
+DEMO_RESOLUTION ?= 512
+endif
 demo: venv
-	$(BIN)/python examples/sample.py --model $(TOY_PIPELINE) --solver euler --num_inference_steps 20 --guidance_scale 3 \
-		--class_labels arrow circle crescent cross heart hexagon ring square star triangle \
+	$(BIN)/python examples/sample.py --model $(DEMO_MODEL) $(DEMO_SAMPLER) --class_labels $(DEMO_CLASSES) \
 		--output outputs/demo/samples.png $(DEMO_ARGS)
-	$(BIN)/python examples/visualize_latents.py --vae $(TOY_PIPELINE)/vae --output_dir outputs/demo
+	$(BIN)/python examples/visualize_latents.py --vae $(DEMO_MODEL) --vae_subfolder vae \
+		--resolution $(DEMO_RESOLUTION) --output_dir outputs/demo
 
 lint quality: venv
 	$(BIN)/ruff check .
@@ -44,7 +56,7 @@ style: venv
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/bench_autoencoder.py --quick

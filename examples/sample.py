@@ -14,7 +14,7 @@ from PIL import Image
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="pipeline folder (save_pretrained) or Hub repo id")
     parser.add_argument("--class_labels", nargs="+", required=True, help="class ids or names (quote multi-word names)")
@@ -25,7 +25,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="samples.png")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def make_grid(images: list[Image.Image]) -> Image.Image:
@@ -38,8 +38,8 @@ def make_grid(images: list[Image.Image]) -> Image.Image:
     return grid
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     pipe = DCAE15Pipeline.from_pretrained(args.model).to(args.device)
     labels = [int(label) if label.isdigit() else label for label in args.class_labels]
     images = pipe(

@@ -7,6 +7,7 @@ Writes three PNGs to --output_dir:
 
     python examples/visualize_latents.py                                   # built-in toy AE on built-in shapes
     python examples/visualize_latents.py --vae path/or/hub-id --images cat.png dog.png --resolution 512
+    python examples/visualize_latents.py --vae <pipeline folder or Hub id> --vae_subfolder vae --resolution 512
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PIL import Image
 from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
 
 from dc_ae_hf import AutoencoderDC15
-from dc_ae_hf.data.shapes import render_shape_image
+from dc_ae_hf.data.shapes import MAX_RESOLUTION, MIN_RESOLUTION, render_shape_image
 from dc_ae_hf.metrics.image import to_uint8
 from dc_ae_hf.visualization import prefix_reconstruction_grid
 
@@ -47,9 +48,12 @@ def tile(rows: list[list[Image.Image]], pad: int = 2) -> Image.Image:
 
 
 def load_images(paths: list[str], resolution: int) -> torch.Tensor:
-    """Images as (N, 3, R, R) in [-1, 1]: files (resized + center-cropped) or, without paths, 4 built-in shapes."""
+    """Images as (N, 3, R, R) in [-1, 1]: files (resized + center-cropped) or, without paths, 4 built-in shapes
+    (rendered at up to the generator's largest size and resized, so any resolution works)."""
     if not paths:
-        pictures = [render_shape_image(i, seed=1234, resolution=resolution)[0] for i in (1, 3, 6, 8)]
+        size = max(MIN_RESOLUTION, min(MAX_RESOLUTION, resolution - resolution % 8))  # sizes the generator draws
+        rendered = [render_shape_image(i, seed=1234, resolution=size)[0] for i in (1, 3, 6, 8)]
+        pictures = [p.resize((resolution, resolution), Image.BICUBIC) for p in rendered]
     else:
         pictures = [center_crop(resize(Image.open(p).convert("RGB"), resolution), resolution) for p in paths]
     return torch.stack([pil_to_tensor(p).float() / 127.5 - 1 for p in pictures])
@@ -58,6 +62,7 @@ def load_images(paths: list[str], resolution: int) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vae", default=str(DEFAULT_VAE), help="AutoencoderDC15 folder or Hub id")
+    parser.add_argument("--vae_subfolder", help="e.g. 'vae' when --vae is a pipeline folder or pipeline Hub id")
     parser.add_argument("--images", nargs="*", default=[], help="image files (default: built-in shapes)")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--channels", type=int, nargs="*", default=None, help="prefixes c' for the Fig. 3 grid")
@@ -65,11 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cell_size", type=int, default=96, help="pixels per picture in the output")
     args = parser.parse_args(argv)
 
-    vae = AutoencoderDC15.from_pretrained(args.vae).eval()
-    images = load_images(args.images, args.resolution)
+    vae = AutoencoderDC15.from_pretrained(args.vae, subfolder=args.vae_subfolder).eval()
     f = vae.spatial_compression_ratio
     if args.resolution % f:
         parser.error(f"--resolution {args.resolution} must be a multiple of the compression ratio {f}")
+    images = load_images(args.images, args.resolution)
     choices = list(vae.latent_channel_choices)
     channels = args.channels or sorted({choices[round(i * (len(choices) - 1) / 5)] for i in range(6)})
     for c in channels:

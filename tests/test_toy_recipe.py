@@ -1,5 +1,5 @@
 """The toy DC-AE 1.5 recipe (examples/toy/run_recipe.py) end to end in smoke mode, and the bundled default pipeline
-(dc_ae_hf/assets/toy-dcae15-shapes) that its quick mode produced."""
+(dc_ae_hf/assets/toy-dcae15-shapes) that its full mode produced."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def bundled_pipeline():
     if not (BUNDLED / "model_index.json").is_file():
-        raise FileNotFoundError(f"the bundled pipeline is missing: run examples/toy/run_recipe.py --mode quick "
+        raise FileNotFoundError(f"the bundled pipeline is missing: run examples/toy/run_recipe.py --mode full "
                                 f"--bundle_to {BUNDLED}")  # fmt: skip
     pipe = DCAE15Pipeline.from_pretrained(BUNDLED)
     pipe.set_progress_bar_config(disable=True)
