@@ -77,6 +77,9 @@ def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
     # the bundled copy is a loadable pipeline with the shape names
     pipe = DCAE15Pipeline.from_pretrained(bundle)
     assert pipe.get_label_ids("star") == [SHAPE_CLASSES.index("star")]
+    card = (bundle / "README.md").read_text()  # says where it came from, how to load it and what it scores
+    assert f'DCAE15Pipeline.from_pretrained("{bundle}")' in card and "run_recipe.py --mode smoke" in card
+    assert "class accuracy" in card and str(out) not in card
 
     # a second run skips every stage (resumable) and gives the same autoencoder numbers
     again = recipe.main(["--mode", "smoke", "--output_dir", str(out), "--max_parallel", "3"])
