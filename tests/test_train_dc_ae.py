@@ -309,7 +309,9 @@ def test_phase_trainable_parameters_match_the_documented_sets():
     assert phase_trainable_modules(vae, 3) == ["decoder.up_blocks.1", "decoder.norm_out", "decoder.conv_out"]
 
     # --freeze_encoder: the decoder's share of each phase (Fig. 3 fair protocol in phase 1)
-    assert set(phase_trainable_parameters(vae, 1, freeze_encoder=True)) == {n for n in names if n.startswith("decoder.")}
+    assert set(phase_trainable_parameters(vae, 1, freeze_encoder=True)) == {
+        n for n in names if n.startswith("decoder.")
+    }
     assert set(phase_trainable_parameters(vae, 2, freeze_encoder=True)) == {
         n for n in phase2 if n.startswith("decoder.")
     }

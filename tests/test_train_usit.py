@@ -265,6 +265,13 @@ def other_cache(workspace, tmp_path_factory):
     return root
 
 
+def test_warm_up_longer_than_the_run_warns(train_script, workspace, tmp_path):
+    argv = base_argv(workspace, tmp_path / "out", "--dry_run", "--max_train_steps", "100")
+    argv[argv.index("--lr_warmup_steps") + 1] = "5000"  # the official default
+    with pytest.warns(UserWarning, match=r"--lr_warmup_steps=5000 >= --max_train_steps=100: .* peaks at 2e-05"):
+        run_in_process(train_script, argv)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -18,6 +18,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +240,16 @@ def resolve_config(args: argparse.Namespace) -> dict:
         invalid_flag("ema_decay", args.ema_decay, "must be in (0, 1)")
     if args.learning_rate <= 0:
         invalid_flag("learning_rate", args.learning_rate, "must be > 0")
+    if args.lr_warmup_steps >= args.max_train_steps and args.lr_scheduler != "constant":
+        # legal, but with the official 5000-step warm-up a short run silently trains at a fraction of the LR
+        peak = args.learning_rate * args.max_train_steps / max(1, args.lr_warmup_steps)
+        warnings.warn(
+            f"--lr_warmup_steps={args.lr_warmup_steps} >= --max_train_steps={args.max_train_steps}: the learning rate "
+            f"peaks at {peak:.3g}, never reaching --learning_rate={args.learning_rate}; for a short run pass e.g. "
+            f"--lr_warmup_steps {max(1, args.max_train_steps // 20)}",
+            UserWarning,
+            stacklevel=2,
+        )
     if args.report_to != "none" and importlib.util.find_spec(args.report_to) is None:
         invalid_flag(
             "report_to", args.report_to, f"the {args.report_to} package is not installed (or use --report_to none)"
