@@ -40,7 +40,7 @@ def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
                  "results.md", "results.json"):  # fmt: skip
         assert (folder / name).stat().st_size > 0, name
     assert json.loads((folder / "results.json").read_text())["mode"] == "smoke"
-    assert "plain, fine-tuned for c'" in (folder / "results.md").read_text()
+    assert "plain, decoder fine-tuned for c'" in (folder / "results.md").read_text()
 
     # reconstruction numbers for every c' (structured, plain zeroed) and the fine-tuned prefix, all finite
     ae = results["autoencoders"]
