@@ -80,6 +80,7 @@ def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
     card = (bundle / "README.md").read_text()  # says where it came from, how to load it and what it scores
     assert f'DCAE15Pipeline.from_pretrained("{bundle}")' in card and "run_recipe.py --mode smoke" in card
     assert "class accuracy" in card and str(out) not in card
+    assert not any(str(out) in f.read_text() for f in bundle.rglob("*.json"))  # no local paths in the configs
 
     # a second run skips every stage (resumable) and gives the same autoencoder numbers
     again = recipe.main(["--mode", "smoke", "--output_dir", str(out), "--max_parallel", "3"])

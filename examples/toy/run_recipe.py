@@ -484,6 +484,10 @@ def bundle(source: Path, target: str, mode: str, settings: ModeSettings, ae_resu
     numbers."""
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target)
+    for config_file in Path(target).glob("*/config.json"):  # diffusers records the local folder it loaded from
+        config = json.loads(config_file.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     pipe = DCAE15Pipeline.from_pretrained(target)
     seed, step = settings.seeds[0], settings.usit_steps
     final = {r["guidance_scale"]: r for r in rows if (r["run"], r["seed"], r["step"]) == ("struct_aug", seed, step)}
