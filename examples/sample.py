@@ -24,8 +24,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latent_channels", type=int, default=None, help="sample in the first c' latent channels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="samples.png")
+    parser.add_argument("--upscale", type=int, default=1, help="enlarge each image this many times (nearest)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.upscale < 1:
+        parser.error(f"--upscale must be an integer >= 1, got {args.upscale}")
+    return args
 
 
 def make_grid(images: list[Image.Image]) -> Image.Image:
@@ -50,6 +54,10 @@ def main(argv: list[str] | None = None) -> None:
         latent_channels=args.latent_channels,
         generator=torch.Generator("cpu").manual_seed(args.seed),
     ).images
+    if args.upscale > 1:  # e.g. the 32 px toy model, for viewing
+        images = [
+            image.resize((image.width * args.upscale, image.height * args.upscale), Image.NEAREST) for image in images
+        ]
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     make_grid(images).save(args.output)
     print(f"wrote {len(images)} samples to {args.output}")

@@ -47,6 +47,10 @@ def test_sample_script_writes_a_class_grid(pipeline_folder, tmp_path, monkeypatc
     first = Image.open(output).copy()
     sample.main(argv)  # seeded: the same grid again
     assert list(Image.open(output).getdata()) == list(first.getdata())
+    sample.main([*argv, "--upscale", "3"])
+    assert Image.open(output).size == (2 * 96, 2 * 96)
+    with pytest.raises(SystemExit):
+        sample.main([*argv, "--upscale", "0"])
     with pytest.raises(ValueError, match="purple"):
         sample.main(["--model", str(pipeline_folder), "--class_labels", "purple", "--output", str(output)])
 
