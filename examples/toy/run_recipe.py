@@ -312,6 +312,7 @@ def usit_run_dir(out: Path, run: str, seed: int) -> Path:
 
 def usit_jobs(out: Path, settings: ModeSettings) -> list[Job]:
     every = max(1, settings.usit_steps // settings.usit_checkpoints)
+    warmup = max(1, settings.usit_steps // 20)  # LR and EMA warm-up: 5% of the run
     jobs = []
     for seed in settings.seeds:
         for run in RUNS:
@@ -326,9 +327,9 @@ def usit_jobs(out: Path, settings: ModeSettings) -> list[Job]:
                 "--max_train_steps", settings.usit_steps, "--checkpointing_steps", every, "--validation_steps",
                 settings.usit_steps, "--validation_solver", "euler", "--validation_num_inference_steps",
                 max(2, settings.sample_steps), "--train_batch_size", settings.usit_batch_size,
-                "--learning_rate", settings.usit_learning_rate, "--lr_warmup_steps", max(1, settings.usit_steps // 20),
+                "--learning_rate", settings.usit_learning_rate, "--lr_warmup_steps", warmup,
                 "--adam_beta1", 0.9, "--adam_beta2", 0.999, "--max_grad_norm", 1.0, "--ema_decay", 0.999,
-                "--ema_warmup_steps", max(1, settings.usit_steps // 20), "--report_to", "none"),
+                "--ema_warmup_steps", warmup, "--report_to", "none"),
                 folder / "pipeline" / "model_index.json", after=(f"cache_{ae}",)))  # fmt: skip
     # interleave the cheap and the expensive runs so two parallel slots stay busy
     return sorted(jobs, key=lambda j: "struct_aug" not in j.name)
@@ -430,13 +431,13 @@ def evaluate_diffusion(out: Path, settings: ModeSettings, classifier, references
                 transformer = USiTTransformer2DModel.from_pretrained(checkpoint / "transformer_ema").eval()
                 pipe = DCAE15Pipeline(transformer=transformer, vae=vaes[ae])
                 pipe.set_progress_bar_config(disable=True)
+                passes = step * (AUGMENTED_PASSES if run == "struct_aug" else 1)
                 for scale in scales:
                     start = time.time()
                     samples, labels = generate(
                         pipe, settings.num_samples, settings.sample_steps, seed=1000 + seed, guidance_scale=scale
                     )
                     metrics = classifier_metrics(classifier, samples, labels, references[ae])
-                    passes = step * (AUGMENTED_PASSES if run == "struct_aug" else 1)
                     rows.append({"run": run, "seed": seed, "step": step, "passes": passes, "guidance_scale": scale,
                                  **metrics, "eval_seconds": round(time.time() - start, 1)})  # fmt: skip
                     print(f"[eval] {run} seed {seed} step {step} cfg {scale}: {metrics}", flush=True)
