@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The build machine caps torch at these versions (see ../shared/docs/environment.md);
+# The build machine caps torch at these versions (the only CPU-capable builds on its package mirror);
 # elsewhere override with `make test TORCH_SPEC=torch` to get a normal torch.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=

@@ -6,8 +6,7 @@ from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
 
-# Lower bounds: `AutoencoderMixin` and the slicing fix landed in diffusers 0.36 (see
-# ../shared/docs/diffusers.md section 7); SDPA with `enable_gqa`-free signatures and
+# Lower bounds: `AutoencoderMixin` and the slicing fix (diffusers PR #12343) landed in diffusers 0.36; SDPA with `enable_gqa`-free signatures and
 # `torch.load(weights_only=True)` defaults need torch >= 2.4.
 INSTALL_REQUIRES = [
     "torch>=2.4",

@@ -12,8 +12,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The CI checkout has shared/ beside the repository (../shared); DC_AE_HF_FIXTURES overrides it.
-FIXTURES = Path(os.environ.get("DC_AE_HF_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures" / "reference"))
+# Tensors from the official DC-Gen code (tests/fixtures/reference/README.md); DC_AE_HF_FIXTURES overrides the folder.
+FIXTURES = Path(os.environ.get("DC_AE_HF_FIXTURES", REPO_ROOT / "tests" / "fixtures" / "reference"))
 
 # A 1.5-style autoencoder small enough for a CPU test: f8, 16 latent channels, structured prefixes.
 TINY_AE15_CONFIG = dict(

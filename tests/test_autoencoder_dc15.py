@@ -163,7 +163,7 @@ def test_preset_values():
     assert f64.spatial_compression_ratio == 64 and f64.config.scaling_factor == 0.5935
     assert f64.latent_channel_choices == tuple(range(16, 129, 4))
     assert not f64.has_latent_shortcuts
-    # Encoder 1024 -> 128 head, decoder 128 -> 1024 stem, 12-channel pixel-shuffle head (reference.md 1.2).
+    # Encoder 1024 -> 128 head, decoder 128 -> 1024 stem, 12-channel pixel-shuffle head (dc_gen/aecore/models/dc_ae.py, dc_ae_f64_1_5).
     assert tuple(f64.encoder.conv_out.weight.shape) == (128, 1024, 3, 3)
     assert tuple(f64.decoder.conv_out.conv.weight.shape) == (12, 256, 3, 3)
     assert AUTOENCODER_PRESETS["dc-ae-f32c32-in-1.0"]["scaling_factor"] == 0.3189

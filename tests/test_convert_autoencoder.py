@@ -82,7 +82,7 @@ def test_strictness_names_the_problem(ae15_a):
 
 
 def _to_official_keys(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
-    """Write a diffusers-layout DC-AE 1.0 state dict in the official key grammar (reference.md 7.1)."""
+    """Write a diffusers-layout DC-AE 1.0 state dict in the official key grammar (`main.` / `op_list.` wrappers of dc_gen/models/nn/ops.py)."""
     official = {}
     for key, value in state.items():
         k = key

@@ -1,6 +1,6 @@
 """Official DC-AE checkpoints (DC-Gen / efficientvit, 1.0 and 1.5) -> `AutoencoderDC15` state dicts.
 
-The official key grammar (reference.md 7.1) wraps modules in `main.` (residual blocks) and `op_list.` (sequences)
+The official key grammar (dc_gen/aecore/models/dc_ae.py, dc_gen/models/nn/ops.py) wraps modules in `main.` (residual blocks) and `op_list.` (sequences)
 and keeps each conv inside a `ConvLayer` (`.conv.`). Keys are mapped structurally, one rule per official module
 kind, and the result is checked key by key and shape by shape against the target architecture; nothing is loaded
 silently. EfficientViT attention (1.0 only): the official qkv is one 1x1 conv whose output channels are laid out per

@@ -17,7 +17,7 @@ from .autoencoder import load_official_autoencoder
 from .checkpoint_io import load_original_checkpoint
 from .usit import convert_usit_state_dict, infer_usit_config
 
-# Official class-to-image models (reference.md 3.1, 7.2; dc_gen/c2i_model_zoo.py). The 1.5 transformer repos are
+# Official class-to-image models (dc_gen/c2i_model_zoo.py). The 1.5 transformer repos are
 # registered in DC-Gen under mit-han-lab/ but their publication could not be verified.
 PIPELINE_PRESETS: dict[str, dict] = {
     "dc-ae-1.5-f64c128-usit-2b": {

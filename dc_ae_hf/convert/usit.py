@@ -1,6 +1,6 @@
 """Official USiT / UViT checkpoints -> ``USiTTransformer2DModel`` state dicts.
 
-Accepted inputs (reference.md section 7.2):
+Accepted inputs (dc_gen/c2i_model_zoo.py, dc_gen/apps/trainer/dc_trainer.py ``get_train_states``):
 
 - a plain official state dict (``UViT.state_dict()``: ``patch_embed.proj.*``, ``pos_embed``, ...);
 - the Hub format (``DCAE_Diffusion_HF`` ``model.safetensors``): keys under ``diffusion_model.``, possibly next to

@@ -11,7 +11,7 @@ statistics; on the same images the two agree up to the Inception resize differen
 
 Structured latent space (DC-AE 1.5): each batch is encoded once to the full latent and decoded from its first c'
 channels for every requested c' (``vae.decode(latent[:, :c'])``). Decoding a prefix equals decoding the latent with
-channels c'.. set to zero when the decoder has no input shortcut (reference.md section 2, parity item 3), which is
+channels c'.. set to zero when the decoder has no input shortcut (official `AdaptiveInputConvLayer`, dc_gen/models/nn/ops.py), which is
 how a plain diffusers ``AutoencoderDC`` without latent shortcuts is evaluated on prefixes.
 """
 

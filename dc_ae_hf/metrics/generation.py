@@ -9,7 +9,7 @@ Inputs ("image sets") are any of:
 Inception metrics use torch-fidelity's ``inception-v3-compat`` extractor (the TF-FID Inception weights; pool3
 2048-d features for FID and precision/recall, unbiased logits for IS). Offline, pass ``inception_weights_path=``
 (torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``) or put that file in
-``$TORCH_HOME/hub/checkpoints/``. The official DC-AE evaluation (reference.md section 6) differs in small ways: it
+``$TORCH_HOME/hub/checkpoints/``. The official DC-AE evaluation (dc_gen/apps/metrics/fid/fid.py, inception.py) differs in small ways: it
 embeds with pytorch-fid's port of the same network, which resizes to 299 with plain bilinear interpolation where
 torch-fidelity emulates TF1 bilinear resizing, so FIDs agree closely but not bit-exactly. Its IS (10 splits,
 shuffled with RandomState(2020)) and precision/recall (k = 3 nearest neighbours on pool3 features, input1 =

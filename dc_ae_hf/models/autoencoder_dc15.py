@@ -32,7 +32,8 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
 # ---------------------------------------------------------------------------------------------------------------
-# Named presets for the official models (reference.md 1.2-1.4; diffusers scripts/convert_dcae_to_diffusers.py).
+# Named presets for the official models (dc_gen/aecore/models/dc_ae.py, dc_gen/ae_model_zoo.py;
+# diffusers scripts/convert_dcae_to_diffusers.py).
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -126,7 +127,7 @@ PRESET_ALIASES: dict[str, str] = {
     "dc-ae-f32c128-1.5": "dc-ae-1.5-f32c128",
     "dc-ae-f64c128-1.5": "dc-ae-1.5-f64c128",
 }
-# Where the official weights live (reference.md 7.1). The 1.5 ids follow the registry's `dc-ai/` org and were not
+# Where the official weights live (dc_gen/ae_model_zoo.py). The 1.5 ids follow the registry's `dc-ai/` org and were not
 # verifiable when this was written.
 OFFICIAL_AUTOENCODER_REPOS: dict[str, str] = {
     "dc-ae-1.5-f32c128": "dc-ai/dc-ae-f32c128-1.5",

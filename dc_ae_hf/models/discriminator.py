@@ -3,7 +3,8 @@
 Architecture: the N-layer PatchGAN of pix2pix (Isola et al. 2017), as used by taming-transformers' VQGAN and most
 latent-diffusion autoencoders: strided 4x4 convolutions with LeakyReLU(0.2), channel width doubling up to 8x, and
 one logit per overlapping patch (receptive field 70 px for `num_layers=3`). The official DC-AE discriminator is not
-released (reference.md section 2); this is the common choice, documented in docs/training.md.
+released (DC-Gen's dc_gen/aecore/trainer.py references a `dc_ae_train` model that is not in the
+repository); this is the common choice, documented in docs/training.md.
 
 One deliberate difference from taming's `NLayerDiscriminator`: the default normalisation is GroupNorm instead of
 BatchNorm. Real and fake images go through the discriminator in one batch (one DDP forward per step), and the
