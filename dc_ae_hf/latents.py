@@ -3,13 +3,25 @@
 Official convention (``dc_gen/c2icore/autoencoder.py``, ``SingleAutoencoder.encode/decode``): the latent is
 multiplied by ``scaling_factor`` right after encoding and divided by it right before decoding; there is no shift.
 The pipeline, both trainers, the latent cache and the tests all go through these functions, so a checkpoint's
-``vae.config.scaling_factor`` is read in exactly one place.
+``vae.config.scaling_factor`` is read in exactly one place. :func:`compute_scaling_factor` measures the factor
+(``1 / std`` of the latents) for a new autoencoder.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
 import torch
 from diffusers import AutoencoderDC
+
+
+def _encode(vae: AutoencoderDC, images: torch.Tensor, latent_channels: int | None) -> torch.Tensor:
+    """The autoencoder's (unscaled) latent of images (B, 3, H, W); the first ``latent_channels`` channels if given."""
+    if latent_channels is None:
+        return vae.encode(images).latent
+    return vae.encode(images, latent_channels=latent_channels).latent
 
 
 def get_scaling_factor(vae: AutoencoderDC) -> float:
@@ -38,13 +50,146 @@ def encode_to_diffusion_space(
     ``latent_channels`` keeps only the first c' channels (structured latent space, DC-AE 1.5); it needs an
     ``AutoencoderDC15``. A plain diffusers ``AutoencoderDC`` encodes the full latent.
     """
-    if latent_channels is None:
-        latent = vae.encode(images).latent
-    else:
-        latent = vae.encode(images, latent_channels=latent_channels).latent
-    return to_diffusion_space(vae, latent)
+    return to_diffusion_space(vae, _encode(vae, images, latent_channels))
 
 
 def decode_from_diffusion_space(vae: AutoencoderDC, latents: torch.Tensor) -> torch.Tensor:
     """Decode scaled latents (B, c', h, w) to images (B, 3, h*f, w*f), roughly in [-1, 1] (not clamped)."""
     return vae.decode(from_diffusion_space(vae, latents)).sample
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measuring the scaling factor
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LatentStatistics:
+    """Streaming mean and std over all elements of latent tensors: element count, sum and sum of squares in float64.
+
+    ``update`` adds a tensor (any shape), ``merge`` combines statistics gathered separately (per shard, per
+    process), ``to_dict``/``from_dict`` store them (the latent cache keeps one per shard). The std is the
+    *population* std around the mean, ``sqrt(E[z^2] - E[z]^2)``, over all channels and positions together.
+    """
+
+    count: int = 0
+    sum: float = 0.0
+    sum_of_squares: float = 0.0
+
+    def update(self, latents: torch.Tensor) -> LatentStatistics:
+        values = latents.detach().to(torch.float64)
+        self.count += values.numel()
+        self.sum += float(values.sum())
+        self.sum_of_squares += float(values.square().sum())
+        return self
+
+    def merge(self, other: LatentStatistics) -> LatentStatistics:
+        return LatentStatistics(
+            self.count + other.count, self.sum + other.sum, self.sum_of_squares + other.sum_of_squares
+        )
+
+    @property
+    def mean(self) -> float:
+        if self.count == 0:
+            raise ValueError("no latent elements were accumulated: the mean of an empty set is undefined")
+        return self.sum / self.count
+
+    @property
+    def std(self) -> float:
+        mean = self.mean
+        return math.sqrt(max(self.sum_of_squares / self.count - mean * mean, 0.0))
+
+    def to_dict(self) -> dict[str, int | float]:
+        return {"count": self.count, "sum": self.sum, "sum_of_squares": self.sum_of_squares}
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> LatentStatistics:
+        return cls(int(values["count"]), float(values["sum"]), float(values["sum_of_squares"]))
+
+
+def _image_batch(batch, position: int) -> torch.Tensor:
+    """The (B, 3, H, W) pixels of one batch: a tensor, or a mapping with "pixel_values" (the trainers' loaders)."""
+    if isinstance(batch, Mapping):
+        if "pixel_values" not in batch:
+            raise TypeError(
+                f"images: batch {position} is a mapping without a 'pixel_values' key (keys: {sorted(batch)}); "
+                "pass tensors (B, 3, H, W) or dicts with 'pixel_values'"
+            )
+        batch = batch["pixel_values"]
+    if not isinstance(batch, torch.Tensor):
+        raise TypeError(
+            f"images: batch {position} is a {type(batch).__name__}; expected a tensor (B, 3, H, W) in [-1, 1] or a "
+            "dict with 'pixel_values'"
+        )
+    if batch.ndim != 4 or batch.shape[1] != 3:
+        raise ValueError(f"images: batch {position} has shape {tuple(batch.shape)}; expected (B, 3, H, W)")
+    return batch
+
+
+def latent_statistics(
+    vae: AutoencoderDC,
+    images: Iterable[torch.Tensor | Mapping[str, torch.Tensor]] | torch.Tensor,
+    latent_channels: int | None = None,
+) -> LatentStatistics:
+    """Encode ``images`` (without gradients, on the vae's device in its dtype) and return the statistics of the
+    *unscaled* latents (the autoencoder's own space, before ``scaling_factor``).
+
+    ``images``: an iterable of batches, each a tensor (B, 3, H, W) in [-1, 1] or a dict with "pixel_values" (as the
+    trainers' dataloaders yield); a single 4-D tensor counts as one batch. Batches are encoded one at a time and only
+    their sums are kept (no concatenation). ``latent_channels`` keeps the first c' channels (structured latent
+    space); None: the full latent.
+    """
+    if isinstance(images, torch.Tensor):
+        images = [images]
+    try:
+        batches = iter(images)
+    except TypeError:
+        raise TypeError(
+            f"images must be an iterable of image batches (B, 3, H, W), got {type(images).__name__}"
+        ) from None
+    device, dtype = vae.device, vae.dtype
+    statistics = LatentStatistics()
+    num_batches = 0
+    with torch.no_grad():
+        for position, batch in enumerate(batches):
+            pixels = _image_batch(batch, position)
+            num_batches += 1
+            if pixels.shape[0] == 0:
+                continue
+            statistics.update(_encode(vae, pixels.to(device, dtype), latent_channels))
+    if statistics.count == 0:
+        raise ValueError(
+            f"images yielded {'no batch' if num_batches == 0 else 'only empty batches'}: the scaling factor needs "
+            "at least one image"
+        )
+    return statistics
+
+
+def compute_scaling_factor(
+    vae: AutoencoderDC,
+    images: Iterable[torch.Tensor | Mapping[str, torch.Tensor]] | torch.Tensor,
+    latent_channels: int | None = None,
+) -> float:
+    """``1 / std`` of the autoencoder's latents of ``images``: the ``scaling_factor`` giving unit-variance diffusion
+    latents.
+
+    The scaling factor of latent diffusion is one over the std of the latents over the training data (Rombach et
+    al., LDM, Sec. 4.3.2 and App. D.1; the official models' factors, ``dc_gen/c2icore/autoencoder.py``, are used the
+    same way: multiply after encoding, divide before decoding). The std is the population std over all elements of
+    all channels (one number, not per channel, as in diffusers and Sana), taken *around the mean* like the usual
+    ``1 / latents.std()``. The mean is subtracted only to measure the spread, never from the latents: the official
+    convention has no shift, so a factor can only fix the spread, and with the centred std the diffusion latents
+    have variance exactly 1 (their mean, ``latent_statistics(...).mean`` times the factor, is usually small; the
+    latent cache records it). Use the images (crop, resolution) the diffusion model trains on; ~1000 suffice.
+
+    ``images`` and ``latent_channels``: as in :func:`latent_statistics`. Raises ValueError for an empty
+    ``images`` or latents whose std is 0 or not finite.
+    """
+    statistics = latent_statistics(vae, images, latent_channels)
+    std = statistics.std
+    if not math.isfinite(std) or not std > 0:
+        raise ValueError(
+            f"the latents of the given images have std {std} (mean {statistics.mean}, {statistics.count} elements): "
+            "1 / std is not a usable scaling factor; check the images (e.g. all identical or NaN) and the autoencoder"
+        )
+    return 1.0 / std
