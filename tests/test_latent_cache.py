@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import torch
 from conftest import REPO_ROOT, TINY_AE15_CONFIG
 from helpers import run_in_process
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from dc_ae_hf.data.images import center_crop_arr
 from dc_ae_hf.data.latent_cache import (
@@ -21,11 +23,13 @@ from dc_ae_hf.data.latent_cache import (
     autoencoder_config_hash,
     check_cache_matches_autoencoder,
     load_latent_cache_metadata,
+    read_shard_statistics,
     shard_path,
     shards_of_process,
+    update_latent_cache_metadata,
 )
 from dc_ae_hf.data.shapes import render_shape_image
-from dc_ae_hf.latents import encode_to_diffusion_space
+from dc_ae_hf.latents import compute_scaling_factor, encode_to_diffusion_space
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 
 CLASSES = ("apple", "kiwi")  # imagefolder sorts class folders: apple = 0, kiwi = 1
@@ -61,6 +65,39 @@ def workspace(tmp_path_factory):
     return root
 
 
+def _center_crops(workspace: Path) -> tuple[list[Path], torch.Tensor]:
+    """The image files in imagefolder order (class, then name) and their ADM center crops (N, 3, 32, 32) in [-1, 1]."""
+    files = sorted((workspace / "images" / "train").rglob("*.png"))
+    crops = torch.stack([torch.from_numpy(center_crop_arr(Image.open(f).convert("RGB"), 32).copy()) for f in files])
+    return files, crops.permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def _cached_latents(output_dir: Path) -> torch.Tensor:
+    """Every latent of a cache as `LatentCacheDataset` reads it back, float64."""
+    dataset = LatentCacheDataset(output_dir)
+    return torch.stack([dataset[i]["latents"] for i in range(len(dataset))]).double()
+
+
+def _assert_statistics_of_the_whole_cache(output_dir: Path, summary: dict | None = None) -> dict:
+    latents = _cached_latents(output_dir)
+    meta = load_latent_cache_metadata(output_dir)
+    mean, std = latents.mean().item(), latents.std(unbiased=False).item()
+    assert meta["latent_mean"] == pytest.approx(mean, rel=1e-9, abs=1e-12)
+    assert meta["latent_std"] == pytest.approx(std, rel=1e-9)
+    assert meta["scaling_factor_for_unit_std"] == pytest.approx(meta["scaling_factor"] / std, rel=1e-9)
+    if summary is not None:
+        assert (summary["latent_mean"], summary["latent_std"]) == (meta["latent_mean"], meta["latent_std"])
+    return meta
+
+
+def _folder_hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _our_warnings(records) -> list[str]:
+    return [str(r.message) for r in records if "LATENT_STD_WARNING_RANGE" in str(r.message)]
+
+
 def _argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
     return ["--vae", str(workspace / "vae"), "--train_data_dir", str(workspace / "images"),
             "--cache_dir", str(workspace / "hf_cache"), "--output_dir", str(output_dir), "--resolution", "32",
@@ -78,9 +115,7 @@ def test_cache_holds_center_cropped_scaled_latents_and_their_flips(flip_cache, w
     output_dir, summary = flip_cache
     assert summary["written"] == [0, 1, 2] and summary["skipped"] == []
     vae = AutoencoderDC15.from_pretrained(workspace / "vae").eval()
-    files = sorted((workspace / "images" / "train").rglob("*.png"))  # imagefolder order: class, then name
-    crops = torch.stack([torch.from_numpy(center_crop_arr(Image.open(f).convert("RGB"), 32).copy()) for f in files])
-    pixels = crops.permute(0, 3, 1, 2).float() / 127.5 - 1  # (12, 3, 32, 32) in [-1, 1], the ADM center crop
+    files, pixels = _center_crops(workspace)  # (12, 3, 32, 32) in [-1, 1], the ADM center crop
     with torch.no_grad():
         expected = encode_to_diffusion_space(vae, pixels)  # (12, 16, 4, 4), times the scaling factor 0.7
         expected_flip = encode_to_diffusion_space(vae, torch.flip(pixels, dims=[-1]))
@@ -110,8 +145,9 @@ def test_cache_holds_center_cropped_scaled_latents_and_their_flips(flip_cache, w
 
 
 def test_metadata_records_the_autoencoder_and_settings(flip_cache, workspace):
-    output_dir, _ = flip_cache
-    meta = load_latent_cache_metadata(output_dir)
+    output_dir, summary = flip_cache
+    meta = _assert_statistics_of_the_whole_cache(output_dir, summary)  # latent_mean / latent_std of all 24 latents
+    assert meta["scaling_factor_source"] == "the autoencoder's config" and meta["scaling_factor_measurement"] is None
     vae = AutoencoderDC15.from_pretrained(workspace / "vae")
     assert meta["autoencoder"]["config_hash"] == autoencoder_config_hash(vae.config)
     assert meta["autoencoder"]["name_or_path"] == str((workspace / "vae").resolve())
@@ -139,12 +175,28 @@ def test_rerun_skips_finished_shards_and_redoes_missing_ones(script, workspace):
         LatentCacheDataset(output_dir)
     second = run_in_process(script, _argv(workspace, output_dir))
     assert second["written"] == [1] and second["skipped"] == [0, 2]
+    _assert_statistics_of_the_whole_cache(output_dir, second)  # all 3 shards, though this run wrote only one
     assert {s: shard_path(output_dir, s).stat().st_mtime_ns for s in (0, 2)} == {s: before[s] for s in (0, 2)}
     redone = load_file(str(shard_path(output_dir, 1)))
     for key in original:
         torch.testing.assert_close(redone[key], original[key])
     assert not (output_dir / "shard-00001.safetensors.tmp").exists()  # replaced by the atomic write
     assert len(LatentCacheDataset(output_dir)) == 12  # no flips
+    first_meta = load_latent_cache_metadata(output_dir)
+
+    # metadata.json lost and a shard from an older version without statistics: a rerun still reports all of it
+    (output_dir / "metadata.json").unlink()
+    tensors = load_file(str(shard_path(output_dir, 2)))
+    save_file(tensors, str(shard_path(output_dir, 2)), metadata={"shard": "2"})
+    third = run_in_process(script, _argv(workspace, output_dir))
+    assert third["written"] == [] and third["skipped"] == [0, 1, 2]
+    meta = _assert_statistics_of_the_whole_cache(output_dir, third)
+    assert meta["latent_std"] == pytest.approx(first_meta["latent_std"], rel=1e-12)
+    computed = read_shard_statistics(shard_path(output_dir, 2))  # from the latents themselves
+    assert computed.count == tensors["latents"].numel()
+    assert computed.std == pytest.approx(tensors["latents"].double().std(unbiased=False).item(), rel=1e-9)
+    with pytest.raises(ValueError, match=r"cannot change the identity fields \['scaling_factor'\]"):
+        update_latent_cache_metadata(output_dir, {"scaling_factor": 2.0})
 
 
 def test_rerun_with_other_settings_is_refused(script, workspace):
@@ -192,3 +244,110 @@ def test_bad_inputs_fail_with_clear_messages(script, workspace, tmp_path):
     (tmp_path / "old" / "metadata.json").write_text(json.dumps({**meta, "format_version": 0}))
     with pytest.raises(ValueError, match="format_version 0"):
         LatentCacheDataset(tmp_path / "old")
+
+
+def test_a_wrong_scaling_factor_warns_with_the_factor_that_fits(script, workspace, tmp_path):
+    """The user's case: an autoencoder config with an unmeasured factor; the cache says so and what to use."""
+    vae = AutoencoderDC15.from_pretrained(workspace / "vae")
+    vae.register_to_config(scaling_factor=5.0)  # ~7x too large for this autoencoder
+    vae.save_pretrained(tmp_path / "wrong_vae")
+    argv = _argv(workspace, tmp_path / "cache", "--max_images", "6")
+    argv[argv.index("--vae") + 1] = str(tmp_path / "wrong_vae")
+    with pytest.warns(UserWarning, match=r"outside LATENT_STD_WARNING_RANGE \[0.5, 2.0\]") as records:
+        summary = run_in_process(script, argv)
+    messages = _our_warnings(records)
+    assert len(messages) == 1  # once
+    meta = _assert_statistics_of_the_whole_cache(tmp_path / "cache", summary)
+    assert meta["latent_std"] > 2.0
+    assert f"have std {meta['latent_std']:.4g}" in messages[0]
+    assert "multiplied by scaling_factor=5 (the autoencoder's config)" in messages[0]
+    unit = meta["scaling_factor_for_unit_std"]
+    assert f"the factor that gives std 1 is {unit:.6g} (= 5 / {meta['latent_std']:.4g})" in messages[0]
+    assert "--scaling_factor auto" in messages[0] and f"--scaling_factor {unit:.6g}" in messages[0]
+
+
+def test_scaling_factor_auto_measures_caches_and_saves_the_autoencoder(script, workspace, tmp_path, capsys):
+    source = workspace / "vae"
+    before = _folder_hashes(source)
+    output_dir = tmp_path / "auto"
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        summary = run_in_process(script, _argv(workspace, output_dir, "--scaling_factor", "auto"))
+    assert _our_warnings(records) == []
+    printed = capsys.readouterr().out
+    meta = _assert_statistics_of_the_whole_cache(output_dir, summary)
+    # Measured on all 12 crops the cache holds (1000 by default, capped at the dataset): the cache's std is 1 up to
+    # the encoder's batch-size-dependent fp32 rounding (batches of 3 when measuring, 3 + 2 per shard), ~1e-7.
+    assert meta["latent_std"] == pytest.approx(1.0, abs=1e-4)
+    _, pixels = _center_crops(workspace)
+    expected = compute_scaling_factor(AutoencoderDC15.from_pretrained(source).eval(), [pixels])
+    assert (
+        meta["scaling_factor"] == pytest.approx(expected, rel=1e-5)
+        and summary["scaling_factor"] == meta["scaling_factor"]
+    )
+    assert meta["scaling_factor_measurement"] == {
+        "source_name_or_path": str(source.resolve()),
+        "source_scaling_factor": pytest.approx(0.7),
+        "num_images": 12,
+        "flip": False,
+        "resolution": 32,
+        "vae_dtype": "float32",
+    }
+    assert meta["scaling_factor_source"] == "measured: 1 / std of the latents of the first 12 images"
+
+    # <output_dir>/vae: the same weights, the measured factor; the cache refers to it and passes train_usit's check
+    saved = output_dir / "vae"
+    assert json.loads((saved / "config.json").read_text())["scaling_factor"] == meta["scaling_factor"]
+    assert meta["autoencoder"]["name_or_path"] == str(saved.resolve())
+    assert meta["autoencoder"]["source_name_or_path"] == str(source.resolve())
+    assert f"saved the autoencoder with scaling_factor={meta['scaling_factor']:.6g} to {saved}" in printed
+    with torch.device("meta"):  # how train_usit.py reads the cache's autoencoder config
+        config = dict(AutoencoderDC15.from_config(AutoencoderDC15.load_config(saved)).config)
+    check_cache_matches_autoencoder(meta, config, str(saved))
+    source_weights = load_file(str(source / "diffusion_pytorch_model.safetensors"))
+    saved_weights = load_file(str(saved / "diffusion_pytorch_model.safetensors"))
+    assert source_weights.keys() == saved_weights.keys()
+    assert all(torch.equal(source_weights[k], saved_weights[k]) for k in source_weights)
+    assert _folder_hashes(source) == before  # the input autoencoder is never modified
+
+    # the same command again: nothing re-encoded, the recorded factor reused (no refusal), the saved vae kept
+    saved_hashes = _folder_hashes(saved)
+    again = run_in_process(script, _argv(workspace, output_dir, "--scaling_factor", "auto"))
+    assert again["skipped"] == [0, 1, 2] and again["scaling_factor"] == meta["scaling_factor"]
+    assert "as measured by the earlier run" in capsys.readouterr().out
+    assert _folder_hashes(saved) == saved_hashes and _folder_hashes(source) == before
+
+
+def test_scaling_factor_number_and_bad_values(script, workspace, tmp_path):
+    output_dir = tmp_path / "fixed"
+    run_in_process(script, _argv(workspace, output_dir, "--scaling_factor", "1.5", "--max_images", "4"))
+    meta = load_latent_cache_metadata(output_dir)
+    assert meta["scaling_factor"] == 1.5 and meta["scaling_factor_source"] == "--scaling_factor"
+    assert json.loads((output_dir / "vae" / "config.json").read_text())["scaling_factor"] == 1.5
+    _, pixels = _center_crops(workspace)
+    vae = AutoencoderDC15.from_pretrained(workspace / "vae").eval()
+    with torch.no_grad():
+        expected = vae.encode(pixels).latent * 1.5
+    for row in range(4):
+        index = int(load_file(str(shard_path(output_dir, 0)))["indices"][row])
+        torch.testing.assert_close(
+            LatentCacheDataset(output_dir)[row]["latents"], expected[index], atol=1e-5, rtol=1e-5
+        )
+    with pytest.raises(ValueError, match=r"scaling_factor: cache has 1.5, now 2.0"):  # latents scaled otherwise
+        run_in_process(script, _argv(workspace, output_dir, "--scaling_factor", "2", "--max_images", "4"))
+    assert json.loads((output_dir / "vae" / "config.json").read_text())["scaling_factor"] == 1.5  # refused first
+
+    for bad in ("0", "-1", "nan", "inf", "big"):
+        with pytest.raises(ValueError, match=rf"--scaling_factor='{bad}' is not allowed: give 'auto' or a finite"):
+            run_in_process(script, _argv(workspace, tmp_path / "bad", "--scaling_factor", bad))
+    with pytest.raises(ValueError, match="--scaling_factor_images=5 is only used with --scaling_factor auto"):
+        run_in_process(script, _argv(workspace, tmp_path / "bad", "--scaling_factor_images", "5"))
+    with pytest.raises(ValueError, match="--scaling_factor_images=0 is not allowed: must be >= 1"):
+        run_in_process(
+            script, _argv(workspace, tmp_path / "bad", "--scaling_factor", "auto", "--scaling_factor_images", "0")
+        )
+    argv = _argv(workspace, output_dir, "--scaling_factor", "auto")
+    argv[argv.index("--vae") + 1] = str(output_dir / "vae")
+    with pytest.raises(ValueError, match=r"is the folder --scaling_factor writes \(<output_dir>/vae\)"):
+        run_in_process(script, argv)
+    assert not (tmp_path / "bad").exists()

@@ -4,8 +4,12 @@ Official data pipeline (``applications/dc_ae/dc_ae_generate_latent.py``, ``data_
 latents are computed once per image after the ADM center crop and stored *already multiplied* by the autoencoder's
 scaling factor; training reads them back. Layout of a cache folder::
 
-    metadata.json               what made the cache (autoencoder + config hash, resolution, scaling factor, classes)
-    shard-00000.safetensors     latents (N, C, h, w), labels (N,) int64, indices (N,) int64, flipped (N,) uint8
+    metadata.json               what made the cache (autoencoder + config hash, resolution, scaling factor, classes),
+                                and latent_mean / latent_std of all cached latents once the cache is complete
+    shard-00000.safetensors     latents (N, C, h, w), labels (N,) int64, indices (N,) int64, flipped (N,) uint8;
+                                its safetensors metadata holds the shard's latent statistics (count, sum, sum of
+                                squares, float64) so the statistics of a whole cache are combined without reading
+                                the latents, whichever process or run wrote each shard
     shard-00001.safetensors     ...
 
 Shard i holds the source images ``i * shard_size .. (i + 1) * shard_size - 1`` (their latents, then, with ``flip``,
@@ -28,14 +32,19 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from dc_ae_hf.latents import LatentStatistics
+
 __all__ = [
     "METADATA_FILE",
     "LatentCacheDataset",
     "autoencoder_config_hash",
+    "cache_latent_statistics",
     "check_cache_matches_autoencoder",
     "load_latent_cache_metadata",
+    "read_shard_statistics",
     "shard_path",
     "shards_of_process",
+    "update_latent_cache_metadata",
     "write_latent_cache_metadata",
     "write_shard",
 ]
@@ -43,6 +52,7 @@ __all__ = [
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
 SHARD_PATTERN = "shard-{:05d}.safetensors"
+SHARD_STATISTICS_KEY = "latent_statistics"  # safetensors metadata of a shard: JSON of LatentStatistics.to_dict()
 # Metadata fields that must agree between an existing cache and a rerun that adds shards to it.
 _IDENTITY_FIELDS = ("format_version", "autoencoder", "resolution", "scaling_factor", "flip", "shard_size",
                     "num_images", "latent_shape", "dtype", "dataset")  # fmt: skip
@@ -76,7 +86,11 @@ def write_shard(
     flipped: torch.Tensor,
     metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Write one shard atomically: to ``<path>.tmp`` first, then renamed (a crash never leaves a partial shard)."""
+    """Write one shard atomically: to ``<path>.tmp`` first, then renamed (a crash never leaves a partial shard).
+
+    The statistics of the latents as stored (after the cast to their storage dtype) go into the file's metadata
+    under ``SHARD_STATISTICS_KEY`` (see :func:`read_shard_statistics`).
+    """
     n = latents.shape[0]
     for name, tensor in (("labels", labels), ("indices", indices), ("flipped", flipped)):
         if tensor.shape != (n,):
@@ -89,9 +103,32 @@ def write_shard(
         "indices": indices.to(torch.int64).contiguous(),
         "flipped": flipped.to(torch.uint8).contiguous(),
     }
+    statistics = LatentStatistics().update(tensors["latents"])
+    metadata = {**(metadata or {}), SHARD_STATISTICS_KEY: json.dumps(statistics.to_dict())}
     save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, path)
     return path
+
+
+def read_shard_statistics(path: str | os.PathLike) -> LatentStatistics:
+    """The latent statistics of one shard: from its metadata, or computed from its latents for a shard written
+    without them (by an older version)."""
+    with safe_open(str(path), framework="pt") as f:
+        stored = (f.metadata() or {}).get(SHARD_STATISTICS_KEY)
+        if stored is not None:
+            return LatentStatistics.from_dict(json.loads(stored))
+        return LatentStatistics().update(f.get_tensor("latents"))
+
+
+def cache_latent_statistics(cache_dir: str | os.PathLike, num_shards: int) -> LatentStatistics:
+    """The statistics over all latents of shards ``0 .. num_shards - 1`` (all must exist), combined per shard."""
+    missing = [i for i in range(num_shards) if not shard_path(cache_dir, i).is_file()]
+    if missing:
+        raise ValueError(f"latent cache {str(cache_dir)!r} is missing shards {missing}: no statistics over all of it")
+    total = LatentStatistics()
+    for i in range(num_shards):
+        total = total.merge(read_shard_statistics(shard_path(cache_dir, i)))
+    return total
 
 
 def write_latent_cache_metadata(cache_dir: str | os.PathLike, metadata: dict) -> Path:
@@ -113,6 +150,20 @@ def write_latent_cache_metadata(cache_dir: str | os.PathLike, metadata: dict) ->
             )
         return path
     cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(metadata, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def update_latent_cache_metadata(cache_dir: str | os.PathLike, updates: Mapping) -> Path:
+    """Set fields that describe the cache's content (e.g. ``latent_std``) in an existing ``metadata.json``,
+    atomically. The identity fields cannot be changed this way (that would mix shards of different settings)."""
+    path = Path(cache_dir) / METADATA_FILE
+    identity = sorted(set(updates) & set(_IDENTITY_FIELDS))
+    if identity:
+        raise ValueError(f"update_latent_cache_metadata cannot change the identity fields {identity} of a cache")
+    metadata = {**json.loads(path.read_text()), **updates}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(metadata, indent=2))
     os.replace(tmp, path)
@@ -153,7 +204,8 @@ def check_cache_matches_autoencoder(metadata: dict, config: Mapping, vae_name: s
 class LatentCacheDataset(torch.utils.data.Dataset):
     """A map-style dataset over a latent cache: items ``{"latents": (C, h, w) float32, "labels": int64 scalar}``.
 
-    Latents are in diffusion space (multiplied by ``metadata["scaling_factor"]``). All shards must exist (a cache
+    Latents are in diffusion space (multiplied by ``metadata["scaling_factor"]``; their mean and std over the whole
+    cache are ``metadata["latent_mean"]`` and ``metadata["latent_std"]``, ~1 for a well-chosen factor). All shards must exist (a cache
     still being written raises with the missing shard numbers). The labels of every sample are read once into
     ``self.labels``; latents are read lazily, one sample at a time, from memory-mapped shards. Each DataLoader
     worker opens its own file handles.
