@@ -24,7 +24,7 @@ from diffusers.training_utils import EMAModel
 from huggingface_hub import ModelCardData
 from PIL import Image
 
-from dc_ae_hf.data.images import TransformedImageDataset, find_image_column, load_image_dataset
+from dc_ae_hf.data.images import TransformedImageDataset, find_image_column, load_image_dataset, to_rgb
 from dc_ae_hf.hub import write_model_card
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 
@@ -159,7 +159,7 @@ def image_grid(images: list[Image.Image], columns: int, padding: int = 2) -> Ima
     grid = Image.new("RGB", (columns * (width + padding) + padding, rows * (height + padding) + padding), "white")
     for k, image in enumerate(images):
         row, column = divmod(k, columns)
-        grid.paste(image.convert("RGB"), (padding + column * (width + padding), padding + row * (height + padding)))
+        grid.paste(to_rgb(image), (padding + column * (width + padding), padding + row * (height + padding)))
     return grid
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
 
 from dc_ae_hf import AutoencoderDC15
+from dc_ae_hf.data.images import load_image
 from dc_ae_hf.data.shapes import MAX_RESOLUTION, MIN_RESOLUTION, render_shape_image
 from dc_ae_hf.metrics.image import to_uint8
 from dc_ae_hf.visualization import prefix_reconstruction_grid
@@ -55,7 +56,7 @@ def load_images(paths: list[str], resolution: int) -> torch.Tensor:
         rendered = [render_shape_image(i, seed=1234, resolution=size)[0] for i in (1, 3, 6, 8)]
         pictures = [p.resize((resolution, resolution), Image.BICUBIC) for p in rendered]
     else:
-        pictures = [center_crop(resize(Image.open(p).convert("RGB"), resolution), resolution) for p in paths]
+        pictures = [center_crop(resize(load_image(p), resolution), resolution) for p in paths]
     return torch.stack([pil_to_tensor(p).float() / 127.5 - 1 for p in pictures])
 
 

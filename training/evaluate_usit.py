@@ -29,6 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 import dc_ae_hf  # noqa: F401  (registers the pipeline components with diffusers' loader)
+from dc_ae_hf.data.images import load_image
 from dc_ae_hf.latents import decode_from_diffusion_space
 from dc_ae_hf.metrics.generation import compute_generation_metrics
 from dc_ae_hf.metrics.image import to_uint8
@@ -98,7 +99,7 @@ class PNGSamples(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        array = np.asarray(Image.open(self.paths[index]).convert("RGB"))
+        array = np.asarray(load_image(self.paths[index]))
         return torch.from_numpy(array.copy()).permute(2, 0, 1)  # (3, H, W) uint8
 
 

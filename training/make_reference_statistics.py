@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dc_ae_hf.data.images import center_crop_arr, find_image_column, load_image_dataset
+from dc_ae_hf.data.images import (
+    center_crop_arr,
+    decode_dataset_image,
+    find_image_column,
+    load_image_dataset,
+    undecoded_image_column,
+)
 from dc_ae_hf.metrics.generation import compute_reference_statistics
 
 
@@ -47,16 +53,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class CenterCroppedUInt8(Dataset):
-    """Images of a `datasets.Dataset` after the ADM center crop, as uint8 (3, R, R) tensors."""
+    """Images of a `datasets.Dataset` after the ADM center crop, as uint8 (3, R, R) tensors.
+
+    Decoded with `decode_dataset_image` (`to_rgb`'s conversion rules): a corrupt image names its file.
+    """
 
     def __init__(self, dataset, image_column: str, resolution: int) -> None:
-        self.dataset, self.image_column, self.resolution = dataset, image_column, resolution
+        self.dataset = undecoded_image_column(dataset, image_column)
+        self.image_column, self.resolution = image_column, resolution
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        image = self.dataset[int(index)][self.image_column].convert("RGB")
+        where = f"row {int(index)} of the dataset's {self.image_column!r} column"
+        image = decode_dataset_image(self.dataset[int(index)][self.image_column], where)
         return torch.from_numpy(np.array(center_crop_arr(image, self.resolution))).permute(2, 0, 1)
 
 

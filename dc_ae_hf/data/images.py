@@ -1,5 +1,8 @@
 """Image datasets for training and evaluating autoencoders (and, later, diffusion models and the latent cache).
 
+- :func:`to_rgb`: any PIL image -> 8-bit RGB (16-bit and float gray scaled, alpha composited on white);
+  :func:`load_image`: an image file -> fully decoded 8-bit RGB, with an error naming the file when it cannot be read;
+  :func:`undecoded_image_column` / :func:`decode_dataset_image`: the same for the rows of a ``datasets`` dataset.
 - :func:`load_image_dataset`: a Hub dataset (``--dataset_name``, optionally streaming) or an imagefolder
   (``--train_data_dir``) through ``datasets.load_dataset``.
 - :func:`image_transform`: PIL image -> float tensor (3, R, R) in [-1, 1], with the ADM center crop
@@ -13,6 +16,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +24,8 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from PIL import Image
+from datasets.utils.file_utils import is_local_path, xopen
+from PIL import Image, ImageOps
 
 __all__ = [
     "ImageTransform",
@@ -28,13 +33,200 @@ __all__ = [
     "TransformedIterableImageDataset",
     "center_crop_arr",
     "collate_images",
+    "decode_dataset_image",
     "find_image_column",
     "holdout_split",
     "image_transform",
+    "load_image",
     "load_image_dataset",
     "load_train_and_validation_datasets",
     "resize_shorter_side",
+    "to_rgb",
+    "undecoded_image_column",
 ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoding: every PIL mode to 8-bit RGB
+# ---------------------------------------------------------------------------------------------------------------
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+_PIL_CONVERTED_MODES = ("1", "L", "P", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")  # PIL's own convert("RGB") is right
+_SUPPORTED_MODES = ("RGB", *_PIL_CONVERTED_MODES, *_ALPHA_MODES, *_SIXTEEN_BIT_MODES, "I", "F")
+
+
+def _composite_on_white(colour: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
+    """An RGB image from uint8 colour (H, W, 3) and alpha (H, W), blended on white: ``c * a + 255 * (1 - a)``."""
+    if alpha is not None:
+        colour, alpha = colour.astype(np.uint32), alpha.astype(np.uint32)[..., None]
+        colour = (colour * alpha + 255 * (255 - alpha) + 127) // 255  # rounded to the nearest level
+    return Image.fromarray(np.ascontiguousarray(colour, dtype=np.uint8))
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    """An alpha channel, a palette with alpha, or a transparent colour/index (``image.info["transparency"]``)."""
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        return True
+    return image.mode == "P" and image.palette is not None and image.palette.mode == "RGBA"
+
+
+def _integer_gray_levels(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """`I;16*` / `I` gray values 0..65535 -> uint8 levels (rounded ``v * 255 / 65535``), and the alpha of a
+    transparent gray value (PNG ``tRNS``) if the image has one."""
+    values = np.asarray(image).astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ValueError(
+            f"a mode {image.mode!r} image with values in [{values.min()}, {values.max()}] cannot be converted to "
+            "RGB: to_rgb reads integer gray images as 16-bit (0..65535); rescale it to 0..65535 (or to 8-bit "
+            "mode 'L') first"
+        )
+    levels = ((values * 255 + 32767) // 65535).astype(np.uint8)
+    transparent = image.info.get("transparency")
+    alpha = None if transparent is None else np.where(values == transparent, 0, 255).astype(np.uint8)
+    return levels, alpha
+
+
+def _float_gray_levels(image: Image.Image) -> np.ndarray:
+    """`F` values -> uint8 levels: [0, 1] scaled by 255 when every value lies in [0, 1], else [0, 255] as is."""
+    values = np.asarray(image).astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("a mode 'F' image with NaN or infinite values cannot be converted to RGB")
+    low, high = (values.min(), values.max()) if values.size else (0.0, 0.0)
+    if low < 0 or high > 255:
+        raise ValueError(
+            f"a mode 'F' image with values in [{low:g}, {high:g}] cannot be converted to RGB: to_rgb reads float "
+            "images in [0, 1] or [0, 255]; rescale it first"
+        )
+    scale = 255.0 if high <= 1 else 1.0
+    return np.rint(values * scale).astype(np.uint8)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as an 8-bit RGB image, with the values of its mode kept (never clipped to white or black).
+
+    Conversion rules, by mode:
+
+    - ``RGB``: returned as is (the same object).
+    - ``1``, ``L``, ``P``, ``RGBX``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``: PIL's own ``convert("RGB")``.
+    - Transparency: ``RGBA``, ``LA``, ``PA``, ``La``, ``RGBa``, a ``P`` image with an alpha palette, and any image
+      with a transparent colour or palette index (``image.info["transparency"]``, e.g. a PNG ``tRNS`` chunk or a
+      GIF) are composited on a WHITE background: ``c * a + 255 * (1 - a)`` per channel, rounded. A fully
+      transparent pixel is white, an opaque one keeps its colour.
+    - ``I;16``, ``I;16B``, ``I;16L``, ``I;16N`` (16-bit gray, e.g. a 16-bit grayscale PNG) and ``I`` (32-bit int;
+      Pillow reports 16-bit PNGs as ``I;16`` or ``I`` depending on its version): the values 0..65535 are scaled to
+      0..255 (rounded ``v * 255 / 65535``) and repeated in the three channels. An ``I`` image with a value below 0
+      or above 65535 has no known range and raises ValueError (scale it yourself); note that an ``I`` image that
+      holds 8-bit values (0..255) therefore comes out nearly black.
+    - ``F`` (32-bit float gray): if every value lies in [0, 1] the image is read as [0, 1] (scaled by 255),
+      otherwise as PIL's own [0, 255] scale (what ``convert("F")`` of an 8-bit image gives); rounded to the
+      nearest level. Values below 0 or above 255, NaN or infinity raise ValueError. (A [0, 255] image whose
+      values are all at most 1, i.e. black to within one level, is read as [0, 1].)
+
+    Raises TypeError for a non-image and ValueError for another mode or out-of-range values (see above).
+    """
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"to_rgb expects a PIL image, got {type(image).__name__}")
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES or mode == "I":
+        levels, alpha = _integer_gray_levels(image)
+        return _composite_on_white(np.repeat(levels[..., None], 3, axis=-1), alpha)
+    if mode == "F":
+        return _composite_on_white(np.repeat(_float_gray_levels(image)[..., None], 3, axis=-1), None)
+    if mode not in _SUPPORTED_MODES:
+        raise ValueError(f"image mode {mode!r} cannot be converted to RGB; supported modes: {list(_SUPPORTED_MODES)}")
+    if _has_alpha(image):
+        if mode == "La":  # PIL converts premultiplied La only to LA
+            image = image.convert("LA")
+        rgba = np.asarray(image.convert("RGBA"))
+        return _composite_on_white(rgba[..., :3], rgba[..., 3])
+    return image if mode == "RGB" else image.convert("RGB")
+
+
+def _describe(path_or_file: str | os.PathLike | io.IOBase) -> str:
+    if isinstance(path_or_file, (str, os.PathLike)):
+        return os.fspath(path_or_file)
+    return str(getattr(path_or_file, "name", None) or f"<{type(path_or_file).__name__} object>")
+
+
+def load_image(path_or_file: str | os.PathLike | io.IOBase, *, name: str | None = None) -> Image.Image:
+    """Open an image file, decode it fully and return it as 8-bit RGB (:func:`to_rgb`'s conversion rules).
+
+    `path_or_file` is a path or a binary file object (e.g. ``io.BytesIO``); `name` is how error messages name it,
+    verbatim (default: the path, or the file object's ``name``, quoted). The whole file is decoded here
+    (``image.load()``), so a truncated file fails now and not later in a transform. An EXIF orientation tag is
+    applied (``ImageOps.exif_transpose``), as ``datasets.Image`` does. The first frame of an animation is used.
+
+    Raises ValueError naming the file when it does not exist, cannot be decoded (truncated, corrupt, not an
+    image), or has a mode or values :func:`to_rgb` does not convert; the original error is chained
+    (``__cause__``). TypeError when `path_or_file` is neither a path nor a file object.
+    """
+    if not isinstance(path_or_file, (str, os.PathLike)) and not hasattr(path_or_file, "read"):
+        raise TypeError(
+            f"load_image expects a path or a binary file object, got {type(path_or_file).__name__}: {path_or_file!r}"
+        )
+    label = name if name is not None else repr(_describe(path_or_file))
+    try:
+        with Image.open(path_or_file) as image:
+            image.load()
+            if image.getexif().get(Image.ExifTags.Base.Orientation) is not None:
+                image = ImageOps.exif_transpose(image)
+    except FileNotFoundError as error:
+        raise ValueError(f"the image {label} could not be decoded: the file does not exist") from error
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, EOFError, zlib.error, ...
+        raise ValueError(
+            f"the image {label} could not be decoded (truncated, corrupt or not an image?): "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    try:
+        return to_rgb(image)
+    except ValueError as error:
+        raise ValueError(f"the image {label} could not be converted to RGB: {error}") from error
+
+
+def undecoded_image_column(
+    dataset: datasets.Dataset | datasets.IterableDataset, column: str
+) -> datasets.Dataset | datasets.IterableDataset:
+    """`dataset` with `column` cast to ``datasets.Image(decode=False)`` (rows then hold ``{"path", "bytes"}``) when
+    it is a decoding ``datasets.Image`` feature, so that :func:`decode_dataset_image` decodes it; else as is."""
+    features = dataset.features
+    if features is not None and isinstance(features.get(column), datasets.Image) and features[column].decode:
+        return dataset.cast_column(column, datasets.Image(decode=False))
+    return dataset
+
+
+def decode_dataset_image(value, where: str) -> Image.Image:
+    """An image value of a dataset row as 8-bit RGB, through :func:`load_image` / :func:`to_rgb`.
+
+    `value` is an undecoded ``datasets.Image`` value ``{"path", "bytes"}`` (the bytes are decoded when present, else
+    the file at the path, local or remote), a path, or an already decoded PIL image. `where` (e.g. ``"row 3 of the
+    dataset's 'image' column"``) goes into error messages, after the path when there is one. Raises ValueError
+    naming them; TypeError for any other value.
+    """
+    if isinstance(value, Image.Image):
+        try:
+            return to_rgb(value)
+        except ValueError as error:
+            raise ValueError(f"the image at {where} could not be converted to RGB: {error}") from error
+    if isinstance(value, (str, os.PathLike)):
+        value = {"path": os.fspath(value), "bytes": None}
+    if not isinstance(value, dict) or not ({"path", "bytes"} & set(value)):
+        raise TypeError(
+            f"expected an image at {where} (a PIL image, a path or a datasets.Image value), got {value!r:.200}"
+        )
+    path, data = value.get("path"), value.get("bytes")
+    name = f"{path!r} ({where})" if path else f"at {where} (no file path)"
+    if data is None:
+        if not path:
+            raise ValueError(f"the image at {where} has neither a file path nor bytes")
+        if is_local_path(path):
+            return load_image(path, name=name)
+        try:  # a remote file (streaming from the Hub), read as datasets.Image reads it
+            with xopen(path, "rb") as file:
+                data = file.read()
+        except Exception as error:
+            raise ValueError(f"the image {name} could not be read: {type(error).__name__}: {error}") from error
+    return load_image(io.BytesIO(data), name=name)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -194,8 +386,9 @@ class ImageTransform:
             (None): center crop unless `random_crop`.
         random_flip: flip horizontally with probability 0.5.
 
-    `__call__(image, generator=None)` draws the crop offset and the flip from `generator` (the global torch RNG
-    when None); :class:`TransformedImageDataset` passes one seeded per sample.
+    `__call__(image, generator=None)` converts the image with :func:`to_rgb` (e.g. 16-bit gray scaled, alpha on
+    white), then draws the crop offset and the flip from `generator` (the global torch RNG when None);
+    :class:`TransformedImageDataset` passes one seeded per sample.
     """
 
     def __init__(
@@ -219,7 +412,7 @@ class ImageTransform:
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL image, got {type(image).__name__}")
-        image = image.convert("RGB")
+        image = to_rgb(image)
         size = self.resolution
         if self.center_crop:
             array = center_crop_arr(image, size)
@@ -259,6 +452,9 @@ class TransformedImageDataset(torch.utils.data.Dataset):
     """A map-style dataset yielding ``{"pixel_values": transform(image)}``; randomness from (seed, epoch, index).
 
     Call :meth:`set_epoch` at the start of each epoch (the training scripts do) to get new crops every epoch.
+    The images are decoded here, not by ``datasets`` (the column is read as ``datasets.Image(decode=False)``), with
+    :func:`load_image`: an image that cannot be decoded raises ValueError naming its file (or its row when it has
+    no file path). ``self.dataset`` is that undecoded view of `dataset`.
     """
 
     def __init__(
@@ -270,9 +466,9 @@ class TransformedImageDataset(torch.utils.data.Dataset):
     ) -> None:
         if isinstance(dataset, datasets.IterableDataset):
             raise TypeError("use TransformedIterableImageDataset for a streaming dataset")
-        self.dataset = dataset
         self.transform = transform
         self.image_column = find_image_column(dataset, image_column)
+        self.dataset = undecoded_image_column(dataset, self.image_column)
         self.seed = seed
         self.epoch = 0
 
@@ -283,7 +479,8 @@ class TransformedImageDataset(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        image = self.dataset[int(index)][self.image_column]
+        where = f"row {int(index)} of the dataset's {self.image_column!r} column"
+        image = decode_dataset_image(self.dataset[int(index)][self.image_column], where)
         generator = _sample_generator(self.seed, self.epoch, int(index)) if self.transform.is_random else None
         return {"pixel_values": self.transform(image, generator=generator)}
 
@@ -293,6 +490,8 @@ class TransformedIterableImageDataset(torch.utils.data.IterableDataset):
 
     The index of a sample is its position in this worker's stream (with the worker id mixed into the seed);
     :meth:`set_epoch` is forwarded to the wrapped dataset, which reshuffles its shards and buffer for the epoch.
+    Images are decoded as in :class:`TransformedImageDataset` when the stream's features are known (a streaming
+    dataset whose schema is unknown yields images decoded by ``datasets``, converted with :func:`to_rgb`).
     """
 
     def __init__(
@@ -302,9 +501,9 @@ class TransformedIterableImageDataset(torch.utils.data.IterableDataset):
         image_column: str | None = None,
         seed: int = 0,
     ) -> None:
-        self.dataset = dataset
         self.transform = transform
         self.image_column = find_image_column(dataset, image_column)
+        self.dataset = undecoded_image_column(dataset, self.image_column)
         self.seed = seed
         self.epoch = 0
 
@@ -319,7 +518,9 @@ class TransformedIterableImageDataset(torch.utils.data.IterableDataset):
             generator = None
             if self.transform.is_random:
                 generator = _sample_generator(self.seed, self.epoch, position * 1024 + worker_id)
-            yield {"pixel_values": self.transform(example[self.image_column], generator=generator)}
+            where = f"position {position} of the stream's {self.image_column!r} column (worker {worker_id})"
+            image = decode_dataset_image(example[self.image_column], where)
+            yield {"pixel_values": self.transform(image, generator=generator)}
 
 
 def collate_images(examples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
