@@ -9,9 +9,15 @@ Conventions here:
 - ``num_inference_steps`` is the number of solver steps N on the grid ``linspace(0, 1, N + 1)`` (the official
   ``num_steps`` counts grid points, i.e. official 9 == N = 8 here). Euler makes N model calls (none at t = 1),
   heun2 makes 2N; dopri5 is adaptive (atol 1e-6, rtol 1e-3) and needs no step count.
-- With guidance (scale != 1) the ODE state is the CFG-doubled batch [x, x], exactly as in the official ``generate``:
-  the model runs on [x, x] with labels [y, null], and the guided velocity is written to both halves. The adaptive
-  dopri5 error norm is therefore taken over the whole batch, so dopri5 results depend on the batch composition.
+- With guidance (scale != 1) the model runs on the doubled batch [x, x] with labels [y, null] (official
+  ``forward_with_cfg``). The official ``generate`` also integrates the doubled state and writes the guided velocity
+  into both halves; the two halves are then identical at every step, so integrating the batch x alone is the same
+  computation (torchdiffeq's RMS error norm over [x, x] equals the one over x). Doing so lets the guidance scale change
+  between steps (``guidance_scale`` may be a callable, read at every model evaluation) and lets a step without
+  guidance run the conditional batch only. The adaptive dopri5 error norm is taken over the whole batch, so dopri5
+  results depend on the batch composition (as in the official sampler).
+- Outside a guidance interval the official sampler sets the scale to 1, which is the conditional velocity: only the
+  conditional batch is computed there (same numbers, half the transformer work).
 
 These are plain functions used by ``DCAE15Pipeline`` and by the trainers' sample/eval code.
 """
@@ -27,6 +33,8 @@ SOLVERS = ("euler", "heun2", "dopri5")
 # A velocity model: (x (B, C, H, W), t (B,), labels (B,)) -> velocity tensor or an output with `.sample`.
 VelocityModel = Callable[..., object]
 StepCallback = Callable[[int, float, torch.Tensor], torch.Tensor | None]
+# A guidance scale, or a function returning the current one (read at every model evaluation: dynamic guidance).
+GuidanceScale = float | Callable[[], float]
 
 
 def check_guidance_interval(guidance_interval: Sequence[float] | None) -> tuple[float, float] | None:
@@ -66,12 +74,20 @@ def guided_velocity(
     Runs the model once on [x, x] with labels [y, null] and returns ``uncond + s * (cond - uncond)`` on all
     channels, shape of ``x``. With ``guidance_interval=(t_lo, t_hi)`` the scale is only applied where
     t_lo <= t <= t_hi; outside it the official code sets the scale to 1 (``use_guidance_interval``), i.e. the
-    conditional velocity. ``guidance_scale == 1`` skips the unconditional pass (official ``generate``).
-    ``null_class_id`` defaults to ``model.config.num_classes``.
+    conditional velocity. A scale of 1 (given, or for every sample outside the interval) runs the conditional batch
+    only (official ``generate`` skips the doubling at scale 1). ``null_class_id`` defaults to
+    ``model.config.num_classes``.
     """
     b = x.shape[0]
     t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
     t = t.expand(b) if t.ndim == 0 else t
+    scale = torch.full((b,), float(guidance_scale), device=x.device)
+    interval = check_guidance_interval(guidance_interval)
+    if interval is not None and guidance_scale != 1.0:  # official: cfg_scale = 1.0 outside [t_min, t_max]
+        inside = (t >= interval[0]) & (t <= interval[1])
+        if not bool(inside.any()):  # one host read per step, in the sampler (not in the model's forward)
+            guidance_scale = 1.0
+        scale = torch.where(inside, scale, torch.ones_like(scale))
     if guidance_scale == 1.0:
         return _model_velocity(model, x, t, class_labels)
     if null_class_id is None:
@@ -79,36 +95,25 @@ def guided_velocity(
     null = torch.full_like(class_labels, null_class_id)
     out = _model_velocity(model, torch.cat([x, x]), torch.cat([t, t]), torch.cat([class_labels, null]))
     cond, uncond = out.chunk(2)  # each (B, c', H, W)
-    scale = torch.full((b,), float(guidance_scale), device=x.device, dtype=out.dtype)
-    interval = check_guidance_interval(guidance_interval)
-    if interval is not None:  # official: cfg_scale = 1.0 outside [guidance_t_min, guidance_t_max]
-        inside = (t >= interval[0]) & (t <= interval[1])
-        scale = torch.where(inside, scale, torch.ones_like(scale))
-    return uncond + scale.view(b, 1, 1, 1) * (cond - uncond)
+    return uncond + scale.to(out.dtype).view(b, 1, 1, 1) * (cond - uncond)
 
 
 def make_ode_func(
     model: VelocityModel,
     class_labels: torch.Tensor,
-    guidance_scale: float = 1.0,
+    guidance_scale: GuidanceScale = 1.0,
     guidance_interval: Sequence[float] | None = None,
     null_class_id: int | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The torchdiffeq right-hand side ``f(t, state)`` of the official sampler.
+    """The torchdiffeq right-hand side ``f(t, x)`` of the official sampler, on the non-doubled batch x.
 
-    Without guidance the state is the batch itself; with guidance it is the doubled batch [x, x] and ``f`` returns
-    the guided velocity in both halves (official ``forward_with_cfg`` on the output of ``generate``'s doubling).
+    ``guidance_scale`` may be a callable returning the current scale; it is read at every evaluation.
     """
+    current_scale = guidance_scale if callable(guidance_scale) else lambda: guidance_scale
 
-    def func(t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        # official integrators.ode.sample._fn: t = ones(batch) * t
-        if guidance_scale == 1.0:
-            t_vec = torch.ones(state.shape[0], device=state.device) * t
-            return guided_velocity(model, state, t_vec, class_labels)
-        half = state[: state.shape[0] // 2]
-        t_vec = torch.ones(half.shape[0], device=state.device) * t
-        v = guided_velocity(model, half, t_vec, class_labels, guidance_scale, guidance_interval, null_class_id)
-        return torch.cat([v, v])
+    def func(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        t_vec = torch.ones(x.shape[0], device=x.device) * t  # official integrators.ode.sample._fn
+        return guided_velocity(model, x, t_vec, class_labels, current_scale(), guidance_interval, null_class_id)
 
     return func
 
@@ -126,7 +131,7 @@ def sample_ode(
     class_labels: torch.Tensor,
     solver: str = "dopri5",
     num_inference_steps: int | None = None,
-    guidance_scale: float = 1.0,
+    guidance_scale: GuidanceScale = 1.0,
     guidance_interval: Sequence[float] | None = None,
     null_class_id: int | None = None,
     atol: float = 1e-6,
@@ -141,10 +146,11 @@ def sample_ode(
         class_labels: int64 labels (B,).
         solver: ``"euler"`` or ``"heun2"`` (fixed grid ``linspace(0, 1, N + 1)``) or ``"dopri5"`` (adaptive).
         num_inference_steps: N, required for the fixed-grid solvers, ignored by dopri5.
-        guidance_scale, guidance_interval, null_class_id: classifier-free guidance (``guided_velocity``).
+        guidance_scale, guidance_interval, null_class_id: classifier-free guidance (``guided_velocity``);
+            ``guidance_scale`` may be a callable returning the current scale (read at every model evaluation).
         atol, rtol: dopri5 tolerances (official 1e-6 / 1e-3).
         step_callback: fixed-grid solvers only: called after step i (which started at flow time t_i) as
-            ``step_callback(i, t_i, x)`` with the (non-doubled) latents; a returned tensor replaces them.
+            ``step_callback(i, t_i, x)`` with the latents; a returned tensor replaces them.
 
     Returns:
         the latents at t = 1, shape of ``noise``.
@@ -158,8 +164,6 @@ def sample_ode(
             f"{tuple(class_labels.shape)}."
         )
     func = make_ode_func(model, class_labels, guidance_scale, guidance_interval, null_class_id)
-    doubled = guidance_scale != 1.0
-    state = torch.cat([noise, noise]) if doubled else noise
     tol = dict(atol=[atol], rtol=[rtol])  # lists, exactly as the official integrators.ode passes them
 
     if solver == "dopri5":
@@ -167,18 +171,16 @@ def sample_ode(
             raise ValueError("`step_callback` is not supported with solver='dopri5' (its steps are adaptive).")
         # The output grid only selects interpolation points, so [0, 1] gives the official t = 1 state.
         grid = torch.tensor([0.0, 1.0], device=noise.device)
-        state = odeint(func, state, grid, method="dopri5", **tol)[-1]
-    else:
-        if num_inference_steps is None:
-            raise ValueError(f"`num_inference_steps` is required for solver={solver!r}.")
-        grid = flow_time_grid(num_inference_steps, device=noise.device)
-        # One odeint call per grid interval is the same computation as one call over the whole grid (fixed-grid
-        # solvers carry no state between steps); it lets callers observe or edit the latents between steps.
-        for i in range(num_inference_steps):
-            state = odeint(func, state, grid[i : i + 2], method=solver, **tol)[-1]
-            if step_callback is not None:
-                half = state[: noise.shape[0]]
-                new = step_callback(i, float(grid[i]), half)
-                if new is not None:
-                    state = torch.cat([new, new]) if doubled else new
-    return state[: noise.shape[0]]
+        return odeint(func, noise, grid, method="dopri5", **tol)[-1]
+    if num_inference_steps is None:
+        raise ValueError(f"`num_inference_steps` is required for solver={solver!r}.")
+    grid = flow_time_grid(num_inference_steps, device=noise.device)
+    # One odeint call per grid interval is the same computation as one call over the whole grid (fixed-grid solvers
+    # carry no state between steps); it lets callers observe or edit the latents between steps.
+    x = noise
+    for i in range(num_inference_steps):
+        x = odeint(func, x, grid[i : i + 2], method=solver, **tol)[-1]
+        if step_callback is not None:
+            new = step_callback(i, float(grid[i]), x)
+            x = x if new is None else new
+    return x
