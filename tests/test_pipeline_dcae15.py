@@ -94,10 +94,35 @@ def test_save_load_local(pipe, tmp_path):
     loaded = DCAE15Pipeline.from_pretrained(tmp_path)
     loaded.set_progress_bar_config(disable=True)
     assert isinstance(loaded.transformer, USiTTransformer2DModel) and isinstance(loaded.vae, AutoencoderDC15)
-    assert isinstance(loaded.scheduler, FlowMatchEulerDiscreteScheduler)
+    assert pipe.scheduler is None and loaded.scheduler is None  # optional: stays None through save -> load
     assert loaded.get_label_ids("white shark") == [2]  # id2label went through model_index.json
     kwargs = dict(class_labels=[1, "golden retriever"], latents=torch.randn(2, 16, 4, 4), output_type="np")
     np.testing.assert_array_equal(loaded(**kwargs).images, pipe(**kwargs).images)
+    # an explicit scheduler is saved and loaded, and gives the same samples as the default one
+    with_scheduler = DCAE15Pipeline(
+        **{**pipe.components, "scheduler": FlowMatchEulerDiscreteScheduler()}, id2label=ID2LABEL
+    )
+    with_scheduler.save_pretrained(tmp_path / "explicit")
+    reloaded = DCAE15Pipeline.from_pretrained(tmp_path / "explicit")
+    reloaded.set_progress_bar_config(disable=True)
+    assert isinstance(reloaded.scheduler, FlowMatchEulerDiscreteScheduler)
+    np.testing.assert_allclose(reloaded(**kwargs).images, pipe(**kwargs).images, atol=1e-6)
+
+
+def test_optional_scheduler_set_to_none(pipe, tmp_path):
+    # diffusers' PipelineTesterMixin.test_save_load_optional_components semantics
+    explicit = DCAE15Pipeline(**{**pipe.components, "scheduler": FlowMatchEulerDiscreteScheduler()})
+    explicit.set_progress_bar_config(disable=True)
+    kwargs = dict(class_labels=[3], latents=torch.randn(1, 16, 4, 4), output_type="np", num_inference_steps=3)
+    reference = explicit(**kwargs).images
+    explicit.scheduler = None
+    without = explicit(**kwargs).images  # resolved at call time: a default FlowMatchEulerDiscreteScheduler
+    explicit.save_pretrained(tmp_path)
+    loaded = DCAE15Pipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.scheduler is None
+    np.testing.assert_allclose(without, reference, atol=1e-6)
+    np.testing.assert_allclose(loaded(**kwargs).images, reference, atol=1e-6)
 
 
 def test_load_from_hub_repo_id_offline(pipe, tmp_path, monkeypatch):
@@ -180,6 +205,144 @@ def test_callback_on_step_end(pipe, solver):
     assert torch.count_nonzero(out) == 0  # the replaced latents are the result of the last step
 
 
+class BatchCounter:
+    """Records the batch size of every transformer call."""
+
+    def __init__(self, model):
+        self.sizes = []
+        self.handle = model.register_forward_pre_hook(lambda module, args: self.sizes.append(args[0].shape[0]))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+@pytest.mark.parametrize("solver", [None, "euler", "heun2"])
+def test_callback_can_turn_guidance_off(pipe, solver):
+    # A callback setting pipe._guidance_scale = 1 after step k - 1 (diffusers' CFG-cutoff callbacks work this way)
+    # gives the unguided velocity from step k on and no unconditional batch any more.
+    k, steps, latents = 2, 4, torch.randn(2, 16, 4, 4)
+
+    def cutoff(pipeline, i, t, callback_kwargs):
+        if i == k - 1:
+            pipeline._guidance_scale = 1.0
+        return {}
+
+    def run(**kwargs):
+        return latents_of(
+            pipe, class_labels=[1, 2], latents=latents, num_inference_steps=steps, solver=solver, **kwargs
+        )
+
+    with BatchCounter(pipe.transformer) as counter:
+        dynamic = run(guidance_scale=3.0, callback_on_step_end=cutoff)
+    calls_per_step = 2 if solver == "heun2" else 1
+    assert counter.sizes == [4] * (k * calls_per_step) + [2] * ((steps - k) * calls_per_step)
+    assert pipe.guidance_scale == 1.0  # reports the value the callback set
+
+    # the same run by hand: k guided steps, then the remaining steps unguided, from the intermediate latents
+    first = {}
+
+    def keep(pipeline, i, t, callback_kwargs):
+        if i == k - 1:
+            first["latents"] = callback_kwargs["latents"].clone()
+        return {}
+
+    guided = run(guidance_scale=3.0, callback_on_step_end=keep)
+    assert (guided - dynamic).abs().max() > 1e-3
+
+    def replace_at_k(pipeline, i, t, callback_kwargs):  # rerun unguided, injecting the guided latents after step k-1
+        if i == k - 1:
+            return {"latents": first["latents"]}
+        return {}
+
+    unguided_rest = run(guidance_scale=1.0, callback_on_step_end=replace_at_k)
+    torch.testing.assert_close(dynamic, unguided_rest, **TOL)
+
+
+def test_guidance_interval_halves_the_unconditional_work(pipe):
+    # Guidance on half of the flow-time range: 1.33x fewer transformer sample evaluations than guidance everywhere.
+    kwargs = dict(class_labels=[1, 2], latents=torch.randn(2, 16, 4, 4), num_inference_steps=8)
+    for solver in (None, "euler"):
+        with BatchCounter(pipe.transformer) as everywhere:
+            latents_of(pipe, solver=solver, **kwargs)
+        with BatchCounter(pipe.transformer) as half:
+            latents_of(pipe, solver=solver, guidance_interval=(0.5, 1.0), **kwargs)
+        assert everywhere.sizes == [4] * 8 and half.sizes == [2] * 4 + [4] * 4
+        assert sum(everywhere.sizes) / sum(half.sizes) == pytest.approx(4 / 3)
+
+
+def test_class_label_forms(pipe):
+    latents = torch.randn(3, 16, 4, 4)
+    reference = latents_of(pipe, class_labels=[1, 2, 7], latents=latents, num_inference_steps=1)
+    for form in (
+        np.array([1, 2, 7]),
+        [np.int64(1), np.int32(2), 7],
+        torch.tensor([1, 2, 7]),
+        [[1], [2], ["golden retriever"]],  # nested lists (diffusers' batch tests build these)
+    ):
+        out = latents_of(pipe, class_labels=form, latents=latents, num_inference_steps=1)
+        torch.testing.assert_close(out, reference, rtol=0, atol=0)
+    for bad in (np.array([1.0, 2.0]), torch.tensor([True]), [True], {1: 2}):
+        with pytest.raises(TypeError, match="class_labels"):
+            latents_of(pipe, class_labels=bad, num_inference_steps=1)
+
+
+def test_model_cpu_offload_without_accelerator_runs_on_the_cpu(pipe):
+    if torch.accelerator.is_available():
+        pytest.fail("this test describes a machine without an accelerator")  # the CI machine has none
+    offloaded = DCAE15Pipeline(**pipe.components)
+    offloaded.set_progress_bar_config(disable=True)
+    with pytest.warns(UserWarning, match="no accelerator"):
+        offloaded.enable_model_cpu_offload()
+    latents = torch.randn(1, 16, 4, 4)
+    torch.testing.assert_close(
+        latents_of(offloaded, class_labels=[4], latents=latents), latents_of(pipe, class_labels=[4], latents=latents)
+    )
+
+
+def test_loading_errors_name_what_is_wrong(pipe, tmp_path):
+    with pytest.raises(FileNotFoundError, match="No such local pipeline folder"):
+        DCAE15Pipeline.from_pretrained(tmp_path / "typo")
+    with pytest.raises(FileNotFoundError, match="No such local pipeline folder"):
+        DCAE15Pipeline.from_pretrained("./converted/dc-ae-1.5")
+    folder = tmp_path / "pipe"
+    pipe.save_pretrained(folder)
+    with pytest.raises(ValueError, match="is a file"):
+        DCAE15Pipeline.from_pretrained(folder / "model_index.json")
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"transformer/diffusion_pytorch_model\.safetensors' is truncated or corrupt"):
+        DCAE15Pipeline.from_pretrained(folder)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        USiTTransformer2DModel.from_pretrained(folder / "transformer")
+    weights.write_bytes(data)
+    shutil.rmtree(folder / "vae")
+    with pytest.raises(FileNotFoundError, match="missing its component 'vae'"):
+        DCAE15Pipeline.from_pretrained(folder)
+    with pytest.raises(FileNotFoundError, match="No such local model folder"):
+        AutoencoderDC15.from_pretrained(folder / "vae")
+    with pytest.raises(FileNotFoundError, match="has no subfolder 'vae'"):
+        AutoencoderDC15.from_pretrained(folder, subfolder="vae")
+
+
+def test_latent_channels_must_be_a_trained_prefix(pipe):
+    with pytest.raises(ValueError, match=r"latent_channels=6.*\[4, 8, 12, 16\]"):
+        latents_of(pipe, class_labels=[1], latent_channels=6)
+    with pytest.raises(ValueError, match=r"latent_channels=6.*\[4, 8, 12, 16\]"):
+        latents_of(pipe, class_labels=[1], latents=torch.randn(1, 6, 4, 4))
+    unstructured = AutoencoderDC15(**{**TINY_AE15_CONFIG, "latent_channel_choices": None}).eval()
+    with pytest.raises(ValueError, match="is not structured"):
+        latents_of(DCAE15Pipeline(pipe.transformer, unstructured), class_labels=[1], latent_channels=8)
+    # the autoencoder itself decodes any prefix but says when it is not a trained one
+    with pytest.warns(UserWarning, match=r"not one of this autoencoder's trained prefixes \[4, 8, 12, 16\]"):
+        pipe.vae.decode(torch.zeros(1, 6, 4, 4))
+    with pytest.warns(UserWarning, match="trained prefixes"):
+        pipe.vae.encode(torch.zeros(1, 3, 32, 32), latent_channels=6)
+
+
 def test_latent_channels_prefix(pipe):
     generator = torch.Generator().manual_seed(0)
     latent = latents_of(pipe, class_labels=[1, 2], latent_channels=8, generator=generator)
@@ -198,7 +361,10 @@ def test_latent_channels_prefix(pipe):
     plain_pipe = DCAE15Pipeline(pipe.transformer, plain, pipe.scheduler)
     plain_pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator().manual_seed(0)
-    plain_images = plain_pipe([1, 2], latent_channels=8, num_inference_steps=4, generator=generator, output_type="pt")
+    with pytest.warns(UserWarning, match="does not record which channel prefixes"):
+        plain_images = plain_pipe(
+            [1, 2], latent_channels=8, num_inference_steps=4, generator=generator, output_type="pt"
+        )
     torch.testing.assert_close(plain_images.images, images, **TOL)
 
 
@@ -234,6 +400,10 @@ def test_bad_inputs(pipe):
         (dict(class_labels=[1, 2], latents=latents, latent_channels=8), ValueError, "latents"),
         (dict(class_labels=[1], latent_channels=17), ValueError, "latent_channels"),
         (dict(class_labels=[1], num_inference_steps=0), ValueError, "num_inference_steps"),
+        (dict(class_labels=[1], guidance_scale=float("nan")), ValueError, "guidance_scale.*finite"),
+        (dict(class_labels=[1], guidance_scale=float("inf")), ValueError, "guidance_scale.*finite"),
+        (dict(class_labels=[1], guidance_scale="3"), TypeError, "guidance_scale"),
+        (dict(class_labels=[1], guidance_scale=True), TypeError, "guidance_scale"),
         (dict(class_labels=[1], guidance_interval=(0.9, 0.1)), ValueError, "guidance_interval"),
         (dict(class_labels=[1], guidance_interval=(0.0, 1.5)), ValueError, "guidance_interval"),
         (dict(class_labels=[1], solver="rk4"), ValueError, "rk4"),

@@ -19,6 +19,8 @@ such models with a clear error.
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +32,8 @@ from diffusers.models.autoencoders.vae import DecoderOutput, EncoderOutput
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
+
+from dc_ae_hf.loading import PretrainedChecksMixin
 
 # ---------------------------------------------------------------------------------------------------------------
 # Named presets for the official models (dc_gen/aecore/models/dc_ae.py, dc_gen/ae_model_zoo.py;
@@ -185,7 +189,7 @@ class _CheckpointableStage(nn.Sequential):
         return hidden_states
 
 
-class AutoencoderDC15(AutoencoderDC):
+class AutoencoderDC15(PretrainedChecksMixin, AutoencoderDC):
     r"""DC-AE with a structured latent space (DC-AE 1.5), loadable and savable like diffusers' `AutoencoderDC`.
 
     All of `AutoencoderDC`'s arguments are accepted with the same meaning (see its docstring); they are re-declared
@@ -234,6 +238,12 @@ class AutoencoderDC15(AutoencoderDC):
         _validate_latent_channel_choices(
             latent_channel_choices, latent_channels, encoder_out_shortcut or decoder_in_shortcut
         )
+        if isinstance(scaling_factor, bool) or not isinstance(scaling_factor, (int, float)):
+            raise TypeError(f"scaling_factor must be a number, got {scaling_factor!r}.")
+        if not (math.isfinite(scaling_factor) and scaling_factor > 0):
+            raise ValueError(
+                f"scaling_factor must be finite and > 0 (latents are multiplied by it), got {scaling_factor}."
+            )
         super().__init__(
             in_channels=in_channels,
             latent_channels=latent_channels,
@@ -311,6 +321,18 @@ class AutoencoderDC15(AutoencoderDC):
         """True for DC-AE 1.0-style models, where channel prefixes are undefined."""
         return bool(self.config.encoder_out_shortcut or self.config.decoder_in_shortcut)
 
+    def _warn_untrained_prefix(self, name: str, value: int) -> None:
+        # Any prefix decodes (the missing channels are zeros), but only the trained ones are meaningful. A warning, not
+        # an error: evaluating untrained prefixes (e.g. a plain autoencoder with channels zeroed, paper Fig. 3) is a
+        # legitimate experiment. DCAE15Pipeline refuses to *sample* in an untrained prefix.
+        choices = self.latent_channel_choices
+        if value not in choices:
+            warnings.warn(
+                f"{name}={value} is not one of this autoencoder's trained prefixes {list(choices)} "
+                "(config.latent_channel_choices); the result is an untrained reconstruction.",
+                stacklevel=3,
+            )
+
     def _check_prefix(self, name: str, value: int) -> None:
         c = self.config.latent_channels
         if isinstance(value, bool) or not isinstance(value, int):
@@ -342,6 +364,7 @@ class AutoencoderDC15(AutoencoderDC):
         self._check_images(x)
         if latent_channels is not None:
             self._check_prefix("latent_channels", latent_channels)
+            self._warn_untrained_prefix("latent_channels", latent_channels)
         latent = super().encode(x, return_dict=False)[0]  # (B, c, H/f, W/f)
         if latent_channels is not None:
             latent = latent[:, :latent_channels]  # (B, c', H/f, W/f): the encoder head's first c' filters
@@ -361,6 +384,7 @@ class AutoencoderDC15(AutoencoderDC):
         if z.ndim != 4:
             raise ValueError(f"z must be 4-D (batch, channels, height, width), got shape {tuple(z.shape)}.")
         self._check_prefix("z.shape[1] (latent channels of z)", z.shape[1])
+        self._warn_untrained_prefix("z.shape[1] (latent channels of z)", z.shape[1])
         missing = self.config.latent_channels - z.shape[1]
         if missing:
             z = F.pad(z, (0, 0, 0, 0, 0, missing))  # (B, c, h, w), trailing channels zero

@@ -21,6 +21,8 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from dc_ae_hf.loading import PretrainedChecksMixin
+
 # Official sizes (dc_gen/c2i_model_zoo.py, uvit.py bottom). `num_layers` is the official `depth`: 28 -> 14 in-blocks,
 # 1 mid-block, 14 out-blocks. All presets use the DC-AE-f64c128-1.5 latent at 512px (128 channels, 8x8); the
 # DC-AE 1.0 releases used the f32c32 latent instead: `from_preset("usit-h", in_channels=32, sample_size=16)`.
@@ -129,7 +131,7 @@ class USiTBlock(nn.Module):
         return x
 
 
-class USiTTransformer2DModel(ModelMixin, ConfigMixin):
+class USiTTransformer2DModel(PretrainedChecksMixin, ModelMixin, ConfigMixin):
     r"""USiT (U-ViT + SiT) class-conditional velocity model with DC-AE 1.5 adaptive channels.
 
     Time convention (SiT, *not* diffusers' flow-match sigma): ``timestep`` is the flow time t in [0, 1] with
@@ -230,6 +232,7 @@ class USiTTransformer2DModel(ModelMixin, ConfigMixin):
         # the patch-embedding Conv2d and the label Embedding keep PyTorch's default init (as in the official code)
 
     def _check_inputs(self, hidden_states: torch.Tensor, timestep, class_labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shape and dtype checks only (static under torch.compile: no tensor values are read)."""
         cfg = self.config
         if not isinstance(hidden_states, torch.Tensor) or hidden_states.ndim != 4:
             shape = tuple(hidden_states.shape) if isinstance(hidden_states, torch.Tensor) else type(hidden_states)
@@ -259,13 +262,9 @@ class USiTTransformer2DModel(ModelMixin, ConfigMixin):
                 f"`class_labels` must be an integer tensor of shape ({b},), got dtype {class_labels.dtype} "
                 f"and shape {tuple(class_labels.shape)}."
             )
-        max_label = self.label_embed.num_embeddings - 1  # == num_classes (the null class) when it exists
-        if torch.any((class_labels < 0) | (class_labels > max_label)):
-            raise ValueError(
-                f"`class_labels` must be in [0, {max_label}] (num_classes={cfg.num_classes}"
-                f"{', null class = num_classes' if max_label == cfg.num_classes else ', no null class'}), "
-                f"got {class_labels.tolist()}."
-            )
+        # The label range is not checked here: that needs the label values on the host (a device sync and a graph
+        # break under torch.compile). DCAE15Pipeline validates labels once per call; nn.Embedding rejects ids
+        # outside [0, num_classes] (num_classes = the null class) itself.
         return timestep, class_labels.long()
 
     def forward(

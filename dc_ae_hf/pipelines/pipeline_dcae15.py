@@ -12,10 +12,14 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import math
+import numbers
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler
@@ -23,9 +27,10 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers.utils.torch_utils import get_device, randn_tensor
 
 from dc_ae_hf.latents import decode_from_diffusion_space
+from dc_ae_hf.loading import check_pretrained_folder, resolve_pretrained_path
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.sampling import SOLVERS, check_guidance_interval, flow_time_grid, guided_velocity, sample_ode
@@ -41,6 +46,33 @@ def load_imagenet_id2label() -> dict[int, str]:
 
 def _normalize_name(name: str) -> str:
     return re.sub(r"\s+", " ", name.strip().lower())
+
+
+def _flatten_labels(class_labels) -> list:
+    """A label, or a (nested) list / tuple / tensor / numpy array of labels -> a flat list of ints and strs."""
+    if isinstance(class_labels, (torch.Tensor, np.ndarray)):
+        if isinstance(class_labels, torch.Tensor):
+            integer = not (class_labels.dtype.is_floating_point or class_labels.dtype.is_complex)
+            integer = integer and class_labels.dtype != torch.bool
+        else:
+            integer = np.issubdtype(class_labels.dtype, np.integer)
+        if not integer:
+            raise TypeError(f"`class_labels` must hold integer class ids, got an array of dtype {class_labels.dtype}.")
+        return [int(v) for v in class_labels.reshape(-1).tolist()]
+    if isinstance(class_labels, (str, numbers.Integral)):
+        return [class_labels]
+    if not isinstance(class_labels, Sequence):
+        raise TypeError(f"`class_labels` must be an int id, a class name or a list of them, got {class_labels!r}.")
+    return [label for item in class_labels for label in _flatten_labels(item)]
+
+
+def _check_guidance_scale(guidance_scale, name: str = "guidance_scale") -> float:
+    """A finite real number (int, float, numpy scalar); bool, NaN and inf are refused."""
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number, got {guidance_scale!r} ({type(guidance_scale).__name__}).")
+    if not math.isfinite(guidance_scale):
+        raise ValueError(f"`{name}` must be finite, got {guidance_scale!r}.")
+    return float(guidance_scale)
 
 
 EXAMPLE_DOC_STRING = """
@@ -63,10 +95,18 @@ class DCAE15Pipeline(DiffusionPipeline):
     ``dx/dsigma = noise - data``; so the pipeline calls the transformer with ``t = 1 - timestep /
     num_train_timesteps`` and passes ``-velocity`` to ``scheduler.step``.
 
+    Guidance can change during sampling: the denoising loop reads ``self.guidance_scale`` (``self._guidance_scale``)
+    at every step (the fixed-grid solvers at every model evaluation), so a ``callback_on_step_end`` that sets
+    ``pipe._guidance_scale = 1.0`` (e.g. ``GuidanceCutoffCallback``) turns guidance off from the next step on; a
+    step with scale 1 runs the conditional batch only. Note that 1, not 0, means "no guidance" here: 0 is the
+    unconditional model.
+
     Args:
         transformer: the USiT velocity model.
         vae: ``AutoencoderDC15`` (decodes channel prefixes) or a plain diffusers ``AutoencoderDC``.
-        scheduler: a flow-matching scheduler; default ``FlowMatchEulerDiscreteScheduler()``.
+        scheduler: a flow-matching scheduler, optional. ``None`` (kept as ``None`` through ``save_pretrained`` /
+            ``from_pretrained``) means a fresh ``FlowMatchEulerDiscreteScheduler()`` is used for every call that
+            does not pass ``solver``; it reproduces the official Euler sampler.
         id2label: optional class id -> name (comma-separated synonyms allowed), enables class names in
             ``__call__``/``get_label_ids``; stored in ``model_index.json``. ImageNet: ``load_imagenet_id2label()``.
     """
@@ -83,8 +123,6 @@ class DCAE15Pipeline(DiffusionPipeline):
         id2label: dict | None = None,
     ):
         super().__init__()
-        if scheduler is None:
-            scheduler = FlowMatchEulerDiscreteScheduler()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
         self.register_to_config(id2label=id2label)
         self.vae_scale_factor = 2 ** (len(vae.config.encoder_block_out_channels) - 1) if vae is not None else 32
@@ -129,9 +167,8 @@ class DCAE15Pipeline(DiffusionPipeline):
         return ids
 
     def _resolve_class_labels(self, class_labels) -> list[int]:
-        if isinstance(class_labels, torch.Tensor):
-            class_labels = class_labels.flatten().tolist()
-        items = [class_labels] if isinstance(class_labels, (int, str)) else list(class_labels)
+        """Class ids for ``class_labels``: ints (Python or numpy), names, or (nested) lists / arrays / tensors."""
+        items = _flatten_labels(class_labels)
         if not items:
             raise ValueError("`class_labels` is empty.")
         num_classes = self.transformer.config.num_classes
@@ -139,10 +176,10 @@ class DCAE15Pipeline(DiffusionPipeline):
         for item in items:
             if isinstance(item, str):
                 ids.extend(self.get_label_ids(item))
-            elif isinstance(item, int) and not isinstance(item, bool):
+            elif isinstance(item, numbers.Integral) and not isinstance(item, (bool, np.bool_)):
                 if not 0 <= item < num_classes:
                     raise ValueError(f"Class label {item} is out of range [0, {num_classes - 1}] (num_classes).")
-                ids.append(item)
+                ids.append(int(item))
             else:
                 raise TypeError(f"`class_labels` entries must be int ids or str names, got {item!r}.")
         return ids
@@ -156,8 +193,7 @@ class DCAE15Pipeline(DiffusionPipeline):
                 f"Unknown solver {solver!r}; valid solvers: None (use self.scheduler) or {list(SOLVERS)}."
             )
         flow_time_grid(num_inference_steps)  # validates num_inference_steps >= 1
-        if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool):
-            raise TypeError(f"`guidance_scale` must be a number, got {guidance_scale!r}.")
+        guidance_scale = _check_guidance_scale(guidance_scale)
         if guidance_scale != 1.0 and cfg.class_dropout_prob == 0:
             raise ValueError("guidance_scale != 1 needs a null class, but the transformer has class_dropout_prob=0.")
         if output_type not in ("pil", "np", "pt", "latent"):
@@ -176,6 +212,7 @@ class DCAE15Pipeline(DiffusionPipeline):
                 raise ValueError(
                     f"`latents` has {channels} channels; the transformer accepts at most {cfg.in_channels}."
                 )
+        self._check_latent_prefix(channels)
         if output_type != "latent":
             vae_channels = self.vae.config.latent_channels
             if channels > vae_channels:
@@ -187,9 +224,45 @@ class DCAE15Pipeline(DiffusionPipeline):
                 )
         return channels
 
+    def _check_latent_prefix(self, channels: int) -> None:
+        """Sampling in c' < all channels needs a structured latent space whose trained prefixes include c'."""
+        vae_channels = self.vae.config.latent_channels
+        if channels >= vae_channels:
+            return
+        if isinstance(self.vae, AutoencoderDC15):
+            choices = self.vae.latent_channel_choices
+            if channels not in choices:
+                structured = (
+                    f"was trained for the prefixes {list(choices)}" if len(choices) > 1 else "is not structured"
+                )
+                raise ValueError(
+                    f"latent_channels={channels}: this autoencoder {structured} (vae.config.latent_channel_choices), "
+                    f"so a {channels}-channel latent has no trained meaning; sample in one of {list(choices)}."
+                )
+        elif not self.vae.config.decoder_in_shortcut:
+            warnings.warn(
+                f"latent_channels={channels}: a plain AutoencoderDC does not record which channel prefixes it was "
+                "trained for; the samples are only meaningful if it is a structured (DC-AE 1.5) autoencoder. Load it "
+                "as dc_ae_hf.AutoencoderDC15 with latent_channel_choices to have this checked.",
+                stacklevel=3,
+            )
+
     @property
     def guidance_scale(self) -> float:
+        """The current guidance scale; a callback may change it (``pipe._guidance_scale = ...``) between steps."""
         return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Whether the current step computes the unconditional batch (scale != 1)."""
+        return self._guidance_scale != 1.0
+
+    def _current_guidance_scale(self) -> float:
+        """``self._guidance_scale``, checked (a callback may have set it); read at every step."""
+        scale = _check_guidance_scale(self._guidance_scale, "pipe._guidance_scale")
+        if scale != 1.0 and self.transformer.config.class_dropout_prob == 0:
+            raise ValueError("guidance scale != 1 needs a null class, but the transformer has class_dropout_prob=0.")
+        return scale
 
     @property
     def num_timesteps(self) -> int:
@@ -223,14 +296,15 @@ class DCAE15Pipeline(DiffusionPipeline):
             generator: torch generator(s) for the starting noise.
             latents: starting noise at t = 0, shape (B, c', sample_size, sample_size); drawn if None.
             latent_channels: sample in the first c' latent channels and decode that prefix (DC-AE 1.5).
-            solver: None uses ``self.scheduler``; ``"euler"``, ``"heun2"`` or ``"dopri5"`` run the official
+            solver: None uses ``self.scheduler`` (a default ``FlowMatchEulerDiscreteScheduler`` when it is None); ``"euler"``, ``"heun2"`` or ``"dopri5"`` run the official
                 torchdiffeq samplers of ``dc_ae_hf.sampling`` (dopri5: adaptive, atol 1e-6, rtol 1e-3).
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (the final latent in diffusion space, before
                 dividing by the vae scaling factor).
             return_dict: return an ``ImagePipelineOutput`` instead of a tuple.
             callback_on_step_end: ``fn(pipe, i, t, callback_kwargs) -> dict`` after every step (not with dopri5);
                 ``t`` is the scheduler timestep (scheduler path) or the flow time the step started at (solvers).
-                Returning ``{"latents": ...}`` replaces the latents.
+                Returning ``{"latents": ...}`` replaces the latents; setting ``pipe._guidance_scale`` changes the
+                guidance of the following steps.
             callback_on_step_end_tensor_inputs: tensors passed in ``callback_kwargs`` (only ``"latents"``).
 
         Returns:
@@ -251,7 +325,7 @@ class DCAE15Pipeline(DiffusionPipeline):
         )
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size} class labels.")
-        self._guidance_scale = guidance_scale
+        self._guidance_scale = float(guidance_scale)
         device = self._execution_device
         size = self.transformer.config.sample_size
         null_class_id = self.transformer.config.num_classes
@@ -269,8 +343,10 @@ class DCAE15Pipeline(DiffusionPipeline):
             outputs = callback_on_step_end(self, i, t, callback_kwargs)
             return outputs.pop("latents", latents)
 
-        # 2. integrate t: 0 -> 1
-        guidance = dict(guidance_scale=guidance_scale, guidance_interval=interval, null_class_id=null_class_id)
+        # 2. integrate t: 0 -> 1; the guidance scale is read at every step (callbacks may change it)
+        guidance = dict(
+            guidance_scale=self._current_guidance_scale, guidance_interval=interval, null_class_id=null_class_id
+        )
         if solver is None:
             latents = self._sample_with_scheduler(latents, class_ids, num_inference_steps, run_callback, **guidance)
         elif solver == "dopri5":
@@ -318,25 +394,26 @@ class DCAE15Pipeline(DiffusionPipeline):
     def _sample_with_scheduler(
         self, latents, class_ids, num_inference_steps, callback, guidance_scale, guidance_interval, null_class_id
     ):
-        """Integrate with ``self.scheduler`` on sigma = 1 - t (sigma from 1 to 0)."""
+        """Integrate with ``self.scheduler`` (a default flow-match Euler one if None) on sigma = 1 - t (1 -> 0)."""
         device = latents.device
-        if "sigmas" in inspect.signature(self.scheduler.set_timesteps).parameters:
+        scheduler = self.scheduler if self.scheduler is not None else FlowMatchEulerDiscreteScheduler()
+        if "sigmas" in inspect.signature(scheduler.set_timesteps).parameters:
             # sigmas 1, 1 - 1/N, ..., 1/N (+ the scheduler's terminal 0): the official grid linspace(0, 1, N + 1)
             sigmas = (1.0 - flow_time_grid(num_inference_steps)[:-1]).tolist()
-            self.scheduler.set_timesteps(sigmas=sigmas, device=device)
+            scheduler.set_timesteps(sigmas=sigmas, device=device)
         else:
-            self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+            scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = scheduler.timesteps
         self._num_timesteps = len(timesteps)
-        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        num_train_timesteps = scheduler.config.num_train_timesteps
         with self.progress_bar(total=len(timesteps)) as bar:
             for i, timestep in enumerate(timesteps):
                 t = (1.0 - timestep / num_train_timesteps).float().expand(latents.shape[0])  # SiT flow time
                 velocity = guided_velocity(
-                    self.transformer, latents, t, class_ids, guidance_scale, guidance_interval, null_class_id
+                    self.transformer, latents, t, class_ids, guidance_scale(), guidance_interval, null_class_id
                 )  # (B, c', H, W): data - noise
                 # the scheduler integrates dx/dsigma = noise - data = -velocity
-                latents = self.scheduler.step(-velocity, timestep, latents, return_dict=False)[0]
+                latents = scheduler.step(-velocity, timestep, latents, return_dict=False)[0]
                 latents = callback(i, timestep, latents)
                 bar.update()
         return latents
@@ -350,6 +427,34 @@ class DCAE15Pipeline(DiffusionPipeline):
             latents = F.pad(latents, (0, 0, 0, 0, 0, missing))
         return decode_from_diffusion_space(self.vae, latents.to(self.vae.dtype))
 
+    def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None):
+        """diffusers' model offload; on a machine without an accelerator it warns and keeps running on the CPU.
+
+        (diffusers raises a RuntimeError there; offloading to the CPU from the CPU has nothing to save.)
+        """
+        if device is None and get_device() == "cpu":
+            warnings.warn(
+                "enable_model_cpu_offload(): no accelerator found, so there is nothing to offload to; the pipeline "
+                "keeps running on the CPU.",
+                stacklevel=2,
+            )
+            return
+        super().enable_model_cpu_offload(gpu_id=gpu_id, device=device)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """``DiffusionPipeline.from_pretrained`` with clear errors for the usual mistakes.
+
+        A path that does not exist is reported as a missing local folder (not as a failed Hub lookup), a folder
+        missing a component or holding a truncated/corrupt ``.safetensors`` file names it. Call it on this class
+        (``DCAE15Pipeline.from_pretrained``): the generic ``DiffusionPipeline`` cannot resolve a third-party class.
+        """
+        path = resolve_pretrained_path(pretrained_model_name_or_path, "pipeline")
+        if path is None:  # a Hub repo id
+            path = cls.download(pretrained_model_name_or_path, **kwargs)
+        check_pretrained_folder(path, "pipeline")
+        return super().from_pretrained(path, **kwargs)
+
     @classmethod
     def download(cls, pretrained_model_name, **kwargs) -> str:
         """Fetch a Hub repo with ``huggingface_hub.snapshot_download``.
@@ -360,11 +465,18 @@ class DCAE15Pipeline(DiffusionPipeline):
         """
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(
-            pretrained_model_name,
-            revision=kwargs.get("revision"),
-            cache_dir=kwargs.get("cache_dir"),
-            token=kwargs.get("token"),
-            force_download=bool(kwargs.get("force_download", False)),
-            local_files_only=bool(kwargs.get("local_files_only", False)),
-        )
+        try:
+            return snapshot_download(
+                pretrained_model_name,
+                revision=kwargs.get("revision"),
+                cache_dir=kwargs.get("cache_dir"),
+                token=kwargs.get("token"),
+                force_download=bool(kwargs.get("force_download", False)),
+                local_files_only=bool(kwargs.get("local_files_only", False)),
+            )
+        except (OSError, ValueError) as error:  # huggingface_hub's HTTP, offline and not-in-cache errors
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise OSError(
+                f"{pretrained_model_name!r} is not a local folder, and as a Hub repo id it could not be fetched "
+                f"({type(error).__name__}: {reason})"
+            ) from None
