@@ -304,6 +304,33 @@ def test_bad_configuration_fails_early(train_script, workspace, other_cache, tmp
         run_in_process(train_script, argv)
 
 
+def test_augmented_training_refuses_an_unstructured_autoencoder(train_script, workspace, tmp_path):
+    """No latent_channel_choices anywhere: the prefixes fall back to [16], so "augmented" would silently train the
+    full latent only; the default run refuses, --no_augmented or explicit --latent_channel_choices run."""
+    torch.manual_seed(0)
+    AutoencoderDC15(**{**TINY_AE15_CONFIG, "latent_channel_choices": None}).save_pretrained(tmp_path / "plain_vae")
+    data = ["--train_data_dir", str(workspace / "data"), "--cache_dir", str(workspace / "hf_cache")]
+    cache = ["--vae", str(tmp_path / "plain_vae"), *data, "--output_dir", str(tmp_path / "cache")]
+    run_in_process(_load("cache_latents"), [*cache, "--resolution", "32", "--max_images", "8"])
+    argv = base_argv(workspace, tmp_path / "out", "--dry_run")
+    argv[argv.index("--latent_cache_dir") + 1] = str(tmp_path / "cache")
+    message = (
+        r"augmented training \(the default\) needs channel prefixes c' < 16, but the autoencoder .*plain_vae' has no "
+        r"structured latent space \(no latent_channel_choices in its config or the cache metadata; the choices fall "
+        r"back to \[16\], the full latent only\)\. Pass --latent_channel_choices C1 C2 \.\.\. if it is structured "
+        r"but was saved without the list, or --no_augmented"
+    )
+    with pytest.raises(ValueError, match=message):
+        run_in_process(train_script, argv)
+    assert run_in_process(train_script, [*argv, "--no_augmented"])["latent_channel_choices"] == [16]
+    config = run_in_process(train_script, [*argv, "--latent_channel_choices", "4", "8", "16"])
+    assert config["augmented"] is True and config["latent_channel_choices"] == [4, 8, 16]
+    fly = [*data, "--vae", str(tmp_path / "plain_vae"), "--resolution", "32", "--model_config", "usit-h"]
+    fly += ["--output_dir", str(tmp_path / "out"), "--report_to", "none", "--dry_run"]
+    with pytest.raises(ValueError, match=r"has no structured latent space \(no latent_channel_choices in its config;"):
+        run_in_process(train_script, fly)
+
+
 def test_on_the_fly_configuration_errors(train_script, workspace, other_cache, tmp_path):
     fly = ["--model_config", "usit-h", "--output_dir", str(tmp_path / "out"), "--dry_run", "--report_to", "none"]
     with pytest.raises(ValueError, match="has no images"):

@@ -269,6 +269,15 @@ def resolve_config(args: argparse.Namespace) -> dict:
         choices = [c]
     else:
         choices = sorted(args.latent_channel_choices or data["latent_channel_choices"])
+        if not args.latent_channel_choices and choices == [c]:
+            # an unstructured autoencoder: the choices fall back to [c], so "augmented" would be the plain objective
+            raise ValueError(
+                f"augmented training (the default) needs channel prefixes c' < {c}, but the autoencoder "
+                f"{data['vae']!r} has no structured latent space (no latent_channel_choices in its config"
+                f"{' or the cache metadata' if data['source'] == 'latent_cache' else ''}; the choices fall back to "
+                f"[{c}], the full latent only). Pass --latent_channel_choices C1 C2 ... if it is structured but was "
+                "saved without the list, or --no_augmented to train on the full latent"
+            )
         check_channel_choices(choices, c, "--latent_channel_choices")
         LatentChannelSampler(choices, args.num_channel_samples)  # validates the list and the sample count
         if args.always_include_full and choices[-1] != c:
