@@ -12,7 +12,7 @@ from .convert import (
     infer_usit_config,
 )
 from .models import AUTOENCODER_PRESETS, USIT_PRESETS, AutoencoderDC15, AutoencoderDC15Output, USiTTransformer2DModel
-from .pipelines import DCAE15Pipeline
+from .pipelines import DCAE15Pipeline, GuidanceCutoffCallback
 
 __version__ = "0.1.0"
 
@@ -22,6 +22,7 @@ __all__ = [
     "AutoencoderDC15",
     "AutoencoderDC15Output",
     "DCAE15Pipeline",
+    "GuidanceCutoffCallback",
     "USiTTransformer2DModel",
     "convert_autoencoder_state_dict",
     "convert_usit_state_dict",

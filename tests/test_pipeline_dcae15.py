@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from dc_ae_hf.convert.usit import convert_usit_state_dict, infer_usit_config
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
+from dc_ae_hf.pipelines import GuidanceCutoffCallback
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline, load_imagenet_id2label
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -259,6 +260,27 @@ def test_callback_can_turn_guidance_off(pipe, solver):
 
     unguided_rest = run(guidance_scale=1.0, callback_on_step_end=replace_at_k)
     torch.testing.assert_close(dynamic, unguided_rest, **TOL)
+
+
+@pytest.mark.parametrize("solver", [None, "heun2"])
+def test_guidance_cutoff_callback(pipe, solver):
+    latents = torch.randn(2, 16, 4, 4)
+    kwargs = dict(class_labels=[1, 2], latents=latents, num_inference_steps=4, solver=solver, guidance_scale=3.0)
+
+    def by_hand(pipeline, i, t, callback_kwargs):
+        if i == 1:
+            pipeline._guidance_scale = 1.0
+        return {}
+
+    expected = latents_of(pipe, callback_on_step_end=by_hand, **kwargs)
+    for callback in (
+        GuidanceCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=1),
+        GuidanceCutoffCallback(cutoff_step_ratio=0.25),
+    ):
+        with BatchCounter(pipe.transformer) as counter:
+            out = latents_of(pipe, callback_on_step_end=callback, **kwargs)
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+        assert counter.sizes[-1] == 2 and counter.sizes[0] == 4
 
 
 def test_guidance_interval_halves_the_unconditional_work(pipe):
