@@ -6,16 +6,30 @@ kind, and the result is checked key by key and shape by shape against the target
 silently. EfficientViT attention (1.0 only): the official qkv is one 1x1 conv whose output channels are laid out per
 head as [q k v]; diffusers keeps three Linear layers `to_q/to_k/to_v` and concatenates their outputs again before
 splitting heads, so the conv weight is cut into three equal row blocks (this preserves the per-head interleave).
+
+Two config values are not in the weights: the structured latent space (`latent_channel_choices`, DC-AE 1.5) and the
+latent `scaling_factor`. `infer_autoencoder_config` takes them from the official preset whose architecture the
+weights have (`match_autoencoder_presets`); a 1.5-style model of no official architecture needs
+`latent_channel_choices` from the caller (`LatentStructureError` otherwise), and an unknown scaling factor is written
+as 1.0 with a `ScalingFactorUnknownWarning`.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
+import math
+import numbers
 import re
+import warnings
 from collections.abc import Mapping
 
 import torch
 
 from ..models.autoencoder_dc15 import AUTOENCODER_PRESETS, AutoencoderDC15, resolve_autoencoder_preset
+from .checkpoint_io import ConverterInputError, spell_argument
+
+logger = logging.getLogger(__name__)
 
 # Ordered (pattern, replacement) rules applied after `main.` and `op_list.` are dropped. A replacement may be a
 # tuple of alternatives; the first one that exists in the target model wins (e.g. a stem conv is a bare Conv2d when
@@ -99,14 +113,15 @@ def convert_autoencoder_state_dict(
     Args:
         original: the official `state_dict()` (keys `encoder.*`, `decoder.*`; a `{"state_dict": ...}` training
             checkpoint and `autoencoder.`-prefixed diffusion checkpoints are unwrapped).
-        config: the target `AutoencoderDC15` config (e.g. `AUTOENCODER_PRESETS[name]`). Default: inferred from
-            the weights with `infer_autoencoder_config`.
+        config: the target `AutoencoderDC15` config (e.g. `AUTOENCODER_PRESETS[name]`). Default: the architecture
+            inferred from the weights (as in `infer_autoencoder_config`; the key mapping needs no scaling factor or
+            latent structure).
 
     Returns a state dict that loads with `load_state_dict(strict=True)` into `AutoencoderDC15(**config)`. Raises
     ValueError naming every unmatched key and every shape mismatch.
     """
     state = _unwrap(original)
-    config = dict(config) if config is not None else infer_autoencoder_config(state)
+    config = dict(config) if config is not None else _infer_architecture(state)
     with torch.device("meta"):
         target = AutoencoderDC15(**config).state_dict()
 
@@ -171,16 +186,9 @@ def _is_block(sub_keys: str) -> str | None:
     return None
 
 
-def infer_autoencoder_config(original: Mapping[str, torch.Tensor], **overrides) -> dict:
-    """Derive an `AutoencoderDC15` config from official DC-AE weights (1.0 or 1.5).
-
-    Shapes give widths, depths, block types, multi-scale kernels, down/up-sampling types, decoder norms (batch norm
-    carries running statistics) and the latent shortcuts (`main.` wrappers at the latent ends). Two things are not
-    in the weights and follow the official configs: decoder stage activations (ReLU with batch norm, SiLU with RMS
-    norm) and the decoder's output activation (SiLU without latent shortcuts, i.e. 1.5; ReLU with them, i.e. 1.0).
-    Pass `overrides` (e.g. `decoder_conv_act_fn="silu"` for DC-AE-Lite, `scaling_factor=...`) where they differ.
-    """
-    state = _unwrap(original)
+def _infer_architecture(state: Mapping[str, torch.Tensor]) -> dict:
+    """The network read from an (unwrapped) official state dict; `scaling_factor` 1.0, `latent_channel_choices`
+    None (neither is in the weights)."""
     for required in ("encoder.", "decoder."):
         if not any(k.startswith(required) for k in state):
             raise ValueError(
@@ -270,9 +278,182 @@ def infer_autoencoder_config(original: Mapping[str, torch.Tensor], **overrides) 
         scaling_factor=1.0,
         latent_channel_choices=None,
     )
+    return config
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the weights do not say: the structured latent space and the scaling factor
+# ---------------------------------------------------------------------------------------------------------------
+
+# Fields that are not part of the network: two checkpoints of one architecture may differ in them.
+_NOT_ARCHITECTURE = ("scaling_factor", "latent_channel_choices")
+_PER_STAGE = ("block_types", "norm_types", "act_fns")
+# Presets whose scaling factor is a placeholder: DC-Gen publishes none for dc-ae-1.5-f32c128
+# (dc_ae_hf/models/autoencoder_dc15.py, AUTOENCODER_PRESETS).
+_UNPUBLISHED_SCALING_FACTORS = frozenset({"dc-ae-1.5-f32c128"})
+
+
+def _as_tuples(value):
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _architecture(config: Mapping) -> dict:
+    """`config`'s network in one canonical form: the model's defaults filled in, per-stage strings expanded to one
+    entry per stage, lists as tuples, `scaling_factor` and `latent_channel_choices` dropped."""
+    params = inspect.signature(AutoencoderDC15.__init__).parameters
+    arch = {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
+    arch.update((k, v) for k, v in config.items() if k in arch)
+    for side in ("encoder", "decoder"):
+        num_stages = len(arch[f"{side}_block_out_channels"])
+        for field in _PER_STAGE:
+            key = f"{side}_{field}"
+            if isinstance(arch.get(key), str):
+                arch[key] = (arch[key],) * num_stages
+    return {k: _as_tuples(v) for k, v in arch.items() if k not in _NOT_ARCHITECTURE}
+
+
+def match_autoencoder_presets(config: Mapping) -> list[str]:
+    """Names of the `AUTOENCODER_PRESETS` with exactly the network of `config` (an `AutoencoderDC15` config, e.g.
+    from `infer_autoencoder_config` or `vae.config`): every field except `scaling_factor` and
+    `latent_channel_choices` is compared. Several names come back for the DC-AE 1.0 `in` / `mix` pairs, which share
+    an architecture and differ only in the scaling factor."""
+    arch = _architecture(config)
+    return [name for name, preset in AUTOENCODER_PRESETS.items() if _architecture(preset) == arch]
+
+
+def recognised_preset(config: Mapping) -> str | None:
+    """The one official preset with `config`'s network (`match_autoencoder_presets`), or None (none or several)."""
+    matches = match_autoencoder_presets(config)
+    return matches[0] if len(matches) == 1 else None
+
+
+def scaling_factor_is_published(preset: str | None) -> bool:
+    """Whether the official preset `preset` (None: not identified) comes with a published scaling factor."""
+    return preset is not None and resolve_autoencoder_preset(preset) not in _UNPUBLISHED_SCALING_FACTORS
+
+
+def describe_latent_config(config: Mapping) -> str:
+    """`latent_channel_choices ..., scaling_factor ...` of an autoencoder config, for logs."""
+    choices = config.get("latent_channel_choices")
+    if choices:
+        shown = (
+            ", ".join(map(str, choices)) if len(choices) <= 6 else f"{choices[0]}, {choices[1]}, ..., {choices[-1]}"
+        )
+    else:
+        shown = "None"
+    return f"latent_channel_choices {shown}, scaling_factor {config.get('scaling_factor')}"
+
+
+class _NotGiven:
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+# Default of `latent_channel_choices` arguments: "not given", which is not the same as None (unstructured).
+NOT_GIVEN = _NotGiven()
+
+
+def _has_shortcuts(config: Mapping) -> bool:
+    return bool(config.get("encoder_out_shortcut", True) or config.get("decoder_in_shortcut", True))
+
+
+class LatentStructureError(ConverterInputError):
+    """A DC-AE 1.5-style checkpoint (no latent shortcuts) of no official architecture: which channel prefixes it was
+    trained to decode (`latent_channel_choices`) is not in the weights and must be given. Attribute:
+    `latent_channels`."""
+
+    def __init__(self, latent_channels: int):
+        self.latent_channels = latent_channels
+        super().__init__()
+
+    def describe(self, cli: bool = False) -> str:
+        official = ", ".join(name for name, p in AUTOENCODER_PRESETS.items() if not _has_shortcuts(p))
+        choices = "C1 C2 ..." if cli else "(c1, c2, ...)"
+        return (
+            f"{spell_argument('latent_channel_choices', cli)} is required: this DC-AE 1.5-style checkpoint "
+            f"(latent_channels={self.latent_channels}, no latent shortcuts) matches no official architecture "
+            f"({official}), and its structured latent space (the channel prefixes it was trained to decode) is not "
+            f"stored in the weights. Pass {spell_argument('latent_channel_choices', cli, choices)} with the prefixes "
+            f"of its training (increasing, the last one {self.latent_channels}), or "
+            f"{spell_argument('latent_channel_choices', cli, 'none' if cli else 'None')} for a deliberately "
+            "unstructured model."
+        )
+
+
+class ScalingFactorUnknownWarning(UserWarning):
+    """The latent scaling factor could not be known from the weights, so 1.0 was written. Attribute: `presets` (the
+    official presets of this architecture: several, none, or one whose scaling factor is not published)."""
+
+    def __init__(self, presets: list[str]):
+        self.presets = list(presets)
+        super().__init__(self.describe(cli=False))
+
+    def describe(self, cli: bool = False) -> str:
+        if len(self.presets) > 1:
+            values = " and ".join(f"{n} ({AUTOENCODER_PRESETS[n]['scaling_factor']})" for n in self.presets)
+            why = f"the architecture is that of {values}, which differ only in it"
+            hint = f", or name the model with {spell_argument('preset', cli, 'NAME')}"
+        elif self.presets:
+            why, hint = f"{self.presets[0]} has no published scaling factor", ""
+        else:
+            why, hint = "the architecture matches no official preset", ""
+        return (
+            f"the latent scaling factor is unknown ({why}); 1.0 was written to the config. Set it with "
+            f"{spell_argument('scaling_factor', cli, 'S')} (measure it with dc_ae_hf.latents.compute_scaling_factor)"
+            f"{hint}."
+        )
+
+
+def check_scaling_factor(scaling_factor) -> float:
+    """`scaling_factor` as a float if it is a finite number > 0 (latents are multiplied by it); ValueError
+    otherwise."""
+    if (
+        isinstance(scaling_factor, bool)
+        or not isinstance(scaling_factor, numbers.Real)
+        or not math.isfinite(scaling_factor)
+        or scaling_factor <= 0
+    ):
+        raise ValueError(
+            f"scaling_factor={scaling_factor!r} is not allowed: it must be a finite number > 0 (diffusion latents are "
+            "the autoencoder latents times it, dc_ae_hf/latents.py)."
+        )
+    return float(scaling_factor)
+
+
+def infer_autoencoder_config(original: Mapping[str, torch.Tensor], **overrides) -> dict:
+    """Derive an `AutoencoderDC15` config from official DC-AE weights (1.0 or 1.5).
+
+    Shapes give widths, depths, block types, multi-scale kernels, down/up-sampling types, decoder norms (batch norm
+    carries running statistics) and the latent shortcuts (`main.` wrappers at the latent ends). Two things are not
+    in the weights and follow the official configs: decoder stage activations (ReLU with batch norm, SiLU with RMS
+    norm) and the decoder's output activation (SiLU without latent shortcuts, i.e. 1.5; ReLU with them, i.e. 1.0).
+    Pass `overrides` (e.g. `decoder_conv_act_fn="silu"` for DC-AE-Lite, `scaling_factor=...`) where they differ.
+
+    `scaling_factor` and `latent_channel_choices` are not in the weights either. When the network is exactly that
+    of one official preset (`match_autoencoder_presets`), both come from the preset. Otherwise:
+
+    - a 1.5-style network (no latent shortcuts) raises `LatentStructureError` unless `latent_channel_choices` is
+      passed (a tuple of prefixes, or `None` for a deliberately unstructured model: passing `None` is not the same
+      as leaving it out);
+    - when the scaling factor is unknown (several presets, none, or an unpublished one) and `scaling_factor` is not
+      passed, 1.0 is written and a `ScalingFactorUnknownWarning` says so.
+    """
+    state = _unwrap(original)
+    config = _infer_architecture(state)
     unknown = set(overrides) - set(config)
     if unknown:
         raise ValueError(f"unknown config overrides {sorted(unknown)}; allowed: {sorted(config)}")
+    if "scaling_factor" in overrides:
+        check_scaling_factor(overrides["scaling_factor"])
+    matches = match_autoencoder_presets(config)
+    if len(matches) == 1:
+        preset = AUTOENCODER_PRESETS[matches[0]]
+        config.update(scaling_factor=preset["scaling_factor"], latent_channel_choices=preset["latent_channel_choices"])
+        logger.info("recognised the official architecture %s", matches[0])
+    elif not _has_shortcuts(config) and "latent_channel_choices" not in overrides:
+        raise LatentStructureError(config["latent_channels"])
+    if "scaling_factor" not in overrides and (len(matches) != 1 or matches[0] in _UNPUBLISHED_SCALING_FACTORS):
+        warnings.warn(ScalingFactorUnknownWarning(matches), stacklevel=2)
     config.update(overrides)
     return config
 
@@ -282,13 +463,20 @@ def load_official_autoencoder(
     preset: str | None = None,
     **overrides,
 ) -> AutoencoderDC15:
-    """Build an `AutoencoderDC15` from official weights: config from `preset` (or inferred), weights strict."""
-    if preset is not None:
-        config = dict(AUTOENCODER_PRESETS[resolve_autoencoder_preset(preset)])
+    """Build an `AutoencoderDC15` from official weights: config from `preset` (or inferred with
+    `infer_autoencoder_config`, whose rules for `latent_channel_choices` and `scaling_factor` apply), `overrides` on
+    top, weights loaded strictly."""
+    name = resolve_autoencoder_preset(preset) if preset is not None else None
+    if name is not None:
+        if "scaling_factor" in overrides:
+            check_scaling_factor(overrides["scaling_factor"])
+        config = dict(AUTOENCODER_PRESETS[name])
         config.update(overrides)
     else:
         config = infer_autoencoder_config(original, **overrides)
     state = convert_autoencoder_state_dict(original, config)
     model = AutoencoderDC15(**config)
     model.load_state_dict(state, strict=True)
+    if name in _UNPUBLISHED_SCALING_FACTORS and "scaling_factor" not in overrides:
+        warnings.warn(ScalingFactorUnknownWarning([name]), stacklevel=2)
     return model.eval()

@@ -13,6 +13,29 @@ _TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
+def spell_argument(name: str, cli: bool, value: str | None = None) -> str:
+    """How a message names an argument: `name` / `name=value` for Python callers, `--name` / `--name value` on the
+    command line (`python -m dc_ae_hf.convert`, whose flags carry the Python names)."""
+    if value is None:
+        return f"--{name}" if cli else name
+    return f"--{name} {value}" if cli else f"{name}={value}"
+
+
+class ConverterInputError(ValueError):
+    """A converter input that is missing or wrong, described with the facts it carries.
+
+    `str(error)` speaks Python (`num_attention_heads=...`); `error.describe(cli=True)` says the same with the command
+    line's flags (`--num_attention_heads ...`), which is what `python -m dc_ae_hf.convert` prints. Subclasses set
+    their attributes, then call `super().__init__()`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(self.describe(cli=False))
+
+    def describe(self, cli: bool = False) -> str:
+        raise NotImplementedError
+
+
 def load_original_checkpoint(
     path_or_repo_id: str | os.PathLike, filename: str = "model.safetensors", **hub_kwargs
 ) -> dict:

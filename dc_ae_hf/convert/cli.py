@@ -11,28 +11,68 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
+import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from huggingface_hub import ModelCardData
 
-from ..hub import push_folder_to_hub, write_model_card
+from ..hub import HubPushError, push_folder_to_hub, write_model_card
 from ..models.autoencoder_dc15 import AUTOENCODER_PRESETS, resolve_autoencoder_preset
-from .autoencoder import load_official_autoencoder
-from .checkpoint_io import load_original_checkpoint
+from .autoencoder import (
+    NOT_GIVEN,
+    ScalingFactorUnknownWarning,
+    check_scaling_factor,
+    describe_latent_config,
+    load_official_autoencoder,
+    recognised_preset,
+    scaling_factor_is_published,
+)
+from .checkpoint_io import ConverterInputError, load_original_checkpoint
 from .pipeline import PIPELINE_PRESETS, convert_pipeline
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+logger = logging.getLogger(__name__)
 
 
 def convert_autoencoder(
-    checkpoint: str, output: str, preset: str | None = None, dtype: str = "fp32", push_to_hub: str | None = None
+    checkpoint: str,
+    output: str,
+    preset: str | None = None,
+    dtype: str = "fp32",
+    push_to_hub: str | None = None,
+    *,
+    scaling_factor: float | None = None,
+    latent_channel_choices=NOT_GIVEN,
+    log: Callable[[str], None] = logger.info,
 ) -> Path:
-    """Convert an official autoencoder checkpoint to a diffusers folder with a model card; returns the folder."""
+    """Convert an official autoencoder checkpoint to a diffusers folder with a model card; returns the folder.
+
+    Without `preset` the architecture is inferred (`infer_autoencoder_config`): an official one brings its
+    `latent_channel_choices` and scaling factor; a DC-AE 1.5-style one of no official architecture needs
+    `latent_channel_choices` (prefixes, or None for an unstructured model). `scaling_factor` (finite, > 0) replaces
+    the config's. `log` receives one line per step (the recognised architecture; where the folder was written,
+    before any upload). A failed upload raises `dc_ae_hf.hub.HubPushError`; the folder is complete by then.
+    """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported; choose one of {sorted(_DTYPES)}")
     preset = resolve_autoencoder_preset(preset) if preset is not None else None
-    vae = load_official_autoencoder(load_original_checkpoint(checkpoint), preset=preset).to(_DTYPES[dtype])
+    overrides = {}
+    if scaling_factor is not None:
+        overrides["scaling_factor"] = check_scaling_factor(scaling_factor)
+    if latent_channel_choices is not NOT_GIVEN:
+        overrides["latent_channel_choices"] = latent_channel_choices
+    vae = load_official_autoencoder(load_original_checkpoint(checkpoint), preset=preset, **overrides)
+    if dtype != "fp32":  # the weights are fp32; `.to(float32)` would only make diffusers log a dtype notice
+        vae = vae.to(_DTYPES[dtype])
+    source_preset = preset or recognised_preset(vae.config)
+    if preset is None and source_preset is not None:
+        log(f"recognised the official architecture {source_preset} ({describe_latent_config(vae.config)})")
+    scaling_known = scaling_factor is not None or scaling_factor_is_published(source_preset)
     output_dir = Path(output)
     vae.save_pretrained(output_dir, safe_serialization=True, variant=None if dtype == "fp32" else dtype)
 
@@ -54,20 +94,107 @@ def convert_autoencoder(
         latent_channels=config.latent_channels,
         channel_choices=f"{choices[0]}, ..., {choices[-1]} ({len(choices)} prefixes)" if structured else "no",
         shortcuts="yes (DC-AE 1.0)" if vae.has_latent_shortcuts else "no",
-        scaling_factor=config.scaling_factor,
+        scaling_factor=config.scaling_factor if scaling_known else f"{config.scaling_factor} (not known)",
         num_parameters=f"{sum(p.numel() for p in vae.parameters()) / 1e6:.1f}M",
         provenance=(
             f"`python -m dc_ae_hf.convert autoencoder --checkpoint {checkpoint}"
             + (f" --preset {preset}" if preset else "")
+            + (f" --scaling_factor {scaling_factor}" if scaling_factor is not None else "")
+            + (
+                " --latent_channel_choices "
+                + (" ".join(map(str, latent_channel_choices)) if latent_channel_choices else "none")
+                if latent_channel_choices is not NOT_GIVEN
+                else ""
+            )
             + "`: official keys mapped one rule per module kind, loaded with `strict=True` after a key-by-key shape "
             "check. The converter is tested against tensors produced by the official DC-Gen code (max abs "
             "difference below 1e-5 in fp32)."
         ),
         metrics_table="",
     )
+    log(f"wrote {output_dir}")
     if push_to_hub:
+        log(f"uploading {output_dir} to the Hub repo {push_to_hub}")
         push_folder_to_hub(output_dir, push_to_hub)
+        log(f"pushed {output_dir} to {push_to_hub}")
     return output_dir
+
+
+# -- argument types: argparse reports their errors as "argument --flag: <message>" -----------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int; give a positive int") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; give a positive int")
+    return value
+
+
+def _scaling_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a finite number > 0") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed; give a finite number > 0 (latents are scaled by it)")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not allowed; give a finite number")
+    return value
+
+
+def _latent_channel_choice(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not allowed; give increasing positive ints (the channel prefixes) or the single word none"
+        ) from None
+
+
+def _add_structure_flags(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--latent_channel_choices",
+        nargs="+",
+        type=_latent_channel_choice,
+        default=None,
+        metavar="C",
+        help="the autoencoder's structured latent space (channel prefixes, e.g. 4 8 12 16), or 'none' for an "
+        "unstructured model; required for a DC-AE 1.5-style checkpoint of no official architecture (default: from "
+        "the official preset the weights match)",
+    )
+    sub.add_argument(
+        "--scaling_factor",
+        type=_scaling_factor,
+        default=None,
+        help="the autoencoder's latent scaling factor, finite and > 0 (default: from the official preset the "
+        "weights match; 1.0 with a warning when it is unknown)",
+    )
+
+
+def _parse_choices(parser: argparse.ArgumentParser, values: list | None):
+    """`--latent_channel_choices` values -> NOT_GIVEN, None ('none') or a tuple of increasing ints."""
+    if values is None:
+        return NOT_GIVEN
+    if None in values:
+        if len(values) > 1:
+            parser.error("argument --latent_channel_choices: 'none' must stand alone")
+        return None
+    if any(b <= a for a, b in zip(values, values[1:])):
+        parser.error(f"argument --latent_channel_choices: {values} must be strictly increasing")
+    return tuple(values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ae.add_argument("--output", required=True, help="output folder")
     ae.add_argument("--dtype", default="fp32", choices=sorted(_DTYPES))
+    _add_structure_flags(ae)
     ae.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="also upload the folder to this Hub repo")
 
     pipe = commands.add_parser("pipeline", help="official autoencoder + USiT checkpoints -> DCAE15Pipeline folder")
@@ -94,11 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipe.add_argument("--output", required=True, help="output folder")
     pipe.add_argument(
-        "--num_attention_heads", type=int, default=None, help="USiT heads when inferring a non-official width"
+        "--num_attention_heads",
+        type=_positive_int,
+        default=None,
+        help="USiT attention heads (a positive int; required without --preset for hidden sizes other than the "
+        "official 512, 1152, 2048: the count is not in the weights)",
     )
-    pipe.add_argument("--scaling_factor", type=float, default=None, help="override the autoencoder's scaling factor")
+    _add_structure_flags(pipe)
     pipe.add_argument(
-        "--ema_decay", type=float, default=None, help="which EMA of an FSDP checkpoint (default: the only one)"
+        "--ema_decay",
+        type=_finite_float,
+        default=None,
+        help="which EMA of an FSDP checkpoint (default: the only one; required when it holds several)",
     )
     pipe.add_argument(
         "--id2label", default=None, help="JSON file {class id: name} (default: ImageNet-1k for 1000 classes)"
@@ -107,24 +242,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
+    choices = _parse_choices(parser, args.latent_channel_choices)
     if args.command == "autoencoder":
-        out = convert_autoencoder(args.checkpoint, args.output, args.preset, args.dtype, args.push_to_hub)
-    else:
-        id2label = None
-        if args.id2label is not None:
-            with open(args.id2label, encoding="utf-8") as f:
-                id2label = {int(k): v for k, v in json.load(f).items()}
-        out = convert_pipeline(
-            args.autoencoder,
-            args.transformer,
+        return convert_autoencoder(
+            args.checkpoint,
             args.output,
-            preset=args.preset,
-            push_to_hub=args.push_to_hub,
-            num_attention_heads=args.num_attention_heads,
+            args.preset,
+            args.dtype,
+            args.push_to_hub,
             scaling_factor=args.scaling_factor,
-            id2label=id2label,
-            ema_decay=args.ema_decay,
+            latent_channel_choices=choices,
+            log=print,
         )
-    print(f"wrote {out}")
+    id2label = None
+    if args.id2label is not None:
+        with open(args.id2label, encoding="utf-8") as f:
+            id2label = {int(k): v for k, v in json.load(f).items()}
+    return convert_pipeline(
+        args.autoencoder,
+        args.transformer,
+        args.output,
+        preset=args.preset,
+        push_to_hub=args.push_to_hub,
+        log=print,
+        num_attention_heads=args.num_attention_heads,
+        scaling_factor=args.scaling_factor,
+        latent_channel_choices=choices,
+        id2label=id2label,
+        ema_decay=args.ema_decay,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse `argv`, convert, print progress to stdout. An input or upload problem ends as one `error: ...` on
+    stderr and exit status 2 (a missing or wrong flag) or 1 (anything else), without a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", ScalingFactorUnknownWarning)
+            original_show = warnings.showwarning
+
+            def show(message, category, filename, lineno, file=None, line=None):
+                if isinstance(message, ScalingFactorUnknownWarning):  # in the CLI's words, on one line
+                    print(f"warning: {message.describe(cli=True)}", file=sys.stderr)
+                else:
+                    original_show(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = show
+            _run(parser, args)
+    except ConverterInputError as error:
+        print(f"error: {error.describe(cli=True)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (HubPushError, ValueError, TypeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -4,7 +4,9 @@ scheduler, id2label, model card)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from diffusers import FlowMatchEulerDiscreteScheduler
@@ -13,9 +15,18 @@ from huggingface_hub import ModelCardData
 from ..hub import push_folder_to_hub, write_model_card
 from ..models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
 from ..pipelines.pipeline_dcae15 import DCAE15Pipeline, load_imagenet_id2label
-from .autoencoder import load_official_autoencoder
+from .autoencoder import (
+    NOT_GIVEN,
+    check_scaling_factor,
+    describe_latent_config,
+    load_official_autoencoder,
+    recognised_preset,
+    scaling_factor_is_published,
+)
 from .checkpoint_io import load_original_checkpoint
-from .usit import convert_usit_state_dict, infer_usit_config
+from .usit import check_num_attention_heads, convert_usit_state_dict, infer_usit_config
+
+logger = logging.getLogger(__name__)
 
 # Official class-to-image models (dc_gen/c2i_model_zoo.py). The 1.5 transformer repos are
 # registered in DC-Gen under mit-han-lab/ but their publication could not be verified.
@@ -61,14 +72,31 @@ def build_official_pipeline(
     scaling_factor: float | None = None,
     id2label: dict[int, str] | None = None,
     ema_decay: float | None = None,
+    latent_channel_choices=NOT_GIVEN,
 ) -> DCAE15Pipeline:
     """Load both official checkpoints (Hub ids or files), convert them strictly and assemble a pipeline.
 
-    Without `preset` both architectures are inferred from the weights (`num_attention_heads` is then needed for
-    transformer widths other than the official ones). `id2label` defaults to ImageNet-1k for 1000-class models.
+    Without `preset` both architectures are inferred from the weights: `num_attention_heads` (a positive int) is
+    then needed for transformer widths other than the official ones (`AttentionHeadsError` otherwise), and
+    `latent_channel_choices` (prefixes, or None for an unstructured model) for a DC-AE 1.5-style autoencoder of no
+    official architecture (`LatentStructureError` otherwise). `scaling_factor` (finite, > 0) replaces the
+    autoencoder's; an unknown one is written as 1.0 with a `ScalingFactorUnknownWarning`. `ema_decay` picks one EMA
+    of an FSDP checkpoint holding several. `id2label` defaults to ImageNet-1k for 1000-class models.
     """
     spec = _check_preset(preset) if preset is not None else None
-    ae_overrides = {} if scaling_factor is None else {"scaling_factor": scaling_factor}
+    check_num_attention_heads(num_attention_heads)
+    ae_overrides = {}
+    if scaling_factor is not None:
+        ae_overrides["scaling_factor"] = check_scaling_factor(scaling_factor)
+    if latent_channel_choices is not NOT_GIVEN:
+        ae_overrides["latent_channel_choices"] = latent_channel_choices
+    if spec:
+        preset_heads = USIT_PRESETS[spec["transformer"]]["num_attention_heads"]
+        if num_attention_heads is not None and num_attention_heads != preset_heads:
+            raise ValueError(
+                f"num_attention_heads={num_attention_heads} contradicts preset={preset!r}, whose transformer has "
+                f"{preset_heads} heads; leave num_attention_heads out with a preset."
+            )
     vae = load_official_autoencoder(
         load_original_checkpoint(autoencoder), preset=spec["autoencoder"] if spec else None, **ae_overrides
     )
@@ -101,13 +129,22 @@ def convert_pipeline(
     output: str | os.PathLike,
     preset: str | None = None,
     push_to_hub: str | None = None,
+    log: Callable[[str], None] = logger.info,
     **kwargs,
 ) -> Path:
-    """`build_official_pipeline` + `save_pretrained` + model card (+ upload); returns the output folder."""
+    """`build_official_pipeline` + `save_pretrained` + model card (+ upload); returns the output folder.
+
+    `log` receives one line per step (the recognised autoencoder architecture, where the folder was written, before
+    any upload). A failed upload raises `dc_ae_hf.hub.HubPushError`; the folder is complete by then.
+    """
     pipe = build_official_pipeline(autoencoder, transformer, preset=preset, **kwargs)
     output = Path(output)
-    pipe.save_pretrained(output, safe_serialization=True)
     vae, model = pipe.vae, pipe.transformer
+    ae_preset = PIPELINE_PRESETS[preset]["autoencoder"] if preset else recognised_preset(vae.config)
+    if preset is None and ae_preset is not None:
+        log(f"autoencoder: recognised the official architecture {ae_preset} ({describe_latent_config(vae.config)})")
+    scaling_known = kwargs.get("scaling_factor") is not None or scaling_factor_is_published(ae_preset)
+    pipe.save_pretrained(output, safe_serialization=True)
     labels = pipe.id2label or {}
     example = [labels[i].split(",")[0] for i in (207, 360, 387) if i in labels] or [0, 1]
     size = model.config.sample_size
@@ -131,7 +168,7 @@ def convert_pipeline(
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
         ),
         latent_shape=f"{model.config.in_channels}x{size}x{size}",
-        scaling_factor=vae.config.scaling_factor,
+        scaling_factor=vae.config.scaling_factor if scaling_known else f"{vae.config.scaling_factor} (not known)",
         num_classes=model.config.num_classes,
         provenance=(
             "`python -m dc_ae_hf.convert pipeline`: both official state dicts are mapped key by key and loaded with "
@@ -141,6 +178,9 @@ def convert_pipeline(
         ),
         metrics_table="",
     )
+    log(f"wrote {output}")
     if push_to_hub:
+        log(f"uploading {output} to the Hub repo {push_to_hub}")
         push_folder_to_hub(output, push_to_hub)
+        log(f"pushed {output} to {push_to_hub}")
     return output

@@ -6,8 +6,10 @@ Accepted inputs (dc_gen/c2i_model_zoo.py, dc_gen/apps/trainer/dc_trainer.py ``ge
 - the Hub format (``DCAE_Diffusion_HF`` ``model.safetensors``): keys under ``diffusion_model.``, possibly next to
   ``autoencoder.*`` keys, which are dropped;
 - the DDP training form (``ModuleList[ModuleDict]``): keys under ``0.``;
-- training checkpoints ``{"ema": {decay: state_dict}, ...}`` (FSDP, the DC-AE 1.5 USiT form; official loader
-  ``UViT.load_model`` with ``pretrained_source="dc-ae-fsdp"`` takes the first decay) or ``{"model_state_dict": ...}``.
+- training checkpoints ``{"ema": {decay: state_dict}, ...}`` (FSDP, the DC-AE 1.5 USiT form; the official loader
+  ``UViT.load_model`` with ``pretrained_source="dc-ae-fsdp"``, dc_gen/c2icore/diffusioncore/models/uvit.py, takes
+  ``next(iter(ckpt["ema"].values()))``: with one decay that is the one taken here too, with several ``ema_decay``
+  must name one) or ``{"model_state_dict": ...}``.
 
 Only key names change (table below); tensors are copied unchanged. Everything is strict: an unknown key, a missing
 key or a shape that does not match the target raises a ValueError naming the keys.
@@ -16,6 +18,7 @@ key or a shape that does not match the target raises a ValueError naming the key
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 from collections.abc import Mapping
@@ -23,7 +26,7 @@ from collections.abc import Mapping
 import torch
 
 from ..models.transformer_usit import USiTTransformer2DModel
-from .checkpoint_io import load_original_checkpoint
+from .checkpoint_io import ConverterInputError, load_original_checkpoint, spell_argument
 
 # (official regex, diffusers-side replacement); a key must match exactly one pattern.
 _BLOCK = r"(in_blocks\.\d+|mid_block|out_blocks\.\d+)"
@@ -40,24 +43,99 @@ _RENAMES: list[tuple[str, str]] = [
     (r"decoder_pred\.(weight|bias)", r"proj_out.\1"),
 ]
 _RENAMES_COMPILED = [(re.compile(pattern), replacement) for pattern, replacement in _RENAMES]
-# hidden size -> heads of the official models (uvit.py: UViT-S 512/8, UViT/USiT-H 1152/16, -2B/-3B 2048/32)
+# hidden size -> heads of the official models (dc_gen/c2icore/diffusioncore/models/uvit.py: UViT-S 512/8,
+# UViT/USiT-H 1152/16, USiT-2B/-3B 2048/32)
 _OFFICIAL_HEADS = {512: 8, 1152: 16, 2048: 32}
+
+
+class AttentionHeadsError(ConverterInputError):
+    """The USiT head count is missing (hidden size of no official model) or does not divide the hidden size.
+
+    Attributes: ``hidden_size``; ``num_attention_heads`` (``None`` when it was not given); ``official_heads``
+    ({hidden size: heads} of the official models). The count is never guessed: with another count the converted
+    model computes a different velocity than the official one (the weights fit any divisor of the hidden size).
+    """
+
+    def __init__(self, hidden_size: int, num_attention_heads: int | None, official_heads: Mapping[int, int]):
+        self.hidden_size, self.num_attention_heads = hidden_size, num_attention_heads
+        self.official_heads = dict(official_heads)
+        super().__init__()
+
+    def describe(self, cli: bool = False) -> str:
+        if self.num_attention_heads is not None:
+            return (
+                f"hidden size {self.hidden_size} is not divisible by "
+                f"{spell_argument('num_attention_heads', cli, str(self.num_attention_heads))}; the head count must "
+                f"divide the hidden size (hidden size = heads x head dim)."
+            )
+        official = ", ".join(f"{h} -> {n}" for h, n in sorted(self.official_heads.items()))
+        return (
+            f"{spell_argument('num_attention_heads', cli)} is required: the attention head count is not stored in "
+            f"the weights, and hidden size {self.hidden_size} is no official USiT width (official hidden size -> "
+            f"heads: {official}). Pass {spell_argument('num_attention_heads', cli, 'N')} with the count the model "
+            "was trained with" + (" (or --preset NAME for an official model)" if cli else "") + "; no count is "
+            "guessed because a wrong one gives a different velocity than the official model."
+        )
+
+
+class EmaDecayError(ConverterInputError):
+    """``ema_decay`` is needed (several EMAs in the checkpoint), absent from the checkpoint, or given for a
+    checkpoint without EMAs. Attributes: ``ema_decay`` (as given, or ``None``), ``available`` (the decays)."""
+
+    def __init__(self, ema_decay: float | None, available: list):
+        self.ema_decay, self.available = ema_decay, list(available)
+        super().__init__()
+
+    def describe(self, cli: bool = False) -> str:
+        decays = ", ".join(str(d) for d in self.available)
+        if not self.available:
+            return (
+                f"{spell_argument('ema_decay', cli, str(self.ema_decay))} was given but the checkpoint has no "
+                "'ema' entry; drop it."
+            )
+        if self.ema_decay is None:
+            return (
+                f"the checkpoint holds {len(self.available)} EMAs (decays {decays}); choose one with "
+                f"{spell_argument('ema_decay', cli, 'DECAY')}."
+            )
+        return (
+            f"{spell_argument('ema_decay', cli, str(self.ema_decay))} is not in the checkpoint; "
+            f"its EMA decays are {decays}."
+        )
+
+
+def check_num_attention_heads(num_attention_heads) -> int | None:
+    """``num_attention_heads`` as given if it is ``None`` or a positive int; ValueError otherwise."""
+    if num_attention_heads is None:
+        return None
+    if isinstance(num_attention_heads, bool) or not isinstance(num_attention_heads, int) or num_attention_heads <= 0:
+        raise ValueError(
+            f"num_attention_heads={num_attention_heads!r} is not allowed: it must be a positive int (the head count "
+            "the model was trained with) or None for the official widths."
+        )
+    return num_attention_heads
 
 
 def _unwrap_checkpoint(original: Mapping, ema_decay: float | None) -> Mapping:
     """Return the state dict inside a training checkpoint (or ``original`` itself)."""
+    if ema_decay is not None and (
+        isinstance(ema_decay, bool) or not isinstance(ema_decay, numbers.Real) or not math.isfinite(ema_decay)
+    ):
+        raise ValueError(f"ema_decay={ema_decay!r} is not allowed: it must be a finite number (a decay) or None.")
     if "ema" in original and isinstance(original["ema"], Mapping):
         emas = original["ema"]
         if len(emas) == 0:
             raise ValueError("The checkpoint's 'ema' entry is empty.")
         if ema_decay is None:
+            if len(emas) > 1:
+                raise EmaDecayError(None, list(emas))
             return next(iter(emas.values()))  # official: next(iter(ckpt["ema"].values()))
         for decay, state_dict in emas.items():
             if math.isclose(float(decay), float(ema_decay)):
                 return state_dict
-        raise ValueError(f"`ema_decay`={ema_decay} not in the checkpoint; available decays: {list(emas)}.")
+        raise EmaDecayError(ema_decay, list(emas))
     if ema_decay is not None:
-        raise ValueError(f"`ema_decay`={ema_decay} was given but the checkpoint has no 'ema' entry.")
+        raise EmaDecayError(ema_decay, [])
     if "model_state_dict" in original and isinstance(original["model_state_dict"], Mapping):
         return original["model_state_dict"]
     return original
@@ -95,7 +173,8 @@ def convert_usit_state_dict(
         original: the loaded checkpoint (``load_original_checkpoint``).
         model: optional target model; the key set and every tensor shape are checked against its state dict.
         config: optional ``USiTTransformer2DModel`` config (dict); used like ``model`` (built on the meta device).
-        ema_decay: for ``{"ema": {decay: state_dict}}`` checkpoints, which decay to take (default: the first).
+        ema_decay: for ``{"ema": {decay: state_dict}}`` checkpoints, which decay to take (default: the only one;
+            an ``EmaDecayError`` listing the decays when there are several).
 
     Returns:
         a state dict for ``USiTTransformer2DModel.load_state_dict(..., strict=True)``.
@@ -150,11 +229,13 @@ def infer_usit_config(
 ) -> dict:
     """Derive the ``USiTTransformer2DModel`` config from checkpoint shapes.
 
-    The head count cannot be read from shapes: pass ``num_attention_heads``; when omitted it is taken from the
-    official models for their hidden sizes (512 -> 8, 1152 -> 16, 2048 -> 32) and is an error otherwise. The label
+    The head count cannot be read from shapes: pass ``num_attention_heads`` (a positive int); when omitted it is
+    taken from the official models for their hidden sizes (512 -> 8, 1152 -> 16, 2048 -> 32) and is an
+    ``AttentionHeadsError`` (a ValueError) otherwise, as is a count that does not divide the hidden size. The label
     table has ``num_classes + 1`` rows when ``class_dropout_prob > 0`` (all official models: 0.1), else
     ``num_classes`` rows.
     """
+    check_num_attention_heads(num_attention_heads)
     sd = convert_usit_state_dict(original_state_dict, ema_decay=ema_decay)
     for key in (
         "pos_embed",
@@ -176,13 +257,10 @@ def infer_usit_config(
         raise ValueError(f"pos_embed has {num_tokens} tokens; expected 2 + a square number of patch tokens.")
     if num_attention_heads is None:
         if hidden not in _OFFICIAL_HEADS:
-            raise ValueError(
-                f"`num_attention_heads` cannot be inferred from tensor shapes (hidden size {hidden} is not an official "
-                f"width {sorted(_OFFICIAL_HEADS)}); pass it explicitly, e.g. num_attention_heads={max(1, hidden // 64)}."
-            )
+            raise AttentionHeadsError(hidden, None, _OFFICIAL_HEADS)
         num_attention_heads = _OFFICIAL_HEADS[hidden]
     if hidden % num_attention_heads != 0:
-        raise ValueError(f"hidden size {hidden} is not divisible by `num_attention_heads`={num_attention_heads}.")
+        raise AttentionHeadsError(hidden, num_attention_heads, _OFFICIAL_HEADS)
     label_rows = sd["label_embed.weight"].shape[0]
     return dict(
         sample_size=grid * patch_size,
