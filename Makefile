@@ -11,7 +11,7 @@ DEMO_ARGS ?=
 
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test lint style quality bench clean
+.PHONY: venv demo test smoke-base lint style quality bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,8 +58,17 @@ test: venv
 	$(BIN)/ruff format --check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The base install (`pip install dc-ae-hf`, no extras) in its own virtual environment: import, load, sample.
+BASE_VENV ?= .venv-base
+smoke-base:
+	$(PYTHON) -m venv $(BASE_VENV)
+	$(BASE_VENV)/bin/pip install -q --upgrade pip
+	$(BASE_VENV)/bin/pip install -q $(TORCH_SPEC)
+	$(BASE_VENV)/bin/pip install -q .
+	cd $(BASE_VENV) && HF_HUB_OFFLINE=1 bin/python $(CURDIR)/scripts/smoke_base_install.py
+
 bench: venv
 	$(BIN)/python benchmarks/bench_autoencoder.py --quick
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BASE_VENV) build dist *.egg-info .pytest_cache .ruff_cache

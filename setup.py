@@ -10,6 +10,7 @@ ROOT = Path(__file__).parent
 # `torch.load(weights_only=True)` defaults need torch >= 2.4.
 INSTALL_REQUIRES = [
     "torch>=2.4",
+    "accelerate>=1.0",  # diffusers' low-memory loading and model offload
     "torchvision>=0.19",
     "diffusers>=0.36",
     "huggingface_hub>=0.34",
@@ -17,15 +18,15 @@ INSTALL_REQUIRES = [
     "numpy>=1.24",
     "Pillow>=9.0",
     "tqdm>=4.60",
+    # the official USiT samplers (euler / heun2 / dopri5) are torchdiffeq's; small and pure Python (needs scipy)
+    "torchdiffeq>=0.2.4",
 ]
 
 EXTRAS = {
     "train": [
-        "accelerate>=1.0",
         "datasets>=3.0",
         "lpips>=0.1.4",
         "torch-fidelity>=0.3",
-        "torchdiffeq>=0.2.4",
         "tensorboard>=2.14",
         "scipy>=1.10",
         "transformers>=4.45",

@@ -17,16 +17,26 @@ import os
 import shutil
 from pathlib import Path
 
-import datasets
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import EMAModel
 from huggingface_hub import ModelCardData
 from PIL import Image
 
-from dc_ae_hf.data.images import TransformedImageDataset, find_image_column, load_image_dataset, to_rgb
+from dc_ae_hf.data.images import (
+    TransformedImageDataset,
+    find_image_column,
+    load_image_dataset,
+    to_rgb,
+)
+from dc_ae_hf.extras import missing_extra
 from dc_ae_hf.hub import write_model_card
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+
+try:
+    import datasets
+except ImportError as error:
+    raise missing_extra(error, "dc_ae_hf.diffusion_training") from error
 
 __all__ = [
     "ExponentialWarmupEMAModel",

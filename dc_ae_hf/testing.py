@@ -21,11 +21,16 @@ import tempfile
 
 import torch
 from torch import nn
-from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torchvision import models as tv_models
-from transformers import Dinov2Config, Dinov2Model
 
+from dc_ae_hf.extras import missing_extra
 from dc_ae_hf.metrics.lpips import LPIPS_BACKBONES
+
+try:
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from transformers import Dinov2Config, Dinov2Model
+except ImportError as error:
+    raise missing_extra(error, "dc_ae_hf.testing (stand-in metric weights)") from error
 
 __all__ = ["write_standin_inception_weights", "write_standin_lpips_backbone", "write_tiny_dinov2"]
 

@@ -21,11 +21,17 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import datasets
 import numpy as np
 import torch
-from datasets.utils.file_utils import is_local_path, xopen
 from PIL import Image, ImageOps
+
+from dc_ae_hf.extras import missing_extra
+
+try:
+    import datasets
+    from datasets.utils.file_utils import is_local_path, xopen
+except ImportError as error:
+    raise missing_extra(error, "dc_ae_hf.data (image datasets)") from error
 
 __all__ = [
     "ImageTransform",

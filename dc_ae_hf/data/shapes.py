@@ -38,9 +38,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 import numpy as np
 from PIL import Image, ImageDraw
+
+from dc_ae_hf.extras import missing_extra
+
+try:
+    import datasets
+except ImportError as error:
+    raise missing_extra(error, "dc_ae_hf.data.shapes (the built-in shapes dataset)") from error
 
 # Sorted alphabetically: imagefolder sorts class folders, so label id == position in this tuple in both code paths.
 SHAPE_CLASSES: tuple[str, ...] = (

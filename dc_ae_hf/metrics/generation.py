@@ -39,19 +39,24 @@ import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
-import torch_fidelity
 from torch.utils.data import DataLoader, Dataset
-from torch_fidelity.datasets import ImagesPathDataset
-from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
-from torch_fidelity.metric_isc import isc_features_to_metric
-from torch_fidelity.utils import (
-    create_feature_extractor,
-    extract_featuresdict_from_input_id_cached,
-    glob_samples_paths,
-)
-from transformers import Dinov2Model
 
+from dc_ae_hf.extras import missing_extra
 from dc_ae_hf.metrics.image import to_uint8
+
+try:
+    import torch_fidelity
+    from torch_fidelity.datasets import ImagesPathDataset
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.utils import (
+        create_feature_extractor,
+        extract_featuresdict_from_input_id_cached,
+        glob_samples_paths,
+    )
+    from transformers import Dinov2Model
+except ImportError as error:
+    raise missing_extra(error, "dc_ae_hf.metrics (FID, IS, precision/recall, FD-DINOv2)") from error
 
 __all__ = [
     "DEFAULT_DINOV2",

@@ -17,9 +17,15 @@ import os
 import urllib.error
 import warnings
 
-import lpips
 import torch
 from torchvision import models as tv_models
+
+from dc_ae_hf.extras import missing_extra
+
+try:
+    import lpips
+except ImportError as error:
+    raise missing_extra(error, "dc_ae_hf.metrics.lpips (LPIPS)") from error
 
 __all__ = ["LPIPS_BACKBONES", "load_lpips", "lpips_backbone_checkpoint_path"]
 
