@@ -334,3 +334,17 @@ def test_cli_latent_channel_choices(ae15_a, tmp_path, capsys):
     convert_main([*base, "--output", str(tmp_path / "plain"), "--latent_channel_choices", "none"])
     assert json.loads((tmp_path / "plain" / "config.json").read_text())["latent_channel_choices"] is None
     assert "| structured latent space (channel prefixes) | no |" in (tmp_path / "plain" / "README.md").read_text()
+
+
+def test_corrupt_checkpoint_files_are_named(tmp_path):
+    from dc_ae_hf.convert.checkpoint_io import load_original_checkpoint
+
+    data = fixture_path("ae15_a.original.safetensors").read_bytes()
+    truncated = tmp_path / "model.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"model\.safetensors' is truncated or corrupt"):
+        load_original_checkpoint(truncated)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=r"junk\.pt' could not be read as a torch file"):
+        load_original_checkpoint(junk)

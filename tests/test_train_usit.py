@@ -145,6 +145,17 @@ def test_two_process_cache_train_and_the_final_pipeline(workspace, tmp_path):
     assert "augmented diffusion training (paper Eq. 2)" in card and "4 steps" in card
 
 
+def test_failed_push_is_one_line_and_loses_nothing(train_script, workspace, tmp_path):
+    # HF_HUB_OFFLINE=1 (tests/conftest.py): the upload fails after the run has written everything
+    argv = base_argv(workspace, tmp_path / "run", "--max_train_steps", "1", "--push_to_hub", "--hub_model_id", "me/x")
+    with pytest.raises(SystemExit) as exit_info:
+        run_in_process(train_script, argv)
+    message = str(exit_info.value.code)
+    assert message.startswith("error: could not push to the Hub repo 'me/x'") and "\n" not in message
+    assert str((tmp_path / "run" / "pipeline").resolve()) in message and "is complete" in message
+    assert (tmp_path / "run" / "pipeline" / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+
+
 def test_resume_gives_identical_weights(train_script, workspace, tmp_path):
     """8 steps straight == 4 steps, then the same command with --max_train_steps 8 (crosses an epoch boundary)."""
     extra = ["--checkpointing_steps", "4", "--validation_steps", "4", "--num_channel_samples", "2",

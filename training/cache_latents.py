@@ -36,7 +36,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
-from dc_ae_hf.data.images import image_transform
+from dc_ae_hf.data.images import decode_dataset_image, image_transform, undecoded_image_column
 from dc_ae_hf.data.latent_cache import (
     FORMAT_VERSION,
     METADATA_FILE,
@@ -135,15 +135,20 @@ class _CroppedImages(torch.utils.data.Dataset):
     """Rows ``indices`` of a `datasets.Dataset` as (center-cropped pixels in [-1, 1], label, index)."""
 
     def __init__(self, dataset, indices, transform, image_column, label_column):
-        self.dataset, self.indices, self.transform = dataset, indices, transform
+        # decoded here (not by `datasets`) so that an unreadable file is reported by name
+        self.dataset, self.indices, self.transform = undecoded_image_column(dataset, image_column), indices, transform
         self.image_column, self.label_column = image_column, label_column
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        row = self.dataset[self.indices[i]]
-        return self.transform(row[self.image_column]), int(row[self.label_column]), self.indices[i]
+        index = self.indices[i]
+        row = self.dataset[index]
+        image = decode_dataset_image(
+            row[self.image_column], f"row {index} of the dataset's {self.image_column!r} column"
+        )
+        return self.transform(image), int(row[self.label_column]), index
 
 
 def main(args: argparse.Namespace) -> dict:

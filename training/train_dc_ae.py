@@ -39,7 +39,7 @@ from dc_ae_hf.autoencoder_training import (
     write_trained_autoencoder_card,
 )
 from dc_ae_hf.data.images import collate_images, load_train_and_validation_datasets
-from dc_ae_hf.hub import push_folder_to_hub
+from dc_ae_hf.hub import HubPushError, push_folder_to_hub
 from dc_ae_hf.losses import generator_adversarial_loss, hinge_d_loss, reconstruction_loss
 from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder, format_markdown_table
 from dc_ae_hf.metrics.lpips import load_lpips
@@ -494,10 +494,16 @@ def main(args: argparse.Namespace) -> dict:
             write_trained_autoencoder_card(
                 folder, final, name, load_id, config, table, base_model=args.pretrained_model_name_or_path
             )
-        if args.push_to_hub:
+    push_failure = None
+    if accelerator.is_main_process and args.push_to_hub:
+        try:
             push_folder_to_hub(folders[-1], repo_id)  # the EMA weights when trained with --use_ema
             logger.info(f"pushed {folders[-1]} to {repo_id}")
+        except HubPushError as error:  # one line naming the repo and the complete local folder, then exit 1
+            push_failure = error
     accelerator.end_training()
+    if push_failure is not None:
+        raise SystemExit(f"error: {push_failure}")
     return config
 
 

@@ -39,7 +39,7 @@ from dc_ae_hf.diffusion_training import (
     spread_class_labels,
 )
 from dc_ae_hf.flow_matching import flow_matching_loss
-from dc_ae_hf.hub import push_folder_to_hub
+from dc_ae_hf.hub import HubPushError, push_folder_to_hub
 from dc_ae_hf.latents import encode_to_diffusion_space
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
@@ -521,10 +521,16 @@ def main(args: argparse.Namespace) -> dict:
             ),
             guidance_scale=args.validation_guidance_scale, solver="dopri5", num_inference_steps=250,
         )  # fmt: skip
-        if args.push_to_hub:
+    push_failure = None
+    if accelerator.is_main_process and args.push_to_hub:
+        try:
             push_folder_to_hub(final, repo_id)
             logger.info(f"pushed {final} to {repo_id}")
+        except HubPushError as error:  # one line naming the repo and the complete local folder, then exit 1
+            push_failure = error
     accelerator.end_training()
+    if push_failure is not None:
+        raise SystemExit(f"error: {push_failure}")
     return config
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+from ..loading import check_safetensors_file
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -58,9 +61,16 @@ def load_original_checkpoint(
 
         path = Path(hf_hub_download(str(path_or_repo_id), filename, **hub_kwargs))
     if path.suffix == ".safetensors":
+        check_safetensors_file(path)  # a truncated or corrupt file is named
         return load_file(str(path))
     if path.suffix in _TORCH_SUFFIXES:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            raise ValueError(
+                f"checkpoint {str(path)!r} could not be read as a torch file (truncated, corrupt, or it needs "
+                f"pickled code, which weights_only=True refuses): {str(error).splitlines()[0]}"
+            ) from None
     raise ValueError(
         f"checkpoint {str(path)!r} has an unsupported extension {path.suffix!r}; "
         f"use .safetensors or one of {_TORCH_SUFFIXES}."

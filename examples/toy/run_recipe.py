@@ -47,6 +47,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(REPO_ROOT))
 
+from dc_ae_hf.data.images import load_image  # noqa: E402
 from dc_ae_hf.data.shapes import SHAPE_CLASSES, export_imagefolder  # noqa: E402
 from dc_ae_hf.diffusion_training import write_pipeline_card  # noqa: E402
 from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder  # noqa: E402
@@ -343,7 +344,7 @@ def load_imagefolder(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for label, name in enumerate(SHAPE_CLASSES):
         for path in sorted((root / "train" / name).glob("*.png")):
-            array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+            array = np.asarray(load_image(path), dtype=np.float32)
             images.append(torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1)
             labels.append(label)
     if not images:
