@@ -1,6 +1,7 @@
 """USiT training throughput (img/s) with the real training step of `training/train_usit.py`.
 
-Two comparisons, each a ratio of two measurements taken here, one after the other:
+Two comparisons, each a ratio of two measurements taken here in interleaved steps (A, B, then B, A, ...; see
+`benchmarks/timing.py`), reported as the median of the per-step ratios:
 
 1. data: latents read from a latent cache (`training/cache_latents.py` + `LatentCacheDataset`) vs images decoded,
    ADM center-cropped and encoded on the fly by a frozen autoencoder (a DC-AE-1.5-f32c128 architecture at reduced
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from timing import interleaved, load_average, median_ratio
 
 from dc_ae_hf.data.images import image_transform
 from dc_ae_hf.data.latent_cache import LatentCacheDataset
@@ -41,11 +43,6 @@ from dc_ae_hf.training_utils import LatentChannelSampler
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def build_usit(channels: int, size: int, args) -> USiTTransformer2DModel:
     torch.manual_seed(0)
     return USiTTransformer2DModel(sample_size=size, in_channels=channels, num_layers=args.num_layers,
@@ -53,28 +50,32 @@ def build_usit(channels: int, size: int, args) -> USiTTransformer2DModel:
                                   num_classes=10).to(args.device).train()  # fmt: skip
 
 
-def step_throughput(model, batches, encode, args, choices) -> float:
-    """img/s of the training step over `batches` (an iterator), median of the timed steps."""
+def train_step(model, batches, encode, args, choices):
+    """One training step of `model` on the next batch of `batches` (an iterator), as a closure."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.99, 0.99))
     ema = ExponentialWarmupEMAModel(model.parameters(), decay=0.9999)
     sampler = LatentChannelSampler(choices, num_samples=args.num_channel_samples)
     autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.bf16)
-    times = []
-    for step in range(args.warmup + args.steps):
-        sync(args.device)
-        start = time.perf_counter()
-        batch = next(batches)
-        latents, labels = encode(batch)  # (B, C, h, w), (B,)
+
+    def step():
+        latents, labels = encode(next(batches))  # (B, C, h, w), (B,)
         with autocast:
             loss, _ = flow_matching_loss(model, latents, labels, sampler())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         ema.step(model.parameters())
-        sync(args.device)
-        if step >= args.warmup:
-            times.append(time.perf_counter() - start)
-    return args.batch_size / statistics.median(times)
+
+    return step
+
+
+def compare(steps: dict, args) -> dict:
+    """img/s of each training step (median over interleaved steps) and the median per-step ratio first / second."""
+    times = interleaved(steps, args.steps, args.device, warmup=args.warmup)
+    first, second = list(steps)
+    result = {name: args.batch_size / statistics.median(times[name]) for name in steps}
+    result["ratio"] = median_ratio(times, second, first)
+    return result
 
 
 def cycle(loader):
@@ -110,28 +111,33 @@ def data_comparison(args, workdir: Path) -> dict[str, float]:
     c, h, _ = cache.latent_shape
     choices = list(vae.latent_channel_choices)
     loader = torch.utils.data.DataLoader(cache, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    cached = step_throughput(build_usit(c, h, args), cycle(loader), lambda b: (b["latents"].to(args.device),
-                             b["labels"].to(args.device)), args, choices)  # fmt: skip
+    cached = train_step(
+        build_usit(c, h, args),
+        cycle(loader),
+        lambda b: (b["latents"].to(args.device), b["labels"].to(args.device)),
+        args,
+        choices,
+    )
 
-    dataset, image_column, _, _ = load_labeled_image_dataset(train_data_dir=workdir / "images",
-                                                             cache_dir=workdir / "hf_cache")  # fmt: skip
+    dataset, image_column, _, _ = load_labeled_image_dataset(
+        train_data_dir=workdir / "images", cache_dir=workdir / "hf_cache"
+    )
     images = LabeledImageDataset(dataset, image_transform(args.resolution), image_column)
     loader = torch.utils.data.DataLoader(images, batch_size=args.batch_size, shuffle=True, drop_last=True)
 
     def encode(batch):
         with torch.no_grad():
-            return encode_to_diffusion_space(vae, batch["pixel_values"].to(args.device)), batch["labels"].to(
-                args.device
-            )
+            latents = encode_to_diffusion_space(vae, batch["pixel_values"].to(args.device))
+        return latents, batch["labels"].to(args.device)
 
-    on_the_fly = step_throughput(build_usit(c, h, args), cycle(loader), encode, args, choices)
-    return {"cached": cached, "on_the_fly": on_the_fly, "latent": f"{h}x{h}x{c}", "cache_seconds": cache_seconds,
-            "num_images": num_images}  # fmt: skip
+    on_the_fly = train_step(build_usit(c, h, args), cycle(loader), encode, args, choices)
+    result = compare({"cached": cached, "on_the_fly": on_the_fly}, args)
+    return {**result, "latent": f"{h}x{h}x{c}", "cache_seconds": cache_seconds, "num_images": num_images}
 
 
 def shape_comparison(args) -> dict[str, float]:
     """f64c128-shaped vs f32c32-shaped latents at equal model size (synthetic latents in memory)."""
-    results = {}
+    steps, params = {}, {}
     for name, (channels, size) in {"f64c128": (128, 8), "f32c32": (32, 16)}.items():
         generator = torch.Generator().manual_seed(0)
         latents = torch.randn(args.batch_size, channels, size, size, generator=generator).to(args.device)
@@ -139,9 +145,9 @@ def shape_comparison(args) -> dict[str, float]:
         batches = iter(lambda batch={"latents": latents, "labels": labels}: batch, None)  # the same batch forever
         choices = list(range(channels // 8, channels + 1, channels // 8))  # 8 structured prefixes
         model = build_usit(channels, size, args)
-        results[name] = step_throughput(model, batches, lambda b: (b["latents"], b["labels"]), args, choices)
-        results[name + "_params"] = sum(p.numel() for p in model.parameters())
-    return results
+        steps[name] = train_step(model, batches, lambda b: (b["latents"], b["labels"]), args, choices)
+        params[name + "_params"] = sum(p.numel() for p in model.parameters())
+    return {**compare(steps, args), **params}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num_channel_samples", type=int, default=1, help="c' passes per step")
     p.add_argument("--resolution", type=int, default=256, help="images of the cached vs on-the-fly comparison")
     p.add_argument("--ae_width_divisor", type=int, default=4, help="autoencoder widths / this (1: full size)")
-    p.add_argument("--steps", type=int, default=6, help="timed steps per measurement")
+    p.add_argument("--steps", type=int, default=6, help="timed steps of each side (interleaved)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (as --mixed_precision bf16)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -170,19 +176,25 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = data_comparison(args, Path(tmp))
     shapes = shape_comparison(args)
-    print(f"\n# USiT hidden {args.hidden}, {args.num_layers} layers, {args.heads} heads; batch {args.batch_size}; "
-          f"{args.num_channel_samples} c' pass(es) per step; {'bf16' if args.bf16 else 'fp32'} on {args.device} "
-          f"(torch {torch.__version__}, {torch.get_num_threads()} threads); median of {args.steps} steps\n")  # fmt: skip
+    print(
+        f"\n# USiT hidden {args.hidden}, {args.num_layers} layers, {args.heads} heads; batch {args.batch_size}; "
+        f"{args.num_channel_samples} c' pass(es) per step; {'bf16' if args.bf16 else 'fp32'} on {args.device} "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads); median of {args.steps} interleaved "
+        f"steps; {load_average()}\n"
+    )
     print("| comparison | setting | train img/s | ratio |")
     print("|---|---|---|---|")
     ae = f"DC-AE-1.5-f32c128 widths / {args.ae_width_divisor}, {args.resolution} px -> {data['latent']}"
-    print(f"| data | cached latents ({data['latent']}) | {data['cached']:.1f} | "
-          f"{data['cached'] / data['on_the_fly']:.2f}x |")  # fmt: skip
+    print(f"| data | cached latents ({data['latent']}) | {data['cached']:.1f} | {data['ratio']:.2f}x |")
     print(f"| data | on the fly (PNG decode + center crop + encode, {ae}) | {data['on_the_fly']:.1f} | 1.00x |")
-    print(f"| latent shape | f64c128-shaped 8x8x128 (64 tokens, {shapes['f64c128_params'] / 1e6:.2f}M params) | "
-          f"{shapes['f64c128']:.1f} | {shapes['f64c128'] / shapes['f32c32']:.2f}x |")  # fmt: skip
-    print(f"| latent shape | f32c32-shaped 16x16x32 (256 tokens, {shapes['f32c32_params'] / 1e6:.2f}M params) | "
-          f"{shapes['f32c32']:.1f} | 1.00x |")  # fmt: skip
+    print(
+        f"| latent shape | f64c128-shaped 8x8x128 (64 tokens, {shapes['f64c128_params'] / 1e6:.2f}M params) | "
+        f"{shapes['f64c128']:.1f} | {shapes['ratio']:.2f}x |"
+    )
+    print(
+        f"| latent shape | f32c32-shaped 16x16x32 (256 tokens, {shapes['f32c32_params'] / 1e6:.2f}M params) | "
+        f"{shapes['f32c32']:.1f} | 1.00x |"
+    )
     print(
         f"\nCaching {data['num_images']} images took {data['cache_seconds']:.1f} s (once, before training). "
         "Paper (Table 4, USiT-2B, H100): f64c128 450 img/s vs f32c32 112 img/s = 4.0x."

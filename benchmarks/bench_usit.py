@@ -1,6 +1,7 @@
 """USiT throughput: f64c128-shaped vs f32c32-shaped latents, and SDPA vs attention written the obvious way.
 
-Every number is measured in this process and printed as a ratio against a peer measured alongside it:
+Every number is measured in this process, in interleaved rounds of all four variants (`benchmarks/timing.py`), and
+printed as a ratio against a peer measured alongside it (median of the per-round ratios):
 - img/s for a forward pass and for a full training step (forward + backward + AdamW step);
 - achieved GFLOP/s (FLOPs counted by `torch.utils.flop_counter.FlopCounterMode`) against the dense-matmul peak of
   this machine, measured first with a square matmul of the model's width;
@@ -19,10 +20,10 @@ import argparse
 import copy
 import math
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import gemm_gflops, interleaved, load_average, median_ratio
 from torch.utils.flop_counter import FlopCounterMode
 
 from dc_ae_hf import USiTTransformer2DModel
@@ -53,37 +54,14 @@ def with_obvious_attention(model: USiTTransformer2DModel) -> USiTTransformer2DMo
     return obvious
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, repeats: int, device: str) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def matmul_peak_gflops(width: int, dtype: torch.dtype, device: str, repeats: int) -> float:
-    n = max(1024, width * 4)
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    seconds = timed(lambda: a @ b, repeats, device)
-    return 2 * n**3 / seconds / 1e9
-
-
 def count_flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
 
 
-def measure(model, shape, batch_size, dtype, device, repeats) -> dict[str, float]:
+def make_steps(model, shape, batch_size, dtype, device):
+    """(forward, train_step, train_flops_fn) closures on one fixed batch."""
     channels, size = shape
     x = torch.randn(batch_size, channels, size, size, device=device, dtype=dtype)
     t = torch.rand(batch_size, device=device, dtype=dtype)
@@ -100,19 +78,11 @@ def measure(model, shape, batch_size, dtype, device, repeats) -> dict[str, float
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    model.eval()
-    fwd_s = timed(forward, repeats, device)
-    fwd_flops = count_flops(forward)
-    model.train()
-    train_s = timed(train_step, repeats, device)
-    train_flops = count_flops(lambda: model(x, t, y).sample.float().pow(2).mean().backward())
-    optimizer.zero_grad(set_to_none=True)
-    return {
-        "fwd_img_s": batch_size / fwd_s,
-        "train_img_s": batch_size / train_s,
-        "fwd_gflops": fwd_flops / fwd_s / 1e9,
-        "train_gflops": train_flops / train_s / 1e9,
-    }
+    def train_flops():
+        model(x, t, y).sample.float().pow(2).mean().backward()
+        optimizer.zero_grad(set_to_none=True)
+
+    return forward, train_step, train_flops
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,14 +103,19 @@ def main(argv: list[str] | None = None) -> None:
     dtype = DTYPES[args.dtype]
 
     torch.manual_seed(0)
-    peak = matmul_peak_gflops(args.hidden, dtype, args.device, args.repeats)
-    print(f"# USiT hidden {args.hidden}, {args.num_layers} layers, {args.heads} heads, batch {args.batch_size}, "
-          f"{args.dtype} on {args.device} (torch {torch.__version__}, {torch.get_num_threads()} threads); "
-          f"dense matmul peak {peak:.0f} GFLOP/s")  # fmt: skip
-    print("| latent | tokens | attention | fwd img/s | train img/s | fwd GFLOP/s (% peak) | train GFLOP/s (% peak) |")
+    peak = gemm_gflops(2048, dtype, args.device)
+    print(
+        f"# USiT hidden {args.hidden}, {args.num_layers} layers, {args.heads} heads, batch {args.batch_size}, "
+        f"{args.dtype} on {args.device} (torch {torch.__version__}, {torch.get_num_threads()} threads), "
+        f"{args.repeats} interleaved rounds; GEMM 2048^3 {peak:.0f} GFLOP/s; {load_average()}"
+    )
+    print(
+        "| latent | tokens | attention | fwd img/s | train img/s | fwd GFLOP/s (% of GEMM) | train GFLOP/s (% of GEMM) |"
+    )
     print("|---|---|---|---|---|---|---|")
-    results = {}
-    for name, (channels, size) in {"f64c128 8x8x128": (128, 8), "f32c32 16x16x32": (32, 16)}.items():
+    latents = {"f64c128 8x8x128": (128, 8), "f32c32 16x16x32": (32, 16)}
+    variants = {}
+    for name, (channels, size) in latents.items():
         model = USiTTransformer2DModel(
             sample_size=size,
             in_channels=channels,
@@ -150,18 +125,42 @@ def main(argv: list[str] | None = None) -> None:
             num_classes=1000,
         ).to(args.device, dtype)
         for attention, variant in (("SDPA (ours)", model), ("obvious", with_obvious_attention(model))):
-            r = measure(variant, (channels, size), args.batch_size, dtype, args.device, args.repeats)
-            results[name, attention] = r
-            print(f"| {name} | {size * size} | {attention} | {r['fwd_img_s']:.1f} | {r['train_img_s']:.1f} "
-                  f"| {r['fwd_gflops']:.0f} ({100 * r['fwd_gflops'] / peak:.0f}%) "
-                  f"| {r['train_gflops']:.0f} ({100 * r['train_gflops'] / peak:.0f}%) |", flush=True)  # fmt: skip
-    f64, f32 = results["f64c128 8x8x128", "SDPA (ours)"], results["f32c32 16x16x32", "SDPA (ours)"]
-    print(f"\nf64c128 / f32c32 training throughput: {f64['train_img_s'] / f32['train_img_s']:.2f}x "
-          f"(forward {f64['fwd_img_s'] / f32['fwd_img_s']:.2f}x; paper, USiT-2B on H100: 450 / 112 = 4.0x)")  # fmt: skip
-    for name in ("f64c128 8x8x128", "f32c32 16x16x32"):
-        ours, obvious = results[name, "SDPA (ours)"], results[name, "obvious"]
-        print(f"SDPA / obvious attention, {name}: training {ours['train_img_s'] / obvious['train_img_s']:.2f}x, "
-              f"forward {ours['fwd_img_s'] / obvious['fwd_img_s']:.2f}x")  # fmt: skip
+            variants[name, attention] = (
+                variant,
+                *make_steps(variant, (channels, size), args.batch_size, dtype, args.device),
+            )
+    for variant, *_ in variants.values():
+        variant.eval()
+    fwd = interleaved({key: steps[1] for key, steps in variants.items()}, args.repeats, args.device)
+    for variant, *_ in variants.values():
+        variant.train()
+    train = interleaved({key: steps[2] for key, steps in variants.items()}, args.repeats, args.device)
+    for key, (variant, forward, _, train_flops) in variants.items():
+        variant.eval()
+        fwd_gflops = count_flops(forward) / statistics.median(fwd[key]) / 1e9
+        variant.train()
+        train_gflops = count_flops(train_flops) / statistics.median(train[key]) / 1e9
+        name, attention = key
+        size = latents[name][1]
+        print(
+            f"| {name} | {size * size} | {attention} | {args.batch_size / statistics.median(fwd[key]):.1f} "
+            f"| {args.batch_size / statistics.median(train[key]):.1f} "
+            f"| {fwd_gflops:.0f} ({100 * fwd_gflops / peak:.0f}%) "
+            f"| {train_gflops:.0f} ({100 * train_gflops / peak:.0f}%) |",
+            flush=True,
+        )
+    f64, f32 = ("f64c128 8x8x128", "SDPA (ours)"), ("f32c32 16x16x32", "SDPA (ours)")
+    print(
+        f"\nf64c128 / f32c32 throughput (median per-round ratio): training {median_ratio(train, f32, f64):.2f}x, "
+        f"forward {median_ratio(fwd, f32, f64):.2f}x (paper, USiT-2B on H100: 450 / 112 = 4.0x)"
+    )
+    for name in latents:
+        ours, obvious = (name, "SDPA (ours)"), (name, "obvious")
+        print(
+            f"SDPA / obvious attention, {name}: training {median_ratio(train, obvious, ours):.2f}x, "
+            f"forward {median_ratio(fwd, obvious, ours):.2f}x"
+        )
+    print(f"# done; {load_average()}")
 
 
 if __name__ == "__main__":
