@@ -273,7 +273,11 @@ class AutoencoderDC15(PretrainedChecksMixin, AutoencoderDC):
     # -- speed ---------------------------------------------------------------------------------------------------
 
     def enable_channels_last(self) -> None:
-        """Run convolutions in channels-last memory layout (1.3-1.5x faster on CPU, see docs/benchmarks.md).
+        """Run convolutions in channels-last memory layout (opt-in; the default path is diffusers' own layout).
+
+        On the 2-core CPU of docs/benchmarks.md it measures no speed-up (0.87-1.10x against diffusers' model, the
+        same spread as our default path, which runs the same kernels, at 0.91-1.04x): the convolutions already run
+        at the dense-GEMM rate there. GPUs with tensor cores often prefer this layout; that is not measured here.
 
         Same function up to fp32 rounding: the weights are re-laid out, not changed. Inputs are converted on the
         way in and outputs returned in the usual contiguous (B, C, H, W) layout. Call it after loading weights.
