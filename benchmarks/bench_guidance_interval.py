@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.hidden % args.heads:
         p.error(f"--hidden {args.hidden} must be divisible by --heads {args.heads}")
 
+    start_load = load_average()  # before this script loads the cores
     pipe = build_pipeline(args)
     noise = torch.randn(args.batch_size, args.latent_channels, args.latent_size, args.latent_size)
     common = dict(
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         f"# USiT hidden {args.hidden}, {args.num_layers} layers, latents {args.latent_channels}x{args.latent_size}"
         f"x{args.latent_size}, batch {args.batch_size}, {args.solver} {args.steps} steps, guidance 1.5, "
         f"{args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} interleaved "
-        f"rounds; {load_average()}"
+        f"rounds; at start: {start_load}"
     )
     print("| guidance | transformer calls | samples evaluated | median s | work ratio | time ratio |")
     print("|---|---|---|---|---|---|")
