@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--steps", type=int, default=20, help="sampler steps")
     p.add_argument("--solver", default="euler", choices=["euler", "heun2", "scheduler"])
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     if args.hidden % args.heads:
