@@ -123,34 +123,26 @@ def convert_autoencoder(
 # -- argument types: argparse reports their errors as "argument --flag: <message>" -----------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an int; give a positive int") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; give a positive int")
-    return value
+def _number_type(parse, allowed: str, is_allowed):
+    """An argparse `type=`: `parse(text)` (int or float), then `is_allowed(value)`; errors say what is `allowed`."""
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; give {allowed}") from None
+        if not is_allowed(value):
+            raise argparse.ArgumentTypeError(f"{text} is not allowed; give {allowed}")
+        return value
+
+    return convert
 
 
-def _scaling_factor(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a finite number > 0") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed; give a finite number > 0 (latents are scaled by it)")
-    return value
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text} is not allowed; give a finite number")
-    return value
+_positive_int = _number_type(int, "a positive int", lambda value: value > 0)
+_scaling_factor = _number_type(
+    float, "a finite number > 0 (latents are scaled by it)", lambda value: math.isfinite(value) and value > 0
+)
+_finite_float = _number_type(float, "a finite number", math.isfinite)
 
 
 def _latent_channel_choice(text: str) -> int | None:
