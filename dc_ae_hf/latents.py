@@ -10,6 +10,7 @@ The pipeline, both trainers, the latent cache and the tests all go through these
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -24,12 +25,25 @@ def _encode(vae: AutoencoderDC, images: torch.Tensor, latent_channels: int | Non
     return vae.encode(images, latent_channels=latent_channels).latent
 
 
+def check_scaling_factor(scaling_factor) -> float:
+    """`scaling_factor` as a float if it is a finite number > 0 (latents are multiplied by it); ValueError
+    otherwise."""
+    if (
+        isinstance(scaling_factor, bool)
+        or not isinstance(scaling_factor, numbers.Real)
+        or not math.isfinite(scaling_factor)
+        or scaling_factor <= 0
+    ):
+        raise ValueError(
+            f"scaling_factor={scaling_factor!r} is not allowed: it must be a finite number > 0 (diffusion latents are "
+            "the autoencoder latents times it, dc_ae_hf/latents.py)."
+        )
+    return float(scaling_factor)
+
+
 def get_scaling_factor(vae: AutoencoderDC) -> float:
     """Return ``vae.config.scaling_factor`` as a float, rejecting values that cannot scale a latent."""
-    scaling_factor = float(getattr(vae.config, "scaling_factor", 1.0))
-    if not scaling_factor > 0:
-        raise ValueError(f"vae.config.scaling_factor must be > 0, got {scaling_factor}.")
-    return scaling_factor
+    return check_scaling_factor(getattr(vae.config, "scaling_factor", 1.0))
 
 
 def to_diffusion_space(vae: AutoencoderDC, latent: torch.Tensor) -> torch.Tensor:

@@ -206,3 +206,9 @@ def test_dc_ae_10_rejects_prefixes():
         vae.encode(x, latent_channels=8)
     with pytest.raises(ValueError, match="needs a model without latent shortcuts"):
         AutoencoderDC15(**{**TINY_AE10_CONFIG, "latent_channel_choices": (8, 16)})
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), True, "0.5"])
+def test_scaling_factor_must_be_finite_and_positive(bad):
+    with pytest.raises(ValueError, match=r"scaling_factor=.* is not allowed: it must be a finite number > 0"):
+        AutoencoderDC15(**{**TINY_AE15_CONFIG, "scaling_factor": bad})

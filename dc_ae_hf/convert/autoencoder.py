@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
-import numbers
 import re
 import warnings
 from collections.abc import Mapping
 
 import torch
 
+from ..latents import check_scaling_factor
 from ..models.autoencoder_dc15 import AUTOENCODER_PRESETS, AutoencoderDC15, resolve_autoencoder_preset
 from .checkpoint_io import ConverterInputError, spell_argument
 
@@ -402,22 +401,6 @@ class ScalingFactorUnknownWarning(UserWarning):
             f"{spell_argument('scaling_factor', cli, 'S')} (measure it with dc_ae_hf.latents.compute_scaling_factor)"
             f"{hint}."
         )
-
-
-def check_scaling_factor(scaling_factor) -> float:
-    """`scaling_factor` as a float if it is a finite number > 0 (latents are multiplied by it); ValueError
-    otherwise."""
-    if (
-        isinstance(scaling_factor, bool)
-        or not isinstance(scaling_factor, numbers.Real)
-        or not math.isfinite(scaling_factor)
-        or scaling_factor <= 0
-    ):
-        raise ValueError(
-            f"scaling_factor={scaling_factor!r} is not allowed: it must be a finite number > 0 (diffusion latents are "
-            "the autoencoder latents times it, dc_ae_hf/latents.py)."
-        )
-    return float(scaling_factor)
 
 
 def infer_autoencoder_config(original: Mapping[str, torch.Tensor], **overrides) -> dict:

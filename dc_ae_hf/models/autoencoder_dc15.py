@@ -19,7 +19,6 @@ such models with a clear error.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -33,6 +32,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers
 from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
+from dc_ae_hf.latents import check_scaling_factor
 from dc_ae_hf.loading import PretrainedChecksMixin
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,12 +238,7 @@ class AutoencoderDC15(PretrainedChecksMixin, AutoencoderDC):
         _validate_latent_channel_choices(
             latent_channel_choices, latent_channels, encoder_out_shortcut or decoder_in_shortcut
         )
-        if isinstance(scaling_factor, bool) or not isinstance(scaling_factor, (int, float)):
-            raise TypeError(f"scaling_factor must be a number, got {scaling_factor!r}.")
-        if not (math.isfinite(scaling_factor) and scaling_factor > 0):
-            raise ValueError(
-                f"scaling_factor must be finite and > 0 (latents are multiplied by it), got {scaling_factor}."
-            )
+        check_scaling_factor(scaling_factor)
         super().__init__(
             in_channels=in_channels,
             latent_channels=latent_channels,
