@@ -27,6 +27,7 @@ EXTRAS = {
         "datasets>=3.0",
         "lpips>=0.1.4",
         "torch-fidelity>=0.3",
+        "torchmetrics>=1.0",  # SSIM as the official evaluation computes it (dc_gen/aecore/trainer.py)
         "tensorboard>=2.14",
         "scipy>=1.10",
         "transformers>=4.45",

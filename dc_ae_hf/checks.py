@@ -1,0 +1,107 @@
+"""Argument checks at the boundaries, one implementation for the library, the converters and the scripts.
+
+Every function raises early with the argument's name, the bad value and what is allowed, and returns the checked
+value. ``name`` is how the user wrote the argument: ``"num_inference_steps"`` for a Python argument, ``"--seed"``
+for a command-line flag (the message then reads ``--seed=-1 is not allowed: ...``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["DTYPES", "check_channel_prefixes", "check_int", "check_number", "invalid", "parse_dtype"]
+
+# One dtype table. Both spellings are accepted everywhere a dtype is named (a flag, a config): the short one of
+# accelerate's --mixed_precision ("fp32", "bf16", "fp16") and torch's ("float32", "bfloat16", "float16").
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+def invalid(name: str, value, allowed: str, kind: type[Exception] = ValueError) -> Exception:
+    """The standard error for a bad argument: ``<name>=<value> is not allowed: <allowed>`` (returned, to raise)."""
+    return kind(f"{name}={value!r} is not allowed: {allowed}")
+
+
+def _range_text(minimum, maximum) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in {minimum}..{maximum}"
+    if minimum is not None:
+        return f" >= {minimum}"
+    if maximum is not None:
+        return f" <= {maximum}"
+    return ""
+
+
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None, optional: bool = False):
+    """``value`` as an int if it is an integer (not a bool) within ``minimum..maximum``; None passes when
+    ``optional``. TypeError for a non-integer, ValueError for one out of range."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise invalid(name, value, f"must be an int{_range_text(minimum, maximum)}", TypeError)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise invalid(name, value, f"must be an int{_range_text(minimum, maximum)}")
+    return int(value)
+
+
+def check_number(
+    name: str,
+    value,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    optional: bool = False,
+):
+    """``value`` as a float if it is a finite real number (not a bool) within the bounds (``minimum`` excluded with
+    ``exclusive_minimum``); None passes when ``optional``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise invalid(name, value, "must be a finite number", TypeError)
+    low = "" if minimum is None else (f" > {minimum}" if exclusive_minimum else f" >= {minimum}")
+    high = "" if maximum is None else f" <= {maximum}"
+    too_low = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
+    if not math.isfinite(value) or too_low or (maximum is not None and value > maximum):
+        raise invalid(name, value, f"must be a finite number{low}{' and' if low and high else ''}{high}")
+    return float(value)
+
+
+def check_channel_prefixes(
+    name: str, prefixes, latent_channels: int | None = None, increasing: bool = False
+) -> list[int]:
+    """A list of latent-channel prefixes c': non-empty ints in 1..latent_channels (when given), strictly increasing
+    when ``increasing`` (a model's ``latent_channel_choices``); repeats are allowed otherwise (a step's draw)."""
+    if isinstance(prefixes, (str, bytes, numbers.Number)) or not isinstance(prefixes, (Sequence, torch.Tensor)):
+        raise invalid(name, prefixes, "must be a list of ints (latent-channel prefixes)", TypeError)
+    prefixes = prefixes.tolist() if isinstance(prefixes, torch.Tensor) else list(prefixes)
+    if not prefixes:
+        raise invalid(name, prefixes, "must list at least one latent-channel prefix")
+    top = latent_channels if latent_channels is not None else None
+    bad = [c for c in prefixes if isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 1]
+    if top is not None:
+        bad += [c for c in prefixes if c not in bad and isinstance(c, numbers.Integral) and c > top]
+    if bad:
+        allowed = f"1..{top} (the latent's channels)" if top is not None else "positive ints"
+        raise invalid(name, prefixes, f"values {bad} are outside {allowed}")
+    if increasing and any(b <= a for a, b in zip(prefixes, prefixes[1:])):
+        raise invalid(name, prefixes, "must be strictly increasing")
+    return [int(c) for c in prefixes]
+
+
+def parse_dtype(name: str, value) -> torch.dtype:
+    """A torch dtype from its name in `DTYPES` (or a torch.dtype among them)."""
+    if isinstance(value, torch.dtype) and value in DTYPES.values():
+        return value
+    if value not in DTYPES:
+        raise invalid(name, value, f"choose one of {sorted(DTYPES)}")
+    return DTYPES[value]
