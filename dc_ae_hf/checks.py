@@ -91,8 +91,8 @@ def check_channel_prefixes(
     if top is not None:
         bad += [c for c in prefixes if c not in bad and isinstance(c, numbers.Integral) and c > top]
     if bad:
-        allowed = f"1..{top} (the latent's channels)" if top is not None else "positive ints"
-        raise invalid(name, prefixes, f"values {bad} are outside {allowed}")
+        allowed = f"1..{top} (latent channels)" if top is not None else "the positive ints"
+        raise ValueError(f"{name}={prefixes} has values {bad} outside {allowed}")
     if increasing and any(b <= a for a, b in zip(prefixes, prefixes[1:])):
         raise invalid(name, prefixes, "must be strictly increasing")
     return [int(c) for c in prefixes]

@@ -119,8 +119,8 @@ def test_two_process_cache_train_and_the_final_pipeline(workspace, tmp_path):
     assert {"random_states_0.pkl", "random_states_1.pkl", "transformer", "transformer_ema"} <= {
         p.name for p in checkpoint.iterdir()
     }
-    sampler_states = load_file(str(checkpoint / "latent_channel_sampler.safetensors"))
-    assert not torch.equal(sampler_states["process_0"], sampler_states["process_1"])  # per-rank c' draws
+    # c' is drawn per rank from (seed, rank, step): no per-process sampler state needs checkpointing
+    assert not list(checkpoint.glob("latent_channel_sampler*"))
     assert json.loads((checkpoint / "training_state.json").read_text())["step"] == 4
     config = json.loads((output_dir / "training_config.json").read_text())
     assert config["model"]["config"]["in_channels"] == 16 and config["model"]["config"]["sample_size"] == 4

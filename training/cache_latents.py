@@ -41,6 +41,7 @@ from dc_ae_hf.data.latent_cache import (
     FORMAT_VERSION,
     METADATA_FILE,
     autoencoder_config_hash,
+    autoencoder_weights_hash,
     cache_latent_statistics,
     shard_path,
     shards_of_process,
@@ -182,6 +183,7 @@ def main(args: argparse.Namespace) -> dict:
         vae = AutoencoderDC15.from_pretrained(args.vae)
     except (OSError, ValueError) as error:
         raise ValueError(f"--vae={args.vae!r} could not be loaded as an autoencoder: {error}") from error
+    weights_hash = autoencoder_weights_hash(vae)  # of the weights as stored, before any dtype cast
     vae.requires_grad_(False).eval().to(accelerator.device)
     if args.vae_dtype != "float32":
         vae.to(DTYPES[args.vae_dtype])
@@ -245,6 +247,7 @@ def main(args: argparse.Namespace) -> dict:
             "latent_channel_choices": list(vae.latent_channel_choices),
             "spatial_compression_ratio": f,
         },
+        "autoencoder_weights_hash": weights_hash,
         "scaling_factor": get_scaling_factor(vae),
         "scaling_factor_source": factor_source,
         "scaling_factor_measurement": measurement,

@@ -10,6 +10,8 @@
 - :class:`TransformedImageDataset` / :class:`TransformedIterableImageDataset`: apply the transform lazily, with the
   randomness of each sample a pure function of ``(seed, epoch, index)``, so a resumed run, any number of dataloader
   workers and any number of processes see exactly the same crops and flips as an uninterrupted run.
+- :func:`load_labeled_image_dataset` / :class:`LabeledImageDataset`: class-labelled images (caching latents,
+  encoding on the fly for diffusion training), ``{"pixel_values": (3, R, R), "labels": int}``.
 - :func:`collate_images`: batches ``{"pixel_values": (B, 3, R, R)}``.
 - :func:`load_train_and_validation_datasets`: all of the above for a training script, with held-out validation images.
 """
@@ -24,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from torch.utils.data import default_collate
 
+from dc_ae_hf.checks import check_int
 from dc_ae_hf.extras import missing_extra
 
 try:
@@ -35,6 +39,7 @@ except ImportError as error:
 
 __all__ = [
     "ImageTransform",
+    "LabeledImageDataset",
     "TransformedImageDataset",
     "TransformedIterableImageDataset",
     "center_crop_arr",
@@ -45,6 +50,7 @@ __all__ = [
     "image_transform",
     "load_image",
     "load_image_dataset",
+    "load_labeled_image_dataset",
     "load_train_and_validation_datasets",
     "resize_shorter_side",
     "to_rgb",
@@ -529,9 +535,78 @@ class TransformedIterableImageDataset(torch.utils.data.IterableDataset):
             yield {"pixel_values": self.transform(image, generator=generator)}
 
 
+def load_labeled_image_dataset(
+    dataset_name: str | None = None,
+    train_data_dir: str | os.PathLike | None = None,
+    split: str = "train",
+    cache_dir: str | os.PathLike | None = None,
+    dataset_config_name: str | None = None,
+    image_column: str | None = None,
+    label_column: str = "label",
+    max_images: int | None = None,
+) -> tuple[datasets.Dataset, str, dict[str, str] | None, int]:
+    """A class-labelled image dataset for class-conditional training (map-style, not streaming).
+
+    Returns ``(dataset, image_column, id2label, num_classes)``: ``id2label`` maps ``"<id>"`` to the class names of a
+    ``ClassLabel`` column (an imagefolder's class folders), None for plain integer labels (then ``num_classes`` is
+    the largest label + 1). ``max_images`` keeps the first N rows. ValueError for an empty dataset or a missing or
+    non-integer label column.
+    """
+    source = train_data_dir if train_data_dir is not None else dataset_name
+    try:
+        dataset = load_image_dataset(
+            dataset_name, train_data_dir, split, cache_dir=cache_dir, dataset_config_name=dataset_config_name
+        )
+    except datasets.data_files.EmptyDatasetError as error:
+        raise ValueError(f"the dataset {str(source)!r} has no images ({error})") from error
+    if max_images is not None:
+        max_images = check_int("--max_images", max_images, minimum=1)
+        dataset = dataset.select(range(min(max_images, len(dataset))))
+    if len(dataset) == 0:
+        raise ValueError(f"the dataset {str(source)!r} (split {split!r}) has no images")
+    image_column = find_image_column(dataset, image_column)
+    if label_column not in dataset.features:
+        raise ValueError(
+            f"--label_column={label_column!r} is not a column of the dataset {str(source)!r} (columns: "
+            f"{list(dataset.features)}); class-conditional training needs labels"
+        )
+    feature = dataset.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return dataset, image_column, {str(i): name for i, name in enumerate(feature.names)}, feature.num_classes
+    labels = dataset[label_column]
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in labels):
+        raise ValueError(f"--label_column={label_column!r} must hold class ids (ints >= 0) or be a ClassLabel")
+    return dataset, image_column, None, max(labels) + 1
+
+
+class LabeledImageDataset(TransformedImageDataset):
+    """`TransformedImageDataset` that also yields the class label: ``{"pixel_values": (3, R, R), "labels": int}``.
+
+    The label column is read once at construction (cheap: no image is decoded for it).
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        transform,
+        image_column: str | None = None,
+        label_column: str = "label",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(dataset, transform, image_column=image_column, seed=seed)
+        if label_column not in dataset.features:
+            raise ValueError(
+                f"--label_column={label_column!r} is not a column of the dataset: {list(dataset.features)}"
+            )
+        self.labels = torch.as_tensor(dataset[label_column], dtype=torch.int64)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {**super().__getitem__(index), "labels": self.labels[int(index)]}
+
+
 def collate_images(examples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack ``{"pixel_values": (3, R, R)}`` examples into ``{"pixel_values": (B, 3, R, R)}`` (contiguous)."""
+    """Stack ``{"pixel_values": (3, R, R)}`` examples into ``{"pixel_values": (B, 3, R, R)}``: torch's
+    `default_collate` (what a `DataLoader` without `collate_fn` does), with a clear error for an empty list."""
     if not examples:
         raise ValueError("cannot collate an empty list of examples")
-    pixel_values = torch.stack([example["pixel_values"] for example in examples])
-    return {"pixel_values": pixel_values.contiguous(memory_format=torch.contiguous_format).float()}
+    return default_collate(list(examples))

@@ -38,6 +38,7 @@ __all__ = [
     "METADATA_FILE",
     "LatentCacheDataset",
     "autoencoder_config_hash",
+    "autoencoder_weights_hash",
     "cache_latent_statistics",
     "check_cache_matches_autoencoder",
     "load_latent_cache_metadata",
@@ -54,8 +55,19 @@ FORMAT_VERSION = 1
 SHARD_PATTERN = "shard-{:05d}.safetensors"
 SHARD_STATISTICS_KEY = "latent_statistics"  # safetensors metadata of a shard: JSON of LatentStatistics.to_dict()
 # Metadata fields that must agree between an existing cache and a rerun that adds shards to it.
-_IDENTITY_FIELDS = ("format_version", "autoencoder", "resolution", "scaling_factor", "flip", "shard_size",
-                    "num_images", "latent_shape", "dtype", "dataset")  # fmt: skip
+_IDENTITY_FIELDS = (
+    "format_version",
+    "autoencoder",
+    "autoencoder_weights_hash",
+    "resolution",
+    "scaling_factor",
+    "flip",
+    "shard_size",
+    "num_images",
+    "latent_shape",
+    "dtype",
+    "dataset",
+)
 
 
 def autoencoder_config_hash(config: Mapping) -> str:
@@ -67,6 +79,18 @@ def autoencoder_config_hash(config: Mapping) -> str:
     public = {k: v for k, v in dict(config).items() if not k.startswith("_")}
     text = json.dumps(public, sort_keys=True, default=list)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def autoencoder_weights_hash(model: torch.nn.Module) -> str:
+    """sha256 (first 16 hex digits) of a model's weights: every state-dict entry's name, dtype, shape and bytes, in
+    name order. Two autoencoders with the same config but other weights (a run's `vae` and `vae_ema`, a retrained
+    one) differ here; the latents of a cache decode correctly only with the weights that made them."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def shard_path(cache_dir: str | os.PathLike, index: int) -> Path:
@@ -141,7 +165,9 @@ def write_latent_cache_metadata(cache_dir: str | os.PathLike, metadata: dict) ->
     path = cache_dir / METADATA_FILE
     if path.is_file():
         existing = json.loads(path.read_text())
-        different = [k for k in _IDENTITY_FIELDS if existing.get(k) != metadata.get(k)]
+        # caches written before weight hashes existed have none: their weights cannot be compared
+        fields = [k for k in _IDENTITY_FIELDS if k in existing or k != "autoencoder_weights_hash"]
+        different = [k for k in fields if existing.get(k) != metadata.get(k)]
         if different:
             details = "; ".join(f"{k}: cache has {existing.get(k)!r}, now {metadata.get(k)!r}" for k in different)
             raise ValueError(
@@ -189,16 +215,36 @@ def load_latent_cache_metadata(cache_dir: str | os.PathLike) -> dict:
     return metadata
 
 
-def check_cache_matches_autoencoder(metadata: dict, config: Mapping, vae_name: str) -> None:
-    """Raise ValueError when the cache was made by an autoencoder with another config than ``config``."""
+def check_cache_matches_autoencoder(
+    metadata: dict, config: Mapping, vae_name: str, weights_hash: str | None = None
+) -> str | None:
+    """Raise ValueError when the cache was made by an autoencoder with another config than ``config`` or, when
+    ``weights_hash`` (`autoencoder_weights_hash`) is given, with other weights. Returns a warning text when the
+    weights cannot be compared (a cache written before weight hashes were recorded), else None."""
     cached = metadata["autoencoder"]
     current = autoencoder_config_hash(config)
+    advice = "re-cache with training/cache_latents.py --vae or pass the autoencoder that made the cache"
     if cached["config_hash"] != current:
         raise ValueError(
             f"the latent cache was made by the autoencoder {cached['name_or_path']!r} (config hash "
             f"{cached['config_hash']}), but --vae={vae_name!r} has config hash {current}: latents from another "
-            "autoencoder cannot be decoded by it; re-cache with training/cache_latents.py --vae or pass the same --vae"
+            f"autoencoder cannot be decoded by it; {advice}"
         )
+    if weights_hash is None:
+        return None
+    cached_weights = metadata.get("autoencoder_weights_hash")
+    if cached_weights is None:
+        return (
+            f"the latent cache records no weights hash (written by an older dc_ae_hf), so it cannot be checked that "
+            f"--vae={vae_name!r} holds the weights that made it; only its config was compared"
+        )
+    if cached_weights != weights_hash:
+        raise ValueError(
+            f"--vae={vae_name!r} is not allowed: it has the cache's architecture but other weights (weights hash "
+            f"{weights_hash}; the cache was made by {cached['name_or_path']!r} with {cached_weights}, e.g. a run's "
+            f"vae/ instead of its vae_ema/): its decoder would decode these latents wrongly; {advice}"
+        )
+    return None
 
 
 class LatentCacheDataset(torch.utils.data.Dataset):

@@ -1,0 +1,134 @@
+"""Command-line flags shared by the trainers, declared once with one meaning each.
+
+`train_dc_ae.py` and `train_usit.py` build their parsers from these groups and add only what is theirs; a flag
+that exists in both means the same thing in both (only some defaults differ, e.g. the official optimiser of each).
+`check_shared_arguments` validates the shared flags in one place, before anything is loaded or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+from dc_ae_hf.checks import check_int, check_number, invalid
+
+__all__ = [
+    "add_channel_arguments",
+    "add_image_data_arguments",
+    "add_optimization_arguments",
+    "add_run_arguments",
+    "check_shared_arguments",
+    "make_parser",
+    "optional_float",
+]
+
+
+def make_parser(description: str) -> argparse.ArgumentParser:
+    """An `ArgumentParser` whose `--help` shows every default."""
+    return argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def optional_float(text: str) -> float | None:
+    """argparse type: a float, or None for "none"."""
+    return None if text.strip().lower() == "none" else float(text)
+
+
+def add_channel_arguments(parser: argparse.ArgumentParser, title: str, default_note: str):
+    """c' of each step: `--latent_channel_choices`, `--num_channel_samples`, `--always_include_full`."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--latent_channel_choices", type=int, nargs="+", help=f"prefixes c' ({default_note})")
+    group.add_argument("--num_channel_samples", type=int, default=1, help="prefixes drawn per optimisation step (k)")
+    group.add_argument("--always_include_full", action="store_true", help="one of them is always the full latent")
+    return group
+
+
+def add_image_data_arguments(parser: argparse.ArgumentParser, resolution: int = 256):
+    """Image data: a Hub dataset (`--dataset_name`) or an imagefolder (`--train_data_dir`, alias `--data_dir`)."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset_name", help="Hub dataset id")
+    group.add_argument("--dataset_config_name")
+    group.add_argument("--train_data_dir", "--data_dir", dest="train_data_dir", help="imagefolder directory")
+    group.add_argument("--split", default="train")
+    group.add_argument("--image_column", help="default: the dataset's first image column")
+    group.add_argument("--cache_dir", help="Hugging Face datasets cache")
+    group.add_argument("--resolution", type=int, default=resolution, help="ADM center crop size (px)")
+    group.add_argument("--random_flip", action="store_true", help="random horizontal flips (official: off)")
+    group.add_argument("--train_batch_size", type=int, default=32, help="per process")
+    group.add_argument("--dataloader_num_workers", type=int, default=0)
+    return group
+
+
+def add_optimization_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    learning_rate: float,
+    betas: tuple[float, float],
+    lr_scheduler: str,
+    lr_warmup_steps: int,
+    max_grad_norm: float | None,
+    max_train_steps: int,
+    ema_decay: float = 0.9999,
+    title: str = "optimisation",
+):
+    """AdamW, the LR schedule (diffusers `get_scheduler`), clipping, accumulation, precision, steps, EMA, seed."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--learning_rate", type=float, default=learning_rate)
+    group.add_argument("--adam_beta1", type=float, default=betas[0])
+    group.add_argument("--adam_beta2", type=float, default=betas[1])
+    group.add_argument("--adam_weight_decay", type=float, default=0.0)
+    group.add_argument("--adam_epsilon", type=float, default=1e-8)
+    group.add_argument("--lr_scheduler", default=lr_scheduler, help="diffusers.optimization.get_scheduler name")
+    group.add_argument("--lr_warmup_steps", type=int, default=lr_warmup_steps)
+    group.add_argument(
+        "--max_grad_norm", type=optional_float, default=max_grad_norm, help="clip gradients to this norm; none: off"
+    )
+    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    group.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], help="default: the accelerate config")
+    group.add_argument("--max_train_steps", type=int, default=max_train_steps)
+    group.add_argument("--ema_decay", type=float, default=ema_decay)
+    group.add_argument("--seed", type=int, default=0)
+    return group
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str, checkpointing_steps: int, every: int):
+    """Output folder, checkpoints and resuming, validation cadence, logging, Hub, dry run."""
+    group = parser.add_argument_group("checkpoints, validation, logging")
+    group.add_argument("--output_dir", default=output_dir, help="a new folder, or this trainer's run (resumed)")
+    group.add_argument("--checkpointing_steps", type=int, default=checkpointing_steps)
+    group.add_argument("--checkpoints_total_limit", type=int, help="default: keep all")
+    group.add_argument(
+        "--resume_from_checkpoint", help="'latest' (also when omitted: re-running resumes), 'none' or a checkpoint"
+    )
+    group.add_argument(
+        "--resume_mismatch_ok",
+        action="store_true",
+        help="resume although settings that change the model, objective or data order differ from the checkpoint's",
+    )
+    group.add_argument("--validation_steps", type=int, default=every)
+    group.add_argument("--logging_steps", type=int, default=10, help="log the mean losses every N steps")
+    group.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "wandb", "none"])
+    group.add_argument("--logging_dir", default="logs", help="relative to --output_dir")
+    group.add_argument("--push_to_hub", action="store_true")
+    group.add_argument("--hub_model_id", help="default: the name of --output_dir")
+    group.add_argument("--dry_run", action="store_true", help="print the resolved configuration (JSON) and exit")
+    return group
+
+
+def check_shared_arguments(args: argparse.Namespace) -> None:
+    """Validate the shared flags (ValueError/TypeError naming the flag, the value and what is allowed)."""
+    for flag in ("max_train_steps", "checkpointing_steps", "validation_steps", "logging_steps", "train_batch_size"):
+        check_int(f"--{flag}", getattr(args, flag), minimum=1)
+    check_int("--gradient_accumulation_steps", args.gradient_accumulation_steps, minimum=1)
+    check_int("--num_channel_samples", args.num_channel_samples, minimum=1)
+    check_int("--resolution", args.resolution, minimum=1)
+    for flag in ("lr_warmup_steps", "dataloader_num_workers"):
+        check_int(f"--{flag}", getattr(args, flag), minimum=0)
+    check_int("--checkpoints_total_limit", args.checkpoints_total_limit, minimum=1, optional=True)
+    check_number("--learning_rate", args.learning_rate, minimum=0, exclusive_minimum=True)
+    check_number("--adam_weight_decay", args.adam_weight_decay, minimum=0)
+    if args.max_grad_norm is not None and not args.max_grad_norm > 0:
+        raise invalid("--max_grad_norm", args.max_grad_norm, "must be > 0 (or none: no clipping)")
+    if not 0 < args.ema_decay < 1:
+        raise invalid("--ema_decay", args.ema_decay, "must be in (0, 1)")
+    if args.report_to != "none" and importlib.util.find_spec(args.report_to) is None:
+        raise invalid("--report_to", args.report_to, f"the {args.report_to} package is not installed (or use none)")

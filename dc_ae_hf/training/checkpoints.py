@@ -1,0 +1,191 @@
+"""Checkpoints of both trainers: atomic accelerate states holding `save_pretrained` folders, and resuming them.
+
+- `save_checkpoint` / `list_checkpoints` / `find_latest_checkpoint` / `prune_checkpoints`: `checkpoint-<step>`
+  folders written atomically (a killed save leaves a `.tmp` folder that is never resumed).
+- `resume_candidates`: which checkpoints a run resumes from, newest first (`--resume_from_checkpoint`).
+- `setting_differences`: the settings that changed between a checkpoint and the resuming command.
+- `register_pretrained_hooks`: accelerate save/load hooks that store models as `save_pretrained` folders.
+
+Nothing random is checkpointed besides accelerate's own RNG states: every random draw of a step is seeded by
+(seed, rank, step) (`dc_ae_hf.training.randomness`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+CHECKPOINT_PREFIX = "checkpoint-"
+_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Atomic checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step of a `checkpoint-<step>` folder, None for anything else (incl. unfinished `.tmp` folders)."""
+    match = _CHECKPOINT_RE.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Finished checkpoints in `output_dir`, oldest first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    return sorted(found, key=checkpoint_step)
+
+
+def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest finished checkpoint folder, or None."""
+    checkpoints = list_checkpoints(output_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def resolve_resume_checkpoint(resume_from_checkpoint: str | None, output_dir: str | os.PathLike) -> Path | None:
+    """`--resume_from_checkpoint` semantics: `None` -> the latest if any (re-running the command resumes),
+    `"latest"` -> the latest or None, `"none"` -> start fresh, otherwise an explicit folder that must exist."""
+    candidates = resume_candidates(resume_from_checkpoint, output_dir)
+    return candidates[0] if candidates else None
+
+
+def resume_candidates(resume_from_checkpoint: str | None, output_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoints to try, in order: every finished one newest first for `None` / `"latest"` (a run falls back
+    to the previous one when the newest cannot be loaded), none for `"none"`, or the one named explicitly."""
+    if resume_from_checkpoint is None or resume_from_checkpoint == "latest":
+        return list(reversed(list_checkpoints(output_dir)))
+    if resume_from_checkpoint == "none":
+        return []
+    path = Path(resume_from_checkpoint)
+    if not path.is_dir() or checkpoint_step(path) is None:
+        raise ValueError(
+            f"--resume_from_checkpoint={resume_from_checkpoint!r} is not allowed: it is not a checkpoint-<step> "
+            "folder; use 'latest', 'none' or the path of an existing checkpoint"
+        )
+    return [path]
+
+
+def setting_differences(saved: Mapping, current: Mapping) -> list[str]:
+    """`"name: checkpoint X, now Y"` for every setting whose value differs between two flat dicts (a setting
+    missing on one side counts as None)."""
+    lines = []
+    for key in sorted(set(saved) | set(current)):
+        before, now = saved.get(key), current.get(key)
+        if json.dumps(before, sort_keys=True, default=str) != json.dumps(now, sort_keys=True, default=str):
+            lines.append(f"{key}: checkpoint {before!r}, now {now!r}")
+    return lines
+
+
+def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int | None) -> list[Path]:
+    """Delete the oldest finished checkpoints so that at most `total_limit` remain; returns the deleted ones."""
+    if total_limit is None:
+        return []
+    if total_limit < 1:
+        raise ValueError(f"checkpoints_total_limit must be >= 1 or None, got {total_limit}")
+    checkpoints = list_checkpoints(output_dir)
+    removed = checkpoints[: max(0, len(checkpoints) - total_limit)]
+    for path in removed:
+        shutil.rmtree(path)
+    return removed
+
+
+def save_checkpoint(
+    accelerator, output_dir: str | os.PathLike, step: int, total_limit: int | None = None, metadata: dict | None = None
+) -> Path:
+    """Save the accelerate state as `output_dir/checkpoint-<step>`, atomically, then prune old ones.
+
+    Every process writes into `checkpoint-<step>.tmp` (accelerate writes per-rank RNG states there); only when all
+    have finished does the main process rename it to its final name. A run killed mid-save leaves a `.tmp` folder
+    that `find_latest_checkpoint` ignores, so the previous checkpoint stays the resume point. Must be called on
+    every process.
+    """
+    output_dir = Path(output_dir)
+    final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = output_dir / f"{CHECKPOINT_PREFIX}{step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "training_state.json").write_text(json.dumps({"step": step, **(metadata or {})}, indent=2))
+        if final.exists():  # a previous run reached this step; the new state replaces it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        # Only after the new checkpoint is in place do older ones go.
+        prune_checkpoints(output_dir, total_limit)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def read_checkpoint_metadata(checkpoint: str | os.PathLike) -> dict:
+    """The JSON written next to a checkpoint by `save_checkpoint` (at least {"step": N}); ValueError naming the
+    checkpoint when it is missing or unreadable."""
+    path = Path(checkpoint) / "training_state.json"
+    try:
+        metadata = json.loads(path.read_text())
+        int(metadata["step"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"checkpoint {str(checkpoint)!r} has no readable training_state.json ({error})") from None
+    return metadata
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# accelerate hooks: checkpoints hold `save_pretrained` folders (diffusers train_unconditional.py pattern)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def register_pretrained_hooks(
+    accelerator,
+    named_models: dict[str, torch.nn.Module],
+    extra_save: Callable[[str], None] | None = None,
+    extra_load: Callable[[str], None] | None = None,
+) -> None:
+    """Make `accelerator.save_state/load_state` store each prepared model as `<checkpoint>/<name>/` written by
+    `save_pretrained` (safetensors + config.json), loadable on its own with `from_pretrained`.
+
+    Args:
+        named_models: subfolder name -> the model as passed to `accelerator.prepare` (wrapped or not).
+        extra_save / extra_load: called with the checkpoint folder (main process for save), e.g. to write the EMA
+            model with `EMAModel.save_pretrained` and read it back.
+    """
+
+    def _name_of(model) -> str:
+        unwrapped = accelerator.unwrap_model(model)
+        for name, candidate in named_models.items():
+            if accelerator.unwrap_model(candidate) is unwrapped:
+                return name
+        raise ValueError(f"model of type {type(unwrapped).__name__} was not registered with a checkpoint name")
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            for model in models:
+                accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, _name_of(model)))
+                if weights:
+                    weights.pop()
+            if extra_save is not None:
+                extra_save(output_dir)
+
+    def load_hook(models, input_dir):
+        while models:
+            model = models.pop()
+            unwrapped = accelerator.unwrap_model(model)
+            loaded = type(unwrapped).from_pretrained(os.path.join(input_dir, _name_of(model)))
+            unwrapped.register_to_config(**loaded.config)
+            unwrapped.load_state_dict(loaded.state_dict())
+            del loaded
+        if extra_load is not None:
+            extra_load(input_dir)
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)

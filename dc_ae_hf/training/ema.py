@@ -1,0 +1,48 @@
+"""Exponential moving averages of the trained weights (diffusers `EMAModel` with the official DC-Gen warmup)."""
+
+from __future__ import annotations
+
+import math
+
+from diffusers.training_utils import EMAModel
+
+__all__ = ["ExponentialWarmupEMAModel"]
+
+
+class ExponentialWarmupEMAModel(EMAModel):
+    """diffusers `EMAModel` whose decay at optimisation step n is ``decay * (1 - exp(-n / warmup_steps))``.
+
+    This is the official schedule (``dc_gen/apps/utils/ema.py``: ``EMA.step`` with ``ema_warmup_steps=2000``; the
+    trainer calls it with the 1-based global step after each optimiser step, as ``EMAModel.step`` counts). diffusers'
+    own warmup (``1 - (1 + n / inv_gamma) ** -power``) has another shape, so only ``get_decay`` is replaced;
+    everything else (``store/copy_to/restore``, ``save_pretrained/from_pretrained``, ``state_dict``) is the parent's,
+    with ``warmup_steps`` added to the saved state.
+
+    Args:
+        parameters: the parameters to average.
+        decay: the target decay d (official 0.9999).
+        warmup_steps: the warmup time constant (official 2000); 0 disables the warmup (constant d).
+        **kwargs: `EMAModel` arguments (``model_cls``, ``model_config``, ``foreach``).
+    """
+
+    def __init__(self, parameters, decay: float = 0.9999, warmup_steps: int = 2000, **kwargs) -> None:
+        super().__init__(parameters, decay=decay, **kwargs)
+        self.warmup_steps = self._check_warmup(warmup_steps)
+
+    @staticmethod
+    def _check_warmup(warmup_steps) -> int:
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"ema warmup_steps must be an int >= 0, got {warmup_steps!r}")
+        return warmup_steps
+
+    def get_decay(self, optimization_step: int) -> float:
+        if self.warmup_steps == 0:
+            return self.decay
+        return self.decay * (1.0 - math.exp(-optimization_step / self.warmup_steps))
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "warmup_steps": self.warmup_steps}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.warmup_steps = self._check_warmup(state_dict.get("warmup_steps", self.warmup_steps))

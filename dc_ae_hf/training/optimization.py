@@ -1,0 +1,33 @@
+"""The optimiser and LR schedule of both trainers, built from the shared flags (`dc_ae_hf.training.arguments`)."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from diffusers.optimization import get_scheduler
+
+__all__ = ["make_adamw", "make_lr_scheduler"]
+
+
+def make_adamw(parameters, args: argparse.Namespace, lr: float | None = None, betas=None) -> torch.optim.AdamW:
+    """AdamW with `--learning_rate`, `--adam_beta1/2`, `--adam_weight_decay`, `--adam_epsilon` (lr and betas may be
+    overridden, e.g. for a discriminator). `parameters` may be parameter groups with their own weight decay."""
+    return torch.optim.AdamW(
+        parameters,
+        lr=args.learning_rate if lr is None else lr,
+        betas=(args.adam_beta1, args.adam_beta2) if betas is None else betas,
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+
+
+def make_lr_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer, num_processes: int):
+    """diffusers `get_scheduler(--lr_scheduler)` with `--lr_warmup_steps` over `--max_train_steps`. accelerate steps
+    a prepared scheduler once per process and step, so the step counts are scaled by the number of processes."""
+    return get_scheduler(
+        args.lr_scheduler,
+        optimizer,
+        num_warmup_steps=args.lr_warmup_steps * num_processes,
+        num_training_steps=args.max_train_steps * num_processes,
+    )

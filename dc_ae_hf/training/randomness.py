@@ -1,0 +1,81 @@
+"""Stateless randomness: every random draw of a training step is seeded by (seed, rank, step).
+
+As EDM2 reseeds its noise from (seed, rank, nimg) (``training/training_loop.py``), the trainers reseed torch's RNG at
+the start of each optimisation step (`seed_step`) and draw the step's channel prefixes c' from a generator of their
+own (`LatentChannelSampler`). A resumed run therefore draws exactly what an uninterrupted one draws, and nothing but
+the step number has to be checkpointed for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from dc_ae_hf.checks import check_channel_prefixes, check_int
+
+__all__ = ["LatentChannelSampler", "seed_step", "step_seed"]
+
+# Separate streams for the two users of a step's seed: torch's global RNG (t, noise, label dropout) and the c' draw.
+_GLOBAL_STREAM, _CHANNEL_STREAM = 0, 1
+
+
+def step_seed(seed: int, rank: int, step: int, stream: int = _GLOBAL_STREAM) -> int:
+    """A 63-bit seed that depends on nothing but (seed, rank, step, stream) (numpy `SeedSequence` mixing)."""
+    words = np.random.SeedSequence([int(seed) % 2**63, int(rank), int(step), int(stream)]).generate_state(2)
+    return int((int(words[0]) << 31 ^ int(words[1])) % 2**63)
+
+
+def seed_step(seed: int, rank: int, step: int) -> None:
+    """Reseed torch's RNG (CPU and every accelerator) for optimisation step `step` of process `rank`."""
+    torch.manual_seed(step_seed(seed, rank, step))
+
+
+class LatentChannelSampler:
+    """Draws the channel prefixes c' used in one training step (paper Eq. 1 for the autoencoder, Eq. 2 for diffusion).
+
+    Official semantics (`dc_gen/aecore/trainer.py` and `dc_gen/c2icore/trainer.py`, `prepare_batch`): each step
+    draws `num_samples` values uniformly from `choices` (with replacement); with `always_include_full` the first
+    value is the full latent `max(choices)` and only `num_samples - 1` are drawn. The draw is the same for the whole
+    local batch and differs between processes (the official code uses a per-rank generator).
+
+    The draw of step n is a function of (seed, process_index, n) only, so it needs no checkpointed state.
+
+    Args:
+        choices: allowed prefixes, strictly increasing positive ints (e.g. `vae.latent_channel_choices`).
+        num_samples: how many prefixes per step (>= 1).
+        always_include_full: force the full latent as the first prefix.
+        seed: the run's seed.
+        process_index: the rank of this process.
+    """
+
+    def __init__(
+        self,
+        choices: Sequence[int],
+        num_samples: int = 1,
+        always_include_full: bool = False,
+        seed: int = 0,
+        process_index: int = 0,
+    ) -> None:
+        self.choices = check_channel_prefixes("latent_channel_choices", choices, increasing=True)
+        self.num_samples = check_int("num_channel_samples", num_samples, minimum=1)
+        self.always_include_full = bool(always_include_full)
+        self.seed = check_int("seed", seed)
+        self.process_index = check_int("process_index", process_index, minimum=0)
+        self._next_step = 1  # for calls without a step: 1, 2, 3, ...
+
+    def __call__(self, step: int | None = None) -> list[int]:
+        """The prefixes of optimisation step `step` (default: the step after the previous call), e.g. `[128, 48]`
+        with `num_samples=2, always_include_full=True`."""
+        if step is None:
+            step = self._next_step
+        step = check_int("step", step, minimum=0)
+        self._next_step = step + 1
+        drawn = [self.choices[-1]] if self.always_include_full else []
+        num_random = self.num_samples - len(drawn)
+        if num_random:
+            generator = torch.Generator().manual_seed(step_seed(self.seed, self.process_index, step, _CHANNEL_STREAM))
+            index = torch.randint(len(self.choices), (num_random,), generator=generator)
+            drawn.extend(self.choices[i] for i in index.tolist())
+        return drawn

@@ -1,0 +1,462 @@
+"""The skeleton both trainers share: the run folder, the accelerator, resuming, the step loop, logging, the end.
+
+A trainer's `main` reads top to bottom (DiT's train.py): resolve and check the configuration, open a `TrainingRun`,
+build the models, data and optimiser, `prepare` them, `run.track(...)` what a checkpoint holds, `run.resume()`,
+then::
+
+    for step, micro_batches in run.steps(train_dataloader):
+        ...  # forward, backward, optimiser step for each micro-batch
+        run.log(step, lr=...)  # after run.record(losses) for each micro-batch
+        run.save_checkpoint_if_due(step)
+    run.finish(...)
+
+What the skeleton guarantees, for both trainers:
+
+- **The output folder is this run's.** `check_output_dir` refuses, before anything is written, a folder that holds
+  something else (a pipeline, another trainer's run, unrelated files). While a run is alive it holds an OS lock on
+  `<output_dir>/.run.lock`; a second run on the same folder is refused, and a killed run leaves no stale lock.
+- **Workers die with their launcher.** Under `accelerate launch` (or torchrun) each worker watches its parent and
+  stops when the launcher is killed (`kill -9` included), so no orphan keeps training in the folder.
+- **Resuming is exact and honest.** Re-running the same command resumes from the newest finished checkpoint; one
+  that cannot be loaded is reported by name and the previous one is taken. Settings that change the model, the
+  objective or the data order must equal the checkpoint's (`--resume_mismatch_ok` to override deliberately). The
+  run's first `training_config.json` is never overwritten.
+- **Stateless randomness.** Each optimisation step reseeds torch from (seed, rank, step) (`seed_step`).
+- **Cheap logging.** Losses are summed on the device and synchronised once every `--logging_steps`.
+- **One message for a user error.** `run_script` prints `error: <message>` once (rank 0) for a configuration error
+  and exits with status 2 (with `accelerate launch --quiet`, nothing else is printed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from itertools import islice
+from pathlib import Path
+
+import torch
+
+from dc_ae_hf.hub import HubPushError, push_folder_to_hub
+from dc_ae_hf.training.checkpoints import (
+    list_checkpoints,
+    read_checkpoint_metadata,
+    resume_candidates,
+    save_checkpoint,
+    setting_differences,
+)
+from dc_ae_hf.training.randomness import seed_step
+
+try:  # POSIX advisory locks; elsewhere runs are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+__all__ = ["TrainingRun", "check_output_dir", "make_accelerator", "run_script"]
+
+logger = logging.getLogger(__name__)
+CONFIG_FILE = "training_config.json"
+LOCK_FILE = ".run.lock"
+_training_started = threading.Event()  # set by the first step: later errors keep their traceback
+_held_locks: dict[str, object] = {}  # output folder -> this process's lock handle (a run re-entered in-process)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def run_script(main: Callable, parse_args: Callable, argv: list[str] | None = None):
+    """Run a training script's `main(parse_args(argv))`. A configuration error (ValueError, TypeError, OSError raised
+    before the first training step) prints one line `error: ...` on rank 0 and exits with status 2; errors after
+    training started keep their traceback (they are bugs or hardware failures, not usage errors)."""
+    _training_started.clear()
+    try:
+        return main(parse_args(argv))
+    except (ValueError, TypeError, OSError) as error:
+        if _training_started.is_set():
+            raise
+        if _rank() == 0:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def check_output_dir(output_dir: str | os.PathLike, script: str, model_folder: str) -> None:
+    """Refuse an existing, non-empty `output_dir` that is not a run of `script` (before anything is written).
+
+    A run of `script` is a folder whose `training_config.json` names it, or (runs of earlier versions) one whose
+    checkpoints hold `model_folder` (`vae` for train_dc_ae, `transformer` for train_usit).
+    """
+    path = Path(output_dir)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ValueError(f"--output_dir={str(output_dir)!r} is not allowed: it is a file, not a folder")
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries:
+        return
+    owner = None
+    if (path / CONFIG_FILE).is_file():
+        try:
+            owner = json.loads((path / CONFIG_FILE).read_text()).get("script")
+        except (ValueError, AttributeError):
+            owner = None
+        if owner is None and any((c / model_folder).is_dir() for c in list_checkpoints(path)):
+            owner = script  # a run written before the config named its script
+    if owner == script:
+        return
+    if owner is not None:
+        what = f"a run of {owner}.py"
+    elif (path / "model_index.json").is_file():
+        what = "a pipeline folder (model_index.json)"
+    elif (path / "config.json").is_file():
+        what = "a model folder (config.json)"
+    else:
+        what = f"files that are not a run of {script}.py ({', '.join(entries[:5])}{', ...' * (len(entries) > 5)})"
+    raise ValueError(
+        f"--output_dir={str(output_dir)!r} is not allowed: it holds {what}, which this run would overwrite; choose a "
+        f"new or empty folder, or the --output_dir of an earlier {script}.py run to resume it"
+    )
+
+
+def make_accelerator(
+    output_dir: str | os.PathLike,
+    mixed_precision: str | None,
+    report_to: str,
+    logging_dir: str,
+    gradient_accumulation_steps: int,
+    seed: int,
+):
+    """The `Accelerator` both trainers use: trackers under `output_dir/logging_dir`, gradient accumulation that does
+    not re-sync at epoch ends (exact resume), and a seedable sampler (same data order after a resume)."""
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
+
+    output_dir = Path(output_dir)
+    return Accelerator(
+        mixed_precision=mixed_precision,
+        log_with=None if report_to == "none" else report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / logging_dir)),
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=gradient_accumulation_steps, sync_with_dataloader=False
+        ),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),
+    )
+
+
+def _under_launcher() -> bool:
+    """True in a worker started by `accelerate launch` or torchrun (not in a plain `python train.py`, whose parent
+    may legitimately go away, e.g. under nohup)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or any(k.startswith("ACCELERATE_") for k in os.environ)
+
+
+def _watch_launcher(poll_seconds: float = 0.5) -> None:
+    """Stop this process (SIGTERM) once its launcher is gone: the parent pid changes when the parent dies."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        print(f"the launcher (pid {parent}) is gone: stopping this worker", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
+class TrainingRun:
+    """One training run in `args.output_dir` (see the module docstring).
+
+    Args:
+        args: the parsed flags (the shared ones of `dc_ae_hf.training.arguments`).
+        config: the resolved configuration (JSON-able); written as the run's `training_config.json` when it is the
+            first, with `script` added.
+        script: the trainer's name, e.g. "train_usit".
+        settings: the settings a resume must not change (model, objective, data order), a flat JSON-able dict;
+            stored with every checkpoint and compared on resume.
+    """
+
+    def __init__(self, args, config: dict, script: str, settings: dict) -> None:
+        self.args, self.config, self.script = args, config, script
+        self.output_dir = Path(args.output_dir)
+        self.accelerator = accelerator = make_accelerator(
+            self.output_dir,
+            args.mixed_precision,
+            args.report_to,
+            args.logging_dir,
+            args.gradient_accumulation_steps,
+            args.seed,
+        )
+        if _under_launcher():
+            _watch_launcher()
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+        self.settings = {**settings, "num_processes": accelerator.num_processes}
+        config["accelerate"] = {
+            "distributed_type": str(accelerator.distributed_type),
+            "mixed_precision": accelerator.mixed_precision,
+            "num_processes": accelerator.num_processes,
+        }
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.resumed_from: Path | None = None
+        self._lock = None
+        self._claim_output_dir()
+        self._losses: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+        self._scalars: dict[str, float] = {}
+        self._logged_steps = 0
+        self.progress = None
+
+    # ---- the run folder ----------------------------------------------------------------------------------------
+
+    def _claim_output_dir(self) -> None:
+        """Main process: take the lock, write the first configuration; every process fails alike if it cannot."""
+        from accelerate.utils import broadcast_object_list
+
+        error = None
+        if self.accelerator.is_main_process:
+            try:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                self._lock = self._take_lock()
+                config_path = self.output_dir / CONFIG_FILE
+                if not config_path.is_file():  # the run's first configuration is never overwritten
+                    text = json.dumps({"script": self.script, **self.config}, indent=2, default=str)
+                    tmp = config_path.with_name(CONFIG_FILE + ".tmp")
+                    tmp.write_text(text)
+                    os.replace(tmp, config_path)
+            except (OSError, ValueError) as failure:
+                error = str(failure)
+        if self.accelerator.num_processes > 1:
+            error = broadcast_object_list([error])[0]
+        if error is not None:
+            raise ValueError(error)
+
+    def _take_lock(self):
+        key = str(self.output_dir.resolve())
+        if fcntl is None or key in _held_locks:
+            return _held_locks.get(key)
+        handle = open(self.output_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held for the run's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise ValueError(
+                f"--output_dir={str(self.output_dir)!r} is not allowed: another live run (pid {holder}) is training "
+                "in it; wait for it to end or stop it, or choose another --output_dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        _held_locks[key] = handle
+        return handle
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+
+    def track(self, models: dict, emas: dict | None = None) -> None:
+        """What a checkpoint holds besides accelerate's state: each prepared model as a `save_pretrained` folder
+        `<checkpoint>/<name>/` and each EMA (diffusers `EMAModel`) as `<checkpoint>/<name>/`."""
+        from accelerate.utils import DistributedType
+
+        from dc_ae_hf.training.checkpoints import register_pretrained_hooks
+
+        emas = emas or {}
+        accelerator = self.accelerator
+
+        def save_emas(folder):
+            for name, ema in emas.items():
+                ema.save_pretrained(str(Path(folder) / name))
+
+        def load_emas(folder):
+            for name, ema in emas.items():
+                path = Path(folder) / name
+                if not path.is_dir():
+                    raise ValueError(f"checkpoint {folder} holds no {name}/ (it was saved without that EMA)")
+                loaded = type(ema).from_pretrained(str(path), model_cls=ema.model_cls)
+                ema.load_state_dict(loaded.state_dict())
+                ema.to(accelerator.device)
+
+        if accelerator.distributed_type == DistributedType.FSDP:  # accelerate writes the sharded models itself
+            accelerator.register_save_state_pre_hook(
+                lambda m, w, folder: accelerator.is_main_process and save_emas(folder)
+            )
+            accelerator.register_load_state_pre_hook(lambda m, folder: load_emas(folder))
+        else:
+            register_pretrained_hooks(accelerator, models, extra_save=save_emas, extra_load=load_emas)
+
+    def resume(self) -> int:
+        """Load the checkpoint to resume from (if any) and return the step it reached (0 for a fresh run)."""
+        args, accelerator = self.args, self.accelerator
+        candidates = resume_candidates(args.resume_from_checkpoint, self.output_dir)
+        for index, checkpoint in enumerate(candidates):
+            try:
+                metadata = read_checkpoint_metadata(checkpoint)
+                self._check_settings(checkpoint, metadata)
+                accelerator.load_state(str(checkpoint))
+            except _ResumeRefused:
+                raise
+            except Exception as error:  # noqa: BLE001 - any failure to load is reported and the previous one taken
+                explicit = args.resume_from_checkpoint not in (None, "latest")
+                if explicit or index + 1 == len(candidates):
+                    hint = "pass --resume_from_checkpoint none to start over" if not explicit else "choose another"
+                    raise ValueError(f"checkpoint {checkpoint} cannot be loaded ({error}); {hint}") from error
+                logger.warning(
+                    f"checkpoint {checkpoint.name} cannot be loaded ({type(error).__name__}: {error}); "
+                    f"resuming from {candidates[index + 1].name} instead"
+                )
+                continue
+            self.step, self.epoch = metadata["step"], metadata.get("epoch", 0)
+            self.batch_in_epoch = metadata.get("batch_in_epoch", 0)
+            self.resumed_from = checkpoint
+            accelerator.print(f"Resumed from {checkpoint.name} (step {self.step})")
+            return self.step
+        return 0
+
+    def _check_settings(self, checkpoint: Path, metadata: dict) -> None:
+        saved = metadata.get("settings")
+        if saved is None:
+            logger.warning(f"{checkpoint.name} records no settings (an older version): the resume cannot be checked")
+            return
+        differences = setting_differences(saved, self.settings)
+        if not differences:
+            return
+        listing = "; ".join(differences)
+        if not self.args.resume_mismatch_ok:
+            raise _ResumeRefused(
+                f"resuming {checkpoint} with other settings than it was trained with ({listing}): they change the "
+                "model, the objective or the data order. Re-run with the checkpoint's settings, use a new "
+                "--output_dir, or pass --resume_mismatch_ok to resume with the new settings deliberately"
+            )
+        logger.warning(f"--resume_mismatch_ok: resuming {checkpoint.name} with changed settings ({listing})")
+        if self.accelerator.is_main_process:
+            path = self.output_dir / f"training_config-resumed-{metadata['step']}.json"
+            path.write_text(json.dumps({"script": self.script, **self.config}, indent=2, default=str))
+
+    def save_checkpoint_if_due(self, step: int) -> Path | None:
+        """Write `checkpoint-<step>` every `--checkpointing_steps` and at the last step (collective)."""
+        if not self.due(step, self.args.checkpointing_steps):
+            return None
+        metadata = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "settings": self.settings}
+        return save_checkpoint(
+            self.accelerator, self.output_dir, step, self.args.checkpoints_total_limit, metadata=metadata
+        )
+
+    # ---- the loop ----------------------------------------------------------------------------------------------
+
+    def due(self, step: int, every: int) -> bool:
+        """True every `every` steps and at the last step."""
+        return step % every == 0 or step >= self.args.max_train_steps
+
+    def _batches(self, dataloader) -> Iterator:
+        """Batches across epochs from where the run stands (after a resume: the next unseen batch)."""
+        accelerator, dataset = self.accelerator, dataloader.dataset
+        epoch, skip = self.epoch, self.batch_in_epoch
+        while True:
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)  # per-sample crops and flips depend on (seed, epoch, index)
+            dataloader.set_epoch(epoch)
+            loader = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+            loader.set_epoch(epoch)
+            count = skip
+            for batch in loader:
+                count += 1
+                self.epoch, self.batch_in_epoch = epoch, count
+                yield batch
+            if count == 0:
+                raise ValueError(
+                    "the training data yielded no batch: fewer examples than --train_batch_size x processes"
+                )
+            epoch, skip = epoch + 1, 0
+
+    def steps(self, dataloader) -> Iterator[tuple[int, Iterator]]:
+        """Yield `(step, micro_batches)` for every remaining optimisation step (1-based): the
+        `--gradient_accumulation_steps` micro-batches of that step. torch's RNG is reseeded from (seed, rank, step)
+        first, so every draw of the step is independent of how the run got there."""
+        args, accelerator = self.args, self.accelerator
+        from tqdm.auto import tqdm
+
+        self.progress = tqdm(
+            total=args.max_train_steps, initial=self.step, disable=not accelerator.is_local_main_process
+        )
+        _training_started.set()
+        batches = self._batches(dataloader)
+        while self.step < args.max_train_steps:
+            step = self.step + 1
+            seed_step(args.seed, accelerator.process_index, step)
+            yield step, islice(batches, args.gradient_accumulation_steps)
+            self.step = step
+            self.progress.update(1)
+        self.progress.close()
+
+    def record(self, losses: dict[str, torch.Tensor]) -> None:
+        """Add one micro-batch's losses (detached; they stay on the device until the next log)."""
+        for name, value in losses.items():
+            value = value.detach().float()
+            self._losses[name] = self._losses[name] + value if name in self._losses else value
+            self._counts[name] = self._counts.get(name, 0) + 1
+
+    def log(self, step: int, **scalars: float) -> None:
+        """End of an optimisation step: every `--logging_steps` and at the last step, log the mean of each recorded
+        loss and of each scalar since the last log, with one host synchronisation (not one per step). Losses are
+        averaged over processes, except the per-prefix ones (`loss_c<c'>`): ranks draw different c'."""
+        for name, value in scalars.items():
+            self._scalars[name] = self._scalars.get(name, 0.0) + float(value)
+        self._logged_steps += 1
+        if not self.due(step, self.args.logging_steps):
+            return
+        shared = sorted(n for n in self._losses if not n.startswith("loss_c"))
+        local = sorted(n for n in self._losses if n.startswith("loss_c"))
+        means = {}
+        if shared:
+            stacked = torch.stack([self._losses[n] / self._counts[n] for n in shared])
+            means.update(zip(shared, self.accelerator.reduce(stacked, reduction="mean").tolist()))
+        if local:
+            means.update(zip(local, torch.stack([self._losses[n] / self._counts[n] for n in local]).tolist()))
+        means.update({name: total / self._logged_steps for name, total in self._scalars.items()})
+        self.accelerator.log(means, step=step)
+        if self.progress is not None and "loss" in means:
+            self.progress.set_postfix(loss=f"{means['loss']:.4f}")
+        self._losses, self._counts, self._scalars, self._logged_steps = {}, {}, {}, 0
+
+    def init_trackers(self, project: str) -> None:
+        """Start the trackers (main process) with the flags as their config."""
+        if self.accelerator.is_main_process and self.args.report_to != "none":
+            flat = {
+                k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in vars(self.args).items()
+            }
+            self.accelerator.init_trackers(project, config=flat)
+
+    # ---- the end -----------------------------------------------------------------------------------------------
+
+    def finish(self, push_folder: Path | None = None, repo_id: str | None = None) -> None:
+        """End the run: push `push_folder` to `repo_id` when `--push_to_hub` (a failure loses nothing: one line,
+        exit status 1, after the trackers are closed), end the trackers, release the folder's lock."""
+        failure = None
+        if self.accelerator.is_main_process and self.args.push_to_hub and push_folder is not None:
+            try:
+                push_folder_to_hub(push_folder, repo_id)
+                logger.info(f"pushed {push_folder} to {repo_id}")
+            except HubPushError as error:
+                failure = error
+        self.accelerator.end_training()
+        if self._lock is not None:
+            _held_locks.pop(str(self.output_dir.resolve()), None)
+            with contextlib.suppress(OSError):
+                self._lock.close()
+            self._lock = None
+        if failure is not None:
+            raise SystemExit(f"error: {failure}")
+
+    @property
+    def repo_id(self) -> str:
+        """`--hub_model_id`, or the name of the output folder."""
+        return self.args.hub_model_id or self.output_dir.resolve().name
+
+
+class _ResumeRefused(ValueError):
+    """Resuming would silently change the run; not a loading failure, so no fallback to an older checkpoint."""
