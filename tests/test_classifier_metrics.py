@@ -39,5 +39,12 @@ def test_classifier_learns_shapes_and_metrics_behave(tmp_path):
 def test_bad_inputs():
     with pytest.raises(ValueError, match="must match"):
         train_classifier(torch.zeros(4, 3, 32, 32), torch.zeros(3, dtype=torch.long), num_classes=10)
-    with pytest.raises(ValueError, match="steps must be >= 1"):
-        train_classifier(torch.zeros(4, 3, 32, 32), torch.zeros(4, dtype=torch.long), num_classes=10, steps=0)
+    images, labels = torch.zeros(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="steps=0 .*>= 1"):
+        train_classifier(images, labels, num_classes=10, steps=0)
+    with pytest.raises(TypeError, match="steps=2.5 .*int"):
+        train_classifier(images, labels, num_classes=10, steps=2.5)
+    with pytest.raises(ValueError, match="width=6 .*multiple of 4"):
+        train_classifier(images, labels, num_classes=10, width=6)
+    with pytest.raises(ValueError, match="lr=0.0 .*> 0"):
+        train_classifier(images, labels, num_classes=10, lr=0.0)

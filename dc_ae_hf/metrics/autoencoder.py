@@ -7,12 +7,13 @@ back to [-1, 1] (torchmetrics ``normalize=True`` on ``uint8 / 255``; torchmetric
 is AlexNet: pass ``load_lpips("alex")`` for parity). rFID here is torch-fidelity FID between the real and the
 reconstructed uint8 images written as PNG folders (officially the reference is precomputed ImageNet-val
 statistics; on the same images the two agree up to the Inception resize difference described in
-``dc_ae_hf/metrics/generation.py``).
+``dc_ae_hf/metrics/inception.py``).
 
 Structured latent space (DC-AE 1.5): each batch is encoded once to the full latent and decoded from its first c'
 channels for every requested c' (``vae.decode(latent[:, :c'])``). Decoding a prefix equals decoding the latent with
-channels c'.. set to zero when the decoder has no input shortcut (official `AdaptiveInputConvLayer`, dc_gen/models/nn/ops.py), which is
-how a plain diffusers ``AutoencoderDC`` without latent shortcuts is evaluated on prefixes.
+channels c'.. set to zero when the decoder has no input shortcut (official ``AdaptiveInputConvLayer``,
+``dc_gen/models/nn/ops.py``), which is how a plain diffusers ``AutoencoderDC`` without latent shortcuts is evaluated
+on prefixes.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from dc_ae_hf.metrics.generation import compute_generation_metrics
+from dc_ae_hf.checks import check_channel_prefixes, check_int
 from dc_ae_hf.metrics.image import psnr, ssim, to_uint8
+from dc_ae_hf.metrics.inception import compute_generation_metrics
 
 __all__ = ["evaluate_autoencoder", "format_markdown_table"]
 
@@ -73,10 +74,7 @@ def evaluate_autoencoder(
     """
     if not isinstance(vae, nn.Module) or not hasattr(vae, "encode") or not hasattr(vae, "decode"):
         raise TypeError(f"vae must be an autoencoder module with encode/decode, got {type(vae).__name__}.")
-    if max_batches is not None and (
-        isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
-    ):
-        raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}.")
+    max_batches = check_int("max_batches", max_batches, minimum=1, optional=True)
     if lpips_model is not None and not isinstance(lpips_model, nn.Module):
         raise TypeError(f"lpips_model must be an nn.Module such as load_lpips(...), got {type(lpips_model).__name__}.")
     full_channels = int(vae.config.latent_channels)
@@ -173,19 +171,7 @@ def _resolve_channels(vae: nn.Module, latent_channels_list: Sequence[int] | None
     if latent_channels_list is None:
         choices = getattr(vae.config, "latent_channel_choices", None)
         latent_channels_list = list(choices) if choices else [full_channels]
-    if isinstance(latent_channels_list, int) or not isinstance(latent_channels_list, Sequence):
-        raise TypeError(f"latent_channels_list must be a sequence of ints, got {latent_channels_list!r}.")
-    channels = []
-    for c in latent_channels_list:
-        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 1 <= c <= full_channels:
-            raise ValueError(
-                f"latent_channels_list entries must be ints in [1, {full_channels}] (the latent has "
-                f"{full_channels} channels), got {c!r} in {list(latent_channels_list)}."
-            )
-        channels.append(int(c))
-    if not channels:
-        raise ValueError("latent_channels_list must not be empty.")
-    return sorted(set(channels))
+    return sorted(set(check_channel_prefixes("latent_channels_list", latent_channels_list, full_channels)))
 
 
 def _latent_prefix(latent: torch.Tensor, c: int, prefix_decode: bool) -> torch.Tensor:

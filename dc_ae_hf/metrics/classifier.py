@@ -15,7 +15,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .generation import feature_statistics, frechet_distance
+from dc_ae_hf.checks import check_int, check_number, invalid
+from dc_ae_hf.metrics.frechet import feature_statistics, frechet_distance
 
 
 class SmallImageClassifier(ModelMixin, ConfigMixin):
@@ -66,8 +67,13 @@ def train_classifier(
         raise ValueError(
             f"images (N, 3, H, W) and labels (N,) must match, got {tuple(images.shape)}, {tuple(labels.shape)}"
         )
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    num_classes = check_int("num_classes", num_classes, minimum=2)
+    steps = check_int("steps", steps, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    width = check_int("width", width, minimum=4)
+    if width % 4:  # the stages' GroupNorm(8, 2 * width)
+        raise invalid("width", width, "must be a multiple of 4 (the model has GroupNorm(8, 2 * width))")
+    lr = check_number("lr", lr, minimum=0.0, exclusive_minimum=True)
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -91,6 +97,7 @@ def train_classifier(
 @torch.no_grad()
 def classifier_outputs(model: SmallImageClassifier, images: torch.Tensor, batch_size: int = 256):
     """(logits, features) for a tensor of images in [-1, 1]."""
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     logits, features = [], []
     for chunk in images.split(batch_size):
         f = model.features(chunk)
