@@ -19,8 +19,12 @@ import pytest
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
+from conftest import fixture_path
 from diffusers import AutoencoderDC
 from PIL import Image
+from safetensors.torch import load_file
+from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder, format_markdown_table
 from dc_ae_hf.metrics.generation import (
@@ -34,6 +38,7 @@ from dc_ae_hf.metrics.generation import (
     inception_features,
     load_dinov2,
     load_statistics,
+    save_statistics,
 )
 from dc_ae_hf.metrics.image import psnr, ssim, to_uint8
 from dc_ae_hf.metrics.lpips import load_lpips, lpips_backbone_checkpoint_path
@@ -205,16 +210,87 @@ def test_ssim_analytic_cases():
     assert ssim(a, b).item() == pytest.approx(ssim(b, a).item(), abs=1e-7)  # symmetric
 
 
+def _official_uint8(images: torch.Tensor) -> torch.Tensor:
+    """The official AE evaluation's quantisation (dc_gen/aecore/trainer.py), written as it is there."""
+    return (255 * (images * 0.5 + 0.5) + 0.5).clamp(0, 255).to(torch.uint8)
+
+
+def _ssim_pairs() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(real, reconstruction) uint8 pairs: the official DC-AE fixture's input and its reconstructions from every
+    channel prefix (random weights: SSIM near 0), and smooth images with noise of three sizes (SSIM 0.3 to 0.99)."""
+    io = load_file(fixture_path("ae15_a.io.safetensors"))
+    real = _official_uint8(io["x"])
+    pairs = [(real, _official_uint8(io[key])) for key in sorted(io) if key.startswith("recon")]
+    smooth = _smooth_images(3, 48, seed=10)
+    generator = torch.Generator().manual_seed(11)
+    for noise in (0.01, 0.05, 0.3):
+        noisy = (smooth + noise * torch.randn(smooth.shape, generator=generator)).clamp(-1, 1)
+        pairs.append((_official_uint8(smooth), _official_uint8(noisy)))
+    return pairs
+
+
+def test_ssim_reproduces_the_official_torchmetrics_call():
+    """The official evaluation: ``StructuralSimilarityIndexMeasure(data_range=(0.0, 255.0))`` updated with the uint8
+    input and reconstruction, ``compute()`` = the mean over all images (torchmetrics' float32 on uint8 inputs)."""
+    official = StructuralSimilarityIndexMeasure(data_range=(0.0, 255.0))
+    ours = []
+    for real, recon in _ssim_pairs():
+        official.update(real, recon)
+        values = ssim(recon, real, data_range=(0.0, 255.0))
+        assert values.dtype == torch.float64
+        # Per image: the official float32 numbers up to their round-off.
+        per_image = structural_similarity_index_measure(real, recon, data_range=(0.0, 255.0), reduction="none")
+        assert per_image.dtype == torch.float32  # what the official call computes in
+        torch.testing.assert_close(values, per_image.double(), rtol=0, atol=1e-5)
+        # The same torchmetrics computation in float64: equal up to float64 round-off (current default: reflect).
+        exact = structural_similarity_index_measure(
+            real.double(), recon.double(), data_range=(0.0, 255.0), reduction="none"
+        )
+        torch.testing.assert_close(values, exact, rtol=0, atol=1e-12)
+        ours.append(values)
+    ours = torch.cat(ours)
+    assert ours.min() < 0.05 and ours.max() > 0.95  # the pairs span the SSIM range
+    assert ours.mean().item() == pytest.approx(official.compute().item(), abs=1e-5)
+
+
+def test_ssim_shifts_float_images_where_torchmetrics_does_not():
+    # Dark float images in [-1, 1]: SSIM's luminance term is not shift-invariant. ssim() shifts to [0, 2] first, so
+    # it equals torchmetrics on the shifted images (and on the uint8 images, test above), not on the raw ones.
+    generator = torch.Generator().manual_seed(12)
+    real = (0.1 * _smooth_images(2, 32, seed=13) - 0.8).double()
+    recon = (real + 0.05 * torch.randn(real.shape, generator=generator, dtype=torch.float64)).clamp(-1, 1)
+    values = ssim(recon, real)
+    shifted = structural_similarity_index_measure(recon + 1, real + 1, data_range=(0.0, 2.0), reduction="none")
+    torch.testing.assert_close(values, shifted, rtol=0, atol=1e-12)
+    raw = structural_similarity_index_measure(recon, real, data_range=(-1.0, 1.0), reduction="none")
+    assert (values - raw).abs().min() > 5e-4
+
+
+def test_ssim_valid_border_drops_the_padded_windows():
+    # "valid": the torchmetrics SSIM map without its 5-pixel reflect-padded border (what torchmetrics averaged before
+    # its PR #2721, and skimage's gaussian SSIM), whichever torchmetrics release is installed.
+    real, recon = _ssim_pairs()[-1]
+    _, ssim_map = structural_similarity_index_measure(
+        recon.double(), real.double(), data_range=(0.0, 255.0), reduction="none", return_full_image=True
+    )
+    assert ssim_map.shape == real.shape  # the full map: one window per pixel
+    expected = ssim_map[..., 5:-5, 5:-5].flatten(1).mean(dim=1)
+    torch.testing.assert_close(ssim(recon, real, (0.0, 255.0), border="valid"), expected, rtol=0, atol=1e-12)
+    assert (ssim(recon, real, (0.0, 255.0), border="valid") - ssim(recon, real, (0.0, 255.0))).abs().max() > 1e-4
+
+
 def test_image_metrics_reject_bad_inputs():
     x = torch.zeros(2, 3, 16, 16)
     with pytest.raises(ValueError, match="same shape"):
         psnr(x, torch.zeros(2, 3, 16, 8))
     with pytest.raises(ValueError, match="shape \\(B, C, H, W\\)"):
         ssim(x[0], x[0])
-    with pytest.raises(ValueError, match="data_range must be a positive finite number, got 0.0"):
+    with pytest.raises(ValueError, match="data_range=0.0 .*finite number > 0"):
         psnr(x, x, data_range=0.0)
-    with pytest.raises(TypeError, match="data_range must be a positive number"):
+    with pytest.raises(TypeError, match="data_range=\\(-1, 1\\) .*finite number"):
         psnr(x, x, data_range=(-1, 1))
+    with pytest.raises(ValueError, match="data_range\\[0\\]=nan .*finite number"):
+        ssim(x, x, data_range=(math.nan, 1.0))
     with pytest.raises(ValueError, match="low < high"):
         ssim(x, x, data_range=(1.0, -1.0))
     with pytest.raises(TypeError, match="data_range must be a \\(low, high\\) pair"):
@@ -294,6 +370,81 @@ def test_frechet_distance_rejects_bad_shapes():
         feature_statistics(torch.zeros(1, 4))
     with pytest.raises(ValueError, match="shape \\(N, D\\)"):
         feature_statistics(torch.zeros(4))
+
+
+def test_load_statistics_checks_the_file(tmp_path):
+    good = save_statistics(tmp_path / "good.npz", np.zeros(3), np.eye(3), mu_dinov2=np.ones(2), sigma_dinov2=np.eye(2))
+    mu, sigma = load_statistics(good)
+    assert mu.shape == (3,) and sigma.shape == (3, 3)
+    assert load_statistics(good, prefix="dinov2")[0].tolist() == [1.0, 1.0]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_statistics(tmp_path / "missing.npz")
+    (tmp_path / "text.npz").write_text("not an archive")
+    with pytest.raises(ValueError, match="text.npz.* is not a readable .npz file"):
+        load_statistics(tmp_path / "text.npz")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="is one array, not an .npz archive"):
+        load_statistics(tmp_path / "array.npy")
+    np.savez(tmp_path / "keys.npz", mean=np.zeros(3), cov=np.eye(3))
+    with pytest.raises(KeyError, match="no 'mu'/'sigma' arrays; it holds \\['cov', 'mean'\\]"):
+        load_statistics(tmp_path / "keys.npz")
+    np.savez(tmp_path / "shapes.npz", mu=np.zeros(3), sigma=np.eye(4))
+    with pytest.raises(
+        ValueError, match="'mu' must be \\(D,\\) and 'sigma' \\(D, D\\), got shapes \\(3,\\) and \\(4, 4\\)"
+    ):
+        load_statistics(tmp_path / "shapes.npz")
+    np.savez(tmp_path / "nan.npz", mu=np.array([0.0, np.nan]), sigma=np.eye(2))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        load_statistics(tmp_path / "nan.npz")
+    np.savez(tmp_path / "objects.npz", mu=np.array([{}], dtype=object), sigma=np.eye(1))
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_statistics(tmp_path / "objects.npz")
+
+
+def test_generation_module_keeps_every_old_name():
+    """The split of dc_ae_hf/metrics/generation.py: every name the module defined (and two it imported) still
+    imports from it, as the same object as in its new home."""
+    from dc_ae_hf.metrics import dinov2, frechet, generation, image, image_sets, inception
+
+    homes = {
+        frechet: ["feature_statistics", "frechet_distance", "save_statistics", "load_statistics"],
+        inception: ["inception_features", "compute_reference_statistics", "fid_from_reference_statistics"]
+        + ["compute_generation_metrics", "_INCEPTION", "_RESERVED_FIDELITY_KWARGS", "_default_device"]
+        + ["_fidelity_device", "_check_fidelity_kwargs"],
+        dinov2: ["DEFAULT_DINOV2", "load_dinov2", "dinov2_features", "fd_dinov2", "Dinov2Model", "_IMAGENET_MEAN"]
+        + ["_IMAGENET_STD"],
+        image_sets: ["ImageSet"],
+        image: ["to_uint8"],
+    }
+    for module, names in homes.items():
+        for name in names:
+            assert getattr(generation, name) is getattr(module, name), name
+    renamed = {
+        "_resolve_inception_weights": inception.resolve_inception_weights,
+        "_IMAGE_EXTENSIONS": image_sets.IMAGE_EXTENSIONS,
+        "_UInt8Images": image_sets.UInt8Images,
+        "_as_fidelity_input": image_sets.as_fidelity_input,
+        "_as_dataset": image_sets.as_dataset,
+        "_is_statistics_file": image_sets.is_statistics_file,
+    }
+    for name, value in renamed.items():
+        assert getattr(generation, name) is value, name
+    assert set(generation.__all__) <= set(dir(generation))
+    old_all = {
+        "DEFAULT_DINOV2",
+        "compute_generation_metrics",
+        "compute_reference_statistics",
+        "dinov2_features",
+        "fd_dinov2",
+        "feature_statistics",
+        "fid_from_reference_statistics",
+        "frechet_distance",
+        "inception_features",
+        "load_dinov2",
+        "load_statistics",
+        "save_statistics",
+    }
+    assert old_all <= set(generation.__all__)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -389,6 +540,18 @@ def test_reference_statistics_round_trip(
         compute_generation_metrics(image_folders["B"], path, inception_weights_path=inception_weights, **cached)
     with pytest.raises(KeyError, match="mu_dinov2"):
         load_statistics(path, prefix="dinov2")
+    # Statistics of another layer than the features: named before any Frechet distance is attempted.
+    other = save_statistics(tmp_path / "ref192.npz", np.zeros(192), np.eye(192))
+    with pytest.raises(ValueError, match="ref192.npz' are 192-d, but Inception layer '64' gives 64-d features"):
+        compute_generation_metrics(
+            image_folders["B"],
+            other,
+            inception_score=False,
+            precision_recall=False,
+            inception_weights_path=inception_weights,
+            input1_cache_name="B",
+            **cached,
+        )
 
 
 def test_generation_metrics_reject_bad_inputs(image_folders, inception_weights, tmp_path, monkeypatch):
@@ -543,9 +706,11 @@ def test_evaluate_autoencoder_rejects_bad_inputs():
         evaluate_autoencoder(ae15, [images[:, :1]])
     with pytest.raises(KeyError, match="pixel_values"):
         evaluate_autoencoder(ae15, [{"images": images}])
-    with pytest.raises(ValueError, match="ints in \\[1, 8\\]"):
+    with pytest.raises(ValueError, match="latent_channels_list=\\[0, 8\\].* outside 1..8"):
         evaluate_autoencoder(ae15, [images], latent_channels_list=[0, 8])
-    with pytest.raises(ValueError, match="max_batches"):
+    with pytest.raises(TypeError, match="latent_channels_list=4 .*list of ints"):
+        evaluate_autoencoder(ae15, [images], latent_channels_list=4)
+    with pytest.raises(ValueError, match="max_batches=0 .*>= 1"):
         evaluate_autoencoder(ae15, [images], max_batches=0)
     with pytest.raises(ValueError, match="no images"):
         evaluate_autoencoder(ae15, [])

@@ -12,13 +12,22 @@ reconstruction to uint8 first (:func:`to_uint8`), then computes per-image PSNR w
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
+
+from dc_ae_hf.checks import check_number
+from dc_ae_hf.extras import missing_extra
+
+try:
+    from torchmetrics.functional.image import structural_similarity_index_measure
+except ImportError as error:
+    raise missing_extra(error, "dc_ae_hf.metrics.image (SSIM)") from error
 
 __all__ = ["psnr", "ssim", "to_uint8"]
+
+_SSIM_SIGMA = 1.5
+_SSIM_KERNEL_SIZE = int(3.5 * _SSIM_SIGMA + 0.5) * 2 + 1  # 11: torchmetrics' gaussian window for sigma 1.5
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -44,11 +53,7 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 2.0) -> t
     with peak 255; averaging the returned values over all images reproduces its mean).
     """
     _check_pair(pred, target)
-    if isinstance(data_range, bool) or not isinstance(data_range, (int, float)):
-        raise TypeError(f"data_range must be a positive number (the width of the value range), got {data_range!r}.")
-    data_range = float(data_range)
-    if not (math.isfinite(data_range) and data_range > 0):
-        raise ValueError(f"data_range must be a positive finite number, got {data_range}.")
+    data_range = check_number("data_range", data_range, minimum=0.0, exclusive_minimum=True)
     if pred.dtype == torch.uint8 and data_range != 255.0:
         raise ValueError(f"uint8 images have values 0..255, so data_range must be 255.0, got {data_range}.")
     mse = (pred.double() - target.double()).square().flatten(1).mean(dim=1)  # (B,)
@@ -63,22 +68,30 @@ def ssim(
 ) -> torch.Tensor:
     """Structural similarity per image (mean over pixels and channels), shape (B,), computed in float64.
 
-    Follows torchmetrics' ``structural_similarity_index_measure`` with a tuple ``data_range`` (what the official AE
-    evaluation uses): gaussian window of size 11 (``int(3.5 * sigma + 0.5) * 2 + 1``) with sigma 1.5, K1 = 0.01,
+    The SSIM map is torchmetrics' ``structural_similarity_index_measure`` with the settings of the official AE
+    evaluation (``dc_gen/aecore/trainer.py``: ``StructuralSimilarityIndexMeasure(data_range=(0.0, 255.0))`` on the
+    uint8 images): gaussian window of size 11 (``int(3.5 * sigma + 0.5) * 2 + 1``) with sigma 1.5, K1 = 0.01,
     K2 = 0.03, images clamped to ``data_range``, C1 = (K1 L)^2 and C2 = (K2 L)^2 with L = high - low, variances
-    clamped at 0. torchmetrics is not a dependency of this package (it is not installed here and would only be needed
-    for this one function), so the same computation is written with ``torch.nn.functional.conv2d``.
+    clamped at 0, reflect padding by 5 pixels. Where this function differs from calling torchmetrics directly:
+
+    - Shift: the images are shifted to [0, high - low] first. SSIM is invariant to a common scale when C1 and C2
+      scale with it, but not to a shift, so the float images in [-1, 1] of a picture give the same value as its uint8
+      images with ``data_range=(0, 255)`` (the official numbers); torchmetrics on the [-1, 1] images with
+      ``data_range=(-1, 1)`` gives a different one.
+    - Precision: float64 (float32 on MPS, which has no float64). torchmetrics computes in the input's dtype, and the
+      official call passes uint8 tensors, which its clamp promotes to float32; the float32 round-off moves the
+      per-image SSIM by about 1e-6 (``E[x^2] - E[x]^2`` cancels in flat regions), below the 4 decimals reported.
+    - Border: torchmetrics' own reduction changed with its releases (see ``border``), so the full SSIM map is taken
+      from torchmetrics (``return_full_image=True``) and averaged here; the installed version does not decide.
 
     Args:
         pred, target: images of shape (B, C, H, W) with H, W >= 11 (float, or uint8 with ``data_range=(0, 255)``).
-        data_range: (low, high) of the value range; (-1, 1) for the package's images. Images are shifted to
-            [0, high - low] (SSIM is invariant to a common scale when C1 and C2 scale with it, but not to a shift,
-            so this gives the same value as torchmetrics on the uint8 images of the same picture).
-        border: "reflect" (torchmetrics releases after its PR #2721, Sept. 2024: reflect-pad by 5 pixels and
+        data_range: (low, high) of the value range; (-1, 1) for the package's images.
+        border: "reflect" (torchmetrics releases after its PR #2721, Sept. 2024, what a current install computes:
             average the SSIM map over the whole image) or "valid" (earlier torchmetrics releases, and
             ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``:
-            average only over windows that fit inside the image). The official requirements do not pin torchmetrics;
-            "reflect" is what a current install computes. The two differ only through the 5-pixel border.
+            average only over windows that fit inside the image, i.e. without the 5-pixel border). The official
+            requirements do not pin torchmetrics.
     """
     _check_pair(pred, target)
     low, high = _check_value_range(data_range)
@@ -86,40 +99,29 @@ def ssim(
         raise ValueError(f"uint8 images have values 0..255, so data_range must be (0.0, 255.0), got {data_range}.")
     if border not in ("reflect", "valid"):
         raise ValueError(f"border must be 'reflect' or 'valid', got {border!r}.")
-    sigma = 1.5
-    kernel_size = int(3.5 * sigma + 0.5) * 2 + 1  # 11, torchmetrics' gaussian kernel size for sigma 1.5
-    pad = (kernel_size - 1) // 2
-    if min(pred.shape[-2:]) < kernel_size:
-        raise ValueError(f"SSIM needs images of at least {kernel_size}x{kernel_size} pixels, got {tuple(pred.shape)}.")
+    if min(pred.shape[-2:]) < _SSIM_KERNEL_SIZE:
+        raise ValueError(
+            f"SSIM needs images of at least {_SSIM_KERNEL_SIZE}x{_SSIM_KERNEL_SIZE} pixels, got {tuple(pred.shape)}."
+        )
 
-    # float64: in float32 the variance E[x^2] - E[x]^2 cancels badly (errors of ~1e-4 in SSIM for flat regions).
-    dtype = torch.float32 if pred.device.type == "mps" else torch.float64  # MPS has no float64
-    x = pred.to(dtype).clamp(low, high) - low  # (B, C, H, W) in [0, L]
-    y = target.to(dtype).clamp(low, high) - low
-    value_range = high - low
-    c1 = (0.01 * value_range) ** 2
-    c2 = (0.03 * value_range) ** 2
-
-    channels = x.shape[1]
-    coords = torch.arange(kernel_size, dtype=dtype, device=x.device) - (kernel_size - 1) / 2
-    gauss = torch.exp(-0.5 * (coords / sigma) ** 2)
-    gauss = gauss / gauss.sum()  # (11,)
-    # The 11x11 gaussian window is the outer product of two 1-D windows: filter rows, then columns.
-    kernel_w = gauss.view(1, 1, 1, kernel_size).expand(channels, 1, 1, kernel_size)  # (C, 1, 1, 11)
-    kernel_h = gauss.view(1, 1, kernel_size, 1).expand(channels, 1, kernel_size, 1)  # (C, 1, 11, 1)
-
-    if border == "reflect":
-        x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        y = F.pad(y, (pad, pad, pad, pad), mode="reflect")
-    # Local means and second moments of x, y, x^2, y^2, xy in one grouped convolution: (5B, C, H', W').
-    moments = torch.cat([x, y, x * x, y * y, x * y])
-    moments = F.conv2d(F.conv2d(moments, kernel_w, groups=channels), kernel_h, groups=channels)
-    mu_x, mu_y, e_xx, e_yy, e_xy = moments.split(x.shape[0])
-    var_x = (e_xx - mu_x**2).clamp(min=0)
-    var_y = (e_yy - mu_y**2).clamp(min=0)
-    cov_xy = e_xy - mu_x * mu_y
-    # Wang et al. 2004, Eq. 13.
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    dtype = torch.float32 if pred.device.type == "mps" else torch.float64
+    x = pred.to(dtype) - low  # (B, C, H, W); torchmetrics clamps it to [0, L]
+    y = target.to(dtype) - low
+    _, ssim_map = structural_similarity_index_measure(
+        x,
+        y,
+        gaussian_kernel=True,
+        sigma=_SSIM_SIGMA,
+        kernel_size=_SSIM_KERNEL_SIZE,
+        reduction="none",
+        data_range=(0.0, high - low),
+        k1=0.01,
+        k2=0.03,
+        return_full_image=True,
+    )  # (B, C, H, W): SSIM of the window centred on each pixel, reflect-padded at the border
+    if border == "valid":
+        pad = (_SSIM_KERNEL_SIZE - 1) // 2
+        ssim_map = ssim_map[..., pad:-pad, pad:-pad]
     return ssim_map.flatten(1).mean(dim=1)
 
 
@@ -140,14 +142,11 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
 
 
 def _check_value_range(data_range: tuple[float, float]) -> tuple[float, float]:
-    if (
-        not isinstance(data_range, (tuple, list))
-        or len(data_range) != 2
-        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in data_range)
-    ):
+    if not isinstance(data_range, (tuple, list)) or len(data_range) != 2:
         raise TypeError(f"data_range must be a (low, high) pair of numbers such as (-1.0, 1.0), got {data_range!r}.")
-    low, high = float(data_range[0]), float(data_range[1])
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+    low = check_number("data_range[0]", data_range[0])
+    high = check_number("data_range[1]", data_range[1])
+    if not low < high:
         raise ValueError(f"data_range must be finite with low < high, got {data_range!r}.")
     return low, high
 
