@@ -1,0 +1,206 @@
+"""The recipe's evaluation, in this process, of what the trainer jobs wrote (`toy_stages.py` has the layout).
+
+1. Reconstruction (`evaluate_autoencoders`): held-out PSNR/SSIM per prefix c' (`evaluate_autoencoder`, the
+   official uint8 protocol) of the structured AE, of the plain AE with the trailing channels zeroed and of the
+   plain AE fine-tuned for each c'.
+2. A small classifier (`evaluate_classifier`) trained on the structured AE's reconstructions of the training
+   images: its accuracy on held-out images, and the floor of its Frechet distance (reconstructions of training
+   images against the held-out reference).
+3. Diffusion (`evaluate_diffusion`): at every checkpoint of every run, class-balanced samples of the EMA
+   transformer for each scale of `EVAL_GUIDANCE_SCALES`, their class accuracy and classifier Frechet distance to
+   the reconstructions of the held-out images by the run's own AE. The rows are kept in `<out>/eval/
+   diffusion.json`, so a resumed run evaluates only the checkpoints it has not evaluated yet.
+
+Images are tensors (N, 3, 32, 32) in [-1, 1], as the autoencoders take them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from toy_settings import (
+    AUTOENCODERS,
+    CHANNEL_CHOICES,
+    EVAL_GUIDANCE_SCALES,
+    RESOLUTION,
+    RUNS,
+    ModeSettings,
+    passes_per_step,
+    run_autoencoder,
+    usit_run_dir,
+)
+
+from dc_ae_hf.data.images import image_transform, load_image
+from dc_ae_hf.data.shapes import SHAPE_CLASSES
+from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder
+from dc_ae_hf.metrics.classifier import (
+    SmallImageClassifier,
+    classifier_metrics,
+    classifier_outputs,
+    train_classifier,
+)
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from dc_ae_hf.training.checkpoints import checkpoint_step, list_checkpoints
+
+
+def load_imagefolder(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images of an exported shapes imagefolder, sorted by class (`SHAPE_CLASSES` order) and file name, as
+    ((N, 3, 32, 32) in [-1, 1], (N,) labels); decoded and converted as the trainers do (`load_image`,
+    `image_transform`)."""
+    transform = image_transform(RESOLUTION)
+    images, labels = [], []
+    for label, name in enumerate(SHAPE_CLASSES):
+        for path in sorted((root / "train" / name).glob("*.png")):
+            images.append(transform(load_image(path)))
+            labels.append(label)
+    if not images:
+        raise ValueError(f"no images under {root}/train/<class>/ (expected an exported shapes imagefolder)")
+    return torch.stack(images), torch.tensor(labels)
+
+
+def load_autoencoder(folder: Path) -> AutoencoderDC15:
+    """An autoencoder saved by the trainers (e.g. `<out>/ae_struct/vae_ema`), in eval mode."""
+    return AutoencoderDC15.from_pretrained(folder).eval()
+
+
+@torch.no_grad()
+def reconstruct(vae: AutoencoderDC15, images: torch.Tensor, batch_size: int = 200) -> torch.Tensor:
+    """Reconstructions from the full latent (the model's forward), clamped to [-1, 1]."""
+    return torch.cat([vae(chunk).sample.clamp(-1, 1) for chunk in images.split(batch_size)])
+
+
+def evaluate_autoencoders(out: Path, settings: ModeSettings, heldout: torch.Tensor) -> dict:
+    """PSNR/SSIM per c' on held-out images: structured AE, plain AE with trailing channels zeroed, plain AE
+    fine-tuned for each c' (Fig. 3 protocol). ``{"structured" | "plain_zeroed" | "plain_finetuned": {"<c'>":
+    {"psnr", "ssim"}}}``."""
+    batches = list(heldout.split(100))
+    struct = load_autoencoder(out / "ae_struct" / "vae_ema")
+    plain = load_autoencoder(out / "ae_plain" / "vae_ema")
+    results = {
+        "structured": evaluate_autoencoder(struct, batches, CHANNEL_CHOICES),
+        "plain_zeroed": evaluate_autoencoder(plain, batches, CHANNEL_CHOICES),
+        "plain_finetuned": {},
+    }
+    for c in settings.finetune_channels:
+        tuned = load_autoencoder(out / f"ae_plain_ft_c{c}" / "vae_ema")
+        results["plain_finetuned"].update(evaluate_autoencoder(tuned, batches, [c]))
+    return {name: {str(c): values for c, values in table.items()} for name, table in results.items()}
+
+
+def evaluate_classifier(
+    vaes: dict[str, AutoencoderDC15],
+    train: tuple[torch.Tensor, torch.Tensor],
+    heldout: tuple[torch.Tensor, torch.Tensor],
+    settings: ModeSettings,
+) -> tuple[SmallImageClassifier, dict[str, torch.Tensor], dict]:
+    """Train the classifier on `vaes["ae_struct"]`'s reconstructions of the training images.
+
+    Returns the classifier, the references of the diffusion evaluation (each AE's reconstructions of the held-out
+    images, by AE name) and ``{"accuracy", "fd_floor", "steps"}``: its held-out accuracy on real images and on both
+    AEs' reconstructions, and per AE the Frechet distance of as many class-balanced reconstructions of training
+    images as there are samples per checkpoint against that AE's reference.
+    """
+    (train_images, train_labels), (heldout_images, heldout_labels) = train, heldout
+    recon_train = reconstruct(vaes["ae_struct"], train_images)
+    model = train_classifier(recon_train, train_labels, len(SHAPE_CLASSES), steps=settings.classifier_steps)
+    references = {ae: reconstruct(vaes[ae], heldout_images) for ae in AUTOENCODERS}
+    accuracy = {}
+    for name, images in (
+        ("held-out real images", heldout_images),
+        ("held-out structured-AE reconstructions", references["ae_struct"]),
+        ("held-out plain-AE reconstructions", references["ae_plain"]),
+    ):
+        logits, _ = classifier_outputs(model, images)
+        accuracy[name] = (logits.argmax(1) == heldout_labels).float().mean().item()
+    # the imagefolder is sorted by class: evenly spaced indices take every class equally, like the samples
+    subset = torch.linspace(0, len(train_images) - 1, min(settings.num_samples, len(train_images))).long()
+    floor = {}
+    for ae in AUTOENCODERS:
+        recon = reconstruct(vaes[ae], train_images[subset])
+        floor[ae] = classifier_metrics(model, recon, train_labels[subset], references[ae])["classifier_fd"]
+    return model, references, {"accuracy": accuracy, "fd_floor": floor, "steps": settings.classifier_steps}
+
+
+@torch.no_grad()
+def generate(
+    pipe: DCAE15Pipeline, num_samples: int, steps: int, seed: int, guidance_scale: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-balanced samples (euler, sample i of class i % 10) as ((N, 3, 32, 32) in [-1, 1], (N,) labels)."""
+    labels = torch.arange(num_samples) % len(SHAPE_CLASSES)
+    generator = torch.Generator().manual_seed(seed)
+    images = []
+    for chunk in labels.split(100):
+        out = pipe(
+            chunk.tolist(),
+            guidance_scale=guidance_scale,
+            num_inference_steps=steps,
+            solver="euler",
+            generator=generator,
+            output_type="pt",
+        ).images  # (B, 3, H, W) in [0, 1]
+        images.append(out * 2 - 1)
+    return torch.cat(images), labels
+
+
+def evaluate_diffusion(
+    out: Path, settings: ModeSettings, classifier: SmallImageClassifier, references: dict[str, torch.Tensor]
+) -> list[dict]:
+    """Class accuracy and classifier FD at every checkpoint of every run (EMA weights), one row per guidance scale
+    in `EVAL_GUIDANCE_SCALES`: ``{"run", "seed", "step", "passes", "guidance_scale", "class_accuracy",
+    "classifier_fd", "eval_seconds"}``. Rows already in `<out>/eval/diffusion.json` are kept, not recomputed."""
+    cache_path = out / "eval" / "diffusion.json"
+    rows = json.loads(cache_path.read_text()) if cache_path.exists() else []
+    seen = {(r["run"], r["seed"], r["step"], r["guidance_scale"]) for r in rows}
+    vaes = {ae: load_autoencoder(out / ae / "vae_diffusion") for ae in AUTOENCODERS}
+    for seed in settings.seeds:
+        for run in RUNS:
+            ae = run_autoencoder(run)
+            for checkpoint in list_checkpoints(usit_run_dir(out, run, seed)):
+                step = checkpoint_step(checkpoint)
+                scales = [g for g in EVAL_GUIDANCE_SCALES if (run, seed, step, g) not in seen]
+                if not scales:
+                    continue
+                transformer = USiTTransformer2DModel.from_pretrained(checkpoint / "transformer_ema").eval()
+                pipe = DCAE15Pipeline(transformer=transformer, vae=vaes[ae])
+                pipe.set_progress_bar_config(disable=True)
+                for scale in scales:
+                    start = time.time()
+                    samples, labels = generate(
+                        pipe, settings.num_samples, settings.sample_steps, seed=1000 + seed, guidance_scale=scale
+                    )
+                    metrics = classifier_metrics(classifier, samples, labels, references[ae])
+                    rows.append(
+                        {
+                            "run": run,
+                            "seed": seed,
+                            "step": step,
+                            "passes": step * passes_per_step(run),
+                            "guidance_scale": scale,
+                            **metrics,
+                            "eval_seconds": round(time.time() - start, 1),
+                        }
+                    )
+                    print(f"[eval] {run} seed {seed} step {step} cfg {scale}: {metrics}", flush=True)
+                cache_path.parent.mkdir(parents=True, exist_ok=True)
+                cache_path.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+@torch.no_grad()
+def class_samples(pipeline: Path, per_class: int, steps: int, guidance_scale: float) -> list[Image.Image]:
+    """`per_class` samples of every class, in `SHAPE_CLASSES` order, from a saved pipeline (euler, seed 0)."""
+    pipe = DCAE15Pipeline.from_pretrained(pipeline)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        [name for name in SHAPE_CLASSES for _ in range(per_class)],
+        guidance_scale=guidance_scale,
+        solver="euler",
+        num_inference_steps=steps,
+        generator=torch.Generator().manual_seed(0),
+    ).images

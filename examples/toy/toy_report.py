@@ -1,0 +1,301 @@
+"""The recipe's outputs: the results dict and its files (tables, plots, pictures) and the bundled pipeline.
+
+Files of `--results_dir`:
+
+- `results.json` (`results_summary`: every number, setting and job wall time), `results.md` (`write_markdown`)
+  and `plots.png` (`make_plots`), all written by `write_report`;
+- `prefix_grid_structured.png`, `prefix_grid_plain.png` (`write_prefix_grids`: one held-out image per class,
+  then its reconstructions from the first c' channels, c' in `GRID_CHANNELS`);
+- `samples_struct_aug.png` (`sample_grid`: 4 samples per class, one row per class).
+
+`write_bundle` copies the final `struct_aug` pipeline with a model card (how `dc_ae_hf/assets/toy-dcae15-shapes`
+was made). Diffusion numbers are summarised over seeds by `aggregate`: mean, min and max per run and step.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.utils import make_image_grid
+from PIL import Image, ImageOps
+from toy_settings import (
+    AUGMENTED_PASSES,
+    AUTOENCODER_CONFIG,
+    CHANNEL_CHOICES,
+    EVAL_GUIDANCE_SCALES,
+    GRID_CHANNELS,
+    LATENT_CHANNELS,
+    RUN_LABELS,
+    RUNS,
+    USIT_CONFIG,
+    ModeSettings,
+)
+
+from dc_ae_hf.checks import check_int
+from dc_ae_hf.data.shapes import SHAPE_CLASSES
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from dc_ae_hf.training.cards import write_pipeline_card
+from dc_ae_hf.visualization import prefix_reconstruction_grid
+
+AE_COLUMNS = ("structured", "plain_zeroed", "plain_finetuned")  # the reconstruction table's columns
+
+
+def aggregate(
+    rows: list[dict], key: str, guidance_scale: float
+) -> dict[str, dict[int, tuple[float, float, float, int]]]:
+    """run -> step -> (mean, min, max, passes) of `key` over seeds, for the rows sampled with `guidance_scale`."""
+    rows = [r for r in rows if r["guidance_scale"] == guidance_scale]
+    table: dict[str, dict[int, tuple]] = {}
+    for run in RUNS:
+        table[run] = {}
+        for step in sorted({r["step"] for r in rows if r["run"] == run}):
+            matching = [r for r in rows if r["run"] == run and r["step"] == step]
+            values = np.array([r[key] for r in matching], dtype=np.float64)
+            table[run][step] = (float(values.mean()), float(values.min()), float(values.max()), matching[0]["passes"])
+    return table
+
+
+def results_summary(
+    mode: str,
+    settings: ModeSettings,
+    ae_results: dict,
+    classifier_info: dict,
+    rows: list[dict],
+    stage_seconds: dict[str, float],
+    job_seconds: dict[str, dict],
+    max_parallel: int,
+) -> dict:
+    """The results dict that `run_recipe.main` returns and `results.json` holds."""
+    struct_full = ae_results["structured"][str(LATENT_CHANNELS)]["psnr"]
+    plain_full = ae_results["plain_zeroed"][str(LATENT_CHANNELS)]["psnr"]
+    return {
+        "mode": mode,
+        "settings": vars(settings),
+        "autoencoder_config": AUTOENCODER_CONFIG,
+        "usit_config": USIT_CONFIG,
+        "channel_choices": CHANNEL_CHOICES,
+        "augmented_passes_per_step": AUGMENTED_PASSES,
+        "autoencoders": ae_results,
+        "structure_cost_psnr_db": struct_full - plain_full,
+        "classifier": classifier_info,
+        "diffusion": rows,
+        "stage_seconds": stage_seconds,
+        "job_seconds": job_seconds,
+        "max_parallel": max_parallel,
+    }
+
+
+def write_report(results_dir: Path, results: dict) -> None:
+    """`results.json`, `results.md` and `plots.png` of a results dict (`results_summary`)."""
+    (results_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    write_markdown(results_dir / "results.md", results["mode"], results)
+    make_plots(results_dir / "plots.png", results["autoencoders"], results["diffusion"])
+
+
+def write_markdown(path: Path, mode: str, results: dict) -> None:
+    """The tables of `results.md`: reconstruction per c', classifier, diffusion per checkpoint, wall times."""
+    lines = [
+        f"# Toy DC-AE 1.5 recipe results ({mode} mode)",
+        "",
+        "## Reconstruction on held-out images (PSNR dB / SSIM)",
+        "",
+        "| c' | structured | plain, trailing channels zeroed | plain, decoder fine-tuned for c' |",
+        "|---|---|---|---|",
+    ]
+    ae = results["autoencoders"]
+    for c in CHANNEL_CHOICES:
+        cells = []
+        for name in AE_COLUMNS:
+            value = ae[name].get(str(c))
+            cells.append(f"{value['psnr']:.2f} / {value['ssim']:.3f}" if value else "-")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+
+    lines += [
+        "",
+        f"Full-channel cost of structure: structured minus plain PSNR at c = {LATENT_CHANNELS}: "
+        f"{results['structure_cost_psnr_db']:+.2f} dB.",
+        "",
+        "## Classifier (trained on the structured AE's reconstructions of training images)",
+        "",
+        "| images | class accuracy |",
+        "|---|---|",
+    ]
+    classifier = results["classifier"]
+    lines += [f"| {name} | {value:.3f} |" for name, value in classifier["accuracy"].items()]
+    floor = ", ".join(f"{k}: {v:.3f}" for k, v in classifier["fd_floor"].items())
+    lines += [
+        "",
+        "Classifier FD floor (reconstructions of *training* images vs the held-out reference, same N as the "
+        f"samples): {floor}",
+        "",
+    ]
+
+    sample_steps = results["settings"]["sample_steps"]
+    header = " | ".join(f"class accuracy, CFG {g:g} | classifier FD, CFG {g:g}" for g in EVAL_GUIDANCE_SCALES)
+    lines += [
+        f"## Diffusion (EMA weights; euler, {sample_steps} steps; mean over seeds [min, max])",
+        "",
+        f"| run | step | passes | {header} |",
+        "|---|---|---|" + "---|---|" * len(EVAL_GUIDANCE_SCALES),
+    ]
+    rows = results["diffusion"]
+    tables = [
+        (aggregate(rows, "class_accuracy", g), aggregate(rows, "classifier_fd", g)) for g in EVAL_GUIDANCE_SCALES
+    ]
+    for run in RUNS:
+        for step in sorted(tables[0][0][run]):
+            cells = [f"{run}", f"{step}", f"{tables[0][0][run][step][3]}"]
+            for accuracy, fd in tables:
+                a, f = accuracy[run][step], fd[run][step]
+                cells += [f"{a[0]:.3f} [{a[1]:.3f}, {a[2]:.3f}]", f"{f[0]:.1f} [{f[1]:.1f}, {f[2]:.1f}]"]
+            lines.append("| " + " | ".join(cells) + " |")
+
+    lines += [
+        "",
+        "## Wall time per stage (s; stages overlap: caches, diffusion runs and plain fine-tunes share one pool "
+        f"of {results['max_parallel']} parallel jobs)",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in results["stage_seconds"].items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_plots(path: Path, ae_results: dict, rows: list[dict]) -> None:
+    """`plots.png`: PSNR and SSIM vs c' (top left); classifier FD and class accuracy of the diffusion runs vs steps
+    and vs passes (compute), without guidance and with the guided scale (bars: seed min/max)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 4, figsize=(21, 9))
+    for ax, metric in zip(axes[0, :2], ("psnr", "ssim")):
+        for name, style in zip(AE_COLUMNS, ("o-", "s--", "^:")):
+            cs = sorted(int(c) for c in ae_results[name])
+            ax.plot(cs, [ae_results[name][str(c)][metric] for c in cs], style, label=name.replace("_", " "))
+        ax.set_xlabel("latent channels used c'")
+        ax.set_ylabel(f"held-out {metric.upper()}")
+        ax.set_title(f"reconstruction {metric.upper()} vs channels")
+        ax.grid(alpha=0.3)
+        ax.legend()
+
+    unguided, guided = EVAL_GUIDANCE_SCALES
+    panels = [
+        (axes[0, 2], "classifier_fd", "step", unguided),
+        (axes[0, 3], "classifier_fd", "passes", unguided),
+        (axes[1, 0], "class_accuracy", "step", unguided),
+        (axes[1, 1], "class_accuracy", "passes", unguided),
+        (axes[1, 2], "class_accuracy", "step", guided),
+        (axes[1, 3], "class_accuracy", "passes", guided),
+    ]
+    for ax, key, x, scale in panels:
+        table = aggregate(rows, key, scale)
+        for run in RUNS:
+            steps = sorted(table[run])
+            if not steps:
+                continue
+            xs = [step if x == "step" else table[run][step][3] for step in steps]
+            mean = [table[run][s][0] for s in steps]
+            low = [table[run][s][0] - table[run][s][1] for s in steps]
+            high = [table[run][s][2] - table[run][s][0] for s in steps]
+            ax.errorbar(xs, mean, yerr=[low, high], marker="o", capsize=3, label=RUN_LABELS[run])
+        ax.set_xlabel("optimisation steps" if x == "step" else "forward/backward passes (compute)")
+        ax.set_ylabel(key.replace("_", " "))
+        versus = "steps" if x == "step" else "compute"
+        ax.set_title(f"{key.replace('_', ' ')} (CFG {scale:g}) vs {versus}", fontsize=10)
+        ax.text(0.01, 0.01, "bars: seed min/max", transform=ax.transAxes, fontsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_prefix_grids(
+    results_dir: Path, struct: AutoencoderDC15, plain: AutoencoderDC15, heldout: torch.Tensor
+) -> None:
+    """`prefix_grid_structured.png` and `prefix_grid_plain.png` (`prefix_reconstruction_grid`) of one held-out
+    image per class: the imagefolder is sorted by class, so evenly spaced images are one of each."""
+    count = len(SHAPE_CLASSES)
+    images = heldout[torch.arange(count) * (len(heldout) // count)]
+    for name, vae in (("structured", struct), ("plain", plain)):
+        prefix_reconstruction_grid(vae, images, GRID_CHANNELS).save(results_dir / f"prefix_grid_{name}.png")
+
+
+def sample_grid(images: list[Image.Image], columns: int, border: int = 1, upscale: int = 3) -> Image.Image:
+    """Equally sized images in a grid of `columns` columns (`diffusers.utils.make_image_grid`), every cell and the
+    whole grid framed by `border` white pixels (cells 2 * border apart and from the edge), then enlarged
+    `upscale` times with nearest-neighbour resampling (for viewing 32 px samples)."""
+    check_int("columns", columns, minimum=1)
+    check_int("border", border, minimum=0)
+    check_int("upscale", upscale, minimum=1)
+    if not images or len(images) % columns:
+        raise ValueError(f"sample_grid needs a non-empty multiple of columns={columns} images, got {len(images)}")
+    cells = [ImageOps.expand(image.convert("RGB"), border=border, fill="white") for image in images]
+    grid = make_image_grid(cells, rows=len(cells) // columns, cols=columns)
+    grid = ImageOps.expand(grid, border=border, fill="white")
+    return grid.resize((grid.width * upscale, grid.height * upscale), Image.NEAREST)
+
+
+def write_bundle(
+    source: Path, target: str | Path, mode: str, settings: ModeSettings, ae_results: dict, rows: list[dict]
+) -> None:
+    """Copy the final struct_aug pipeline to `target` and give it a model card that says what it is: the toy
+    recipe's model, loaded from `target` as typed, sampled the way the recipe evaluates it, with its measured
+    numbers (the final checkpoint of seed `settings.seeds[0]`). Local paths are removed from its configs."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    configs = [Path(target) / "model_index.json", *Path(target).glob("*/config.json")]
+    for config_file in configs:  # diffusers records the local folder it loaded from
+        config = json.loads(config_file.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    pipe = DCAE15Pipeline.from_pretrained(target)
+    seed, step = settings.seeds[0], settings.usit_steps
+    final = {r["guidance_scale"]: r for r in rows if (r["run"], r["seed"], r["step"]) == ("struct_aug", seed, step)}
+    if not final:
+        raise ValueError(f"no evaluation of run struct_aug, seed {seed}, step {step} among the rows to bundle")
+    table = ["| guidance | class accuracy | classifier FD |", "|---|---|---|"]
+    table += [f"| {g:g} | {final[g]['class_accuracy']:.3f} | {final[g]['classifier_fd']:.1f} |" for g in sorted(final)]
+    psnr = ae_results["structured"]
+    prefixes = ", ".join(f"c'={c}: {psnr[str(c)]['psnr']:.2f} dB" for c in (4, 8, 16, LATENT_CHANNELS))
+    metrics = "\n\n".join(
+        [
+            f"{settings.num_samples} class-balanced samples (euler, {settings.sample_steps} steps), scored by a "
+            "small classifier trained on the autoencoder's reconstructions (`dc_ae_hf/metrics/classifier.py`; "
+            "chance = 0.1):",
+            "\n".join(table),
+            f"Autoencoder, held-out PSNR from the first c' channels: {prefixes}. Comparison with the baselines: "
+            "`examples/toy/README.md`.",
+        ]
+    )
+    write_pipeline_card(
+        target,
+        pipe,
+        model_name=Path(target).name,
+        repo_id=str(target),
+        description=(
+            "The built-in default of `dc_ae_hf`: a tiny DC-AE 1.5 (structured latent, paper Eq. 1) and a USiT "
+            "trained with augmented diffusion training (paper Eq. 2) on the procedural 32 px shapes dataset "
+            "(`dc_ae_hf/data/shapes.py`), for trying the API offline. It is not a good generator."
+        ),
+        source=f"`examples/toy/run_recipe.py --mode {mode}`, run `struct_aug`, seed {seed}",
+        provenance=(
+            f"Autoencoder: {settings.ae_steps} steps of `training/train_dc_ae.py` (L1, c' in {CHANNEL_CHOICES}) "
+            f"on {settings.num_train_images} images. Transformer: {step} steps of `training/train_usit.py` on the "
+            f"cached latents (batch {settings.usit_batch_size}, the full latent plus one random prefix per step), "
+            "EMA weights. Every command and setting: `examples/toy/toy_stages.py` and "
+            "`examples/toy/toy_settings.py`."
+        ),
+        metrics_table=metrics,
+        guidance_scale=EVAL_GUIDANCE_SCALES[-1],
+        solver="euler",
+        num_inference_steps=settings.sample_steps,
+    )

@@ -1,0 +1,188 @@
+"""Run the recipe's training subprocesses: jobs with dependencies, a few at a time, skipped when already done.
+
+- `Job`: one command, the file whose existence means it is done (`done_marker`) and the jobs it waits for.
+- `run_jobs`: runs a list of jobs in priority order, at most `max_parallel` at once, each with its share of the
+  CPU cores (`OMP_NUM_THREADS`) and its own log file; a job whose done marker exists is skipped, so re-running the
+  same list continues an interrupted run (the trainers resume from their newest checkpoint).
+- `Timings`: wall times of jobs and in-process steps, kept in a JSON file so a resumed run still reports them;
+  `stage_wall_times` sums them up per stage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TypeVar
+
+from dc_ae_hf.checks import check_int, check_number
+
+T = TypeVar("T")
+
+
+@dataclass
+class Job:
+    """One subprocess: `command` (argv), skipped when `done_marker` exists, started after the jobs in `after`."""
+
+    name: str
+    stage: str
+    command: list[str]
+    done_marker: Path
+    after: tuple[str, ...] = ()
+
+
+class Timings:
+    """Wall times by name (`entries`), saved to `path` (JSON) after every new entry and read back from it.
+
+    An entry is ``{"stage", "seconds", "start", "end"}`` (times from `time.time()`), or ``{"stage", "seconds"}``
+    for work that was done in pieces (`record_total`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.entries: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def record(self, name: str, stage: str, start: float, end: float) -> dict:
+        self.entries[name] = {"stage": stage, "seconds": round(end - start, 1), "start": start, "end": end}
+        self.save()
+        return self.entries[name]
+
+    def record_total(self, name: str, stage: str, seconds: float) -> dict:
+        self.entries[name] = {"stage": stage, "seconds": round(seconds, 1)}
+        self.save()
+        return self.entries[name]
+
+    def timed(self, name: str, stage: str, fn: Callable[[], T]) -> T:
+        """Run `fn()`, record its wall time as `name` and return its value."""
+        start = time.time()
+        value = fn()
+        self.record(name, stage, start, time.time())
+        return value
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.entries, indent=1))
+
+
+def stage_wall_times(entries: Mapping[str, dict]) -> dict[str, float]:
+    """Wall time per stage: from the first start to the last end of its jobs (jobs of a stage run in parallel);
+    entries without start/end count as the longest such job of their stage."""
+    spans: dict[str, list[float]] = {}
+    for entry in entries.values():
+        if "start" in entry:
+            span = spans.setdefault(entry["stage"], [math.inf, -math.inf])
+            span[0], span[1] = min(span[0], entry["start"]), max(span[1], entry["end"])
+        else:
+            span = spans.setdefault(entry["stage"], [0.0, 0.0])
+            span[1] = max(span[1], span[0] + entry["seconds"])
+    return {stage: round(end - start, 1) for stage, (start, end) in spans.items()}
+
+
+def check_jobs(jobs: list[Job]) -> None:
+    """ValueError unless the job names are unique, every dependency is a job of the list and nothing waits on
+    itself (directly or through a cycle); TypeError for something that is not a `Job`."""
+    for job in jobs:
+        if not isinstance(job, Job):
+            raise TypeError(f"jobs must be Job instances, got {type(job).__name__}: {job!r:.200}")
+    names = [job.name for job in jobs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"job names must be unique; repeated: {repeated}")
+    for job in jobs:
+        unknown = [dep for dep in job.after if dep not in names]
+        if unknown:
+            raise ValueError(f"job {job.name!r} waits for {unknown}, which are not in the job list {names}")
+    waiting = {job.name: set(job.after) for job in jobs}
+    while waiting:  # peel off the jobs whose dependencies are all resolved; what is left waits in a cycle
+        free = {name for name, deps in waiting.items() if not deps & waiting.keys()}
+        if not free:
+            raise ValueError(f"jobs {sorted(waiting)} wait for each other (a dependency cycle)")
+        for name in free:
+            del waiting[name]
+
+
+@dataclass
+class _Running:
+    job: Job
+    process: subprocess.Popen
+    start: float
+    log: IO[str]
+
+
+def _start(job: Job, log_dir: Path, cwd: Path, environment: dict[str, str]) -> _Running:
+    log = open(log_dir / f"{job.name}.log", "a")  # noqa: SIM115 (closed when the job ends)
+    log.write(f"\n$ {' '.join(job.command)}\n")
+    log.flush()
+    try:
+        process = subprocess.Popen(job.command, cwd=cwd, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    except BaseException:
+        log.close()
+        raise
+    return _Running(job, process, time.time(), log)
+
+
+def run_jobs(
+    jobs: list[Job],
+    log_dir: Path,
+    max_parallel: int,
+    timings: Timings,
+    *,
+    cwd: Path,
+    environment: Mapping[str, str] | None = None,
+    poll_seconds: float = 0.5,
+) -> None:
+    """Run `jobs` (in list order of priority, respecting `after`) with at most `max_parallel` at once.
+
+    Each job runs in `cwd` with this process's environment plus `environment`, gets OMP_NUM_THREADS = cores //
+    running jobs (at least 1) and logs to `log_dir/<name>.log` (appended, after the command line). Jobs whose
+    `done_marker` exists are skipped. A job that fails (non-zero exit, or no done marker) raises RuntimeError
+    with its log tail; on that or any other exception (e.g. Ctrl-C) the jobs still running are terminated. Wall
+    times go to `timings` under the job names.
+    """
+    check_int("max_parallel", max_parallel, minimum=1)
+    check_number("poll_seconds", poll_seconds, minimum=0, exclusive_minimum=True)
+    check_jobs(jobs)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    done = {job.name for job in jobs if job.done_marker.exists()}
+    for job in jobs:
+        if job.name in done:
+            print(f"[skip] {job.name}: output exists", flush=True)
+    pending = [job for job in jobs if job.name not in done]
+    running: dict[str, _Running] = {}
+    cores = os.cpu_count() or 1
+    try:
+        while pending or running:
+            ready = [job for job in pending if all(dep in done for dep in job.after)]
+            while ready and len(running) < max_parallel:
+                job = ready.pop(0)
+                pending.remove(job)
+                threads = max(1, cores // max(1, min(max_parallel, len(running) + 1 + len(ready))))
+                env = {**os.environ, **(environment or {}), "OMP_NUM_THREADS": str(threads)}
+                print(f"[start] {job.name} ({threads} thread(s))", flush=True)
+                running[job.name] = _start(job, log_dir, cwd, env)
+            time.sleep(poll_seconds)
+            for name, run in list(running.items()):
+                if run.process.poll() is None:
+                    continue
+                run.log.close()
+                del running[name]
+                if run.process.returncode != 0 or not run.job.done_marker.exists():
+                    why = f"exit {run.process.returncode}"
+                    if run.process.returncode == 0:
+                        why += f", but it did not write {run.job.done_marker}"
+                    tail = (log_dir / f"{name}.log").read_text()[-4000:]
+                    raise RuntimeError(f"job {name} failed ({why}); log tail:\n{tail}")
+                entry = timings.record(name, run.job.stage, run.start, time.time())
+                done.add(name)
+                print(f"[done] {name} in {entry['seconds']:.0f} s", flush=True)
+    finally:  # a failure or an interruption: stop the jobs still running (they resume from checkpoints)
+        for run in running.values():
+            run.process.terminate()
+        for run in running.values():
+            run.process.wait()
+            run.log.close()

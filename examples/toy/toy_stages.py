@@ -1,0 +1,250 @@
+"""The recipe's stages before the evaluation: data, model configs, the trainer jobs and the diffusion autoencoders.
+
+Layout of `<output_dir>` (every stage is skipped when its final output exists):
+
+- `data/train`, `data/heldout`: shapes imagefolders (`<split>/train/<class>/<index>.png`), seeds 0 and 1.
+- `configs/ae_struct.json`, `configs/ae_plain.json`, `configs/usit.json`: the model configs of the trainers.
+- `ae_struct/`, `ae_plain/`: `training/train_dc_ae.py` runs (L1 only; structured: random prefixes c' from
+  `CHANNEL_CHOICES`, plain: the full latent only); `<ae>/vae_ema` is the EMA autoencoder, `<ae>/vae_diffusion`
+  the same with its measured scaling factor (`write_diffusion_vae`).
+- `ae_plain_ft_c<c'>/`: the plain AE's decoder fine-tuned for the first c' channels, encoder frozen (Fig. 3).
+- `latents_<ae>/`: `training/cache_latents.py` caches of the training images.
+- `usit/<run>_seed<seed>/`: `training/train_usit.py` runs (`toy_settings.RUNS`), with `checkpoint-<step>/` folders
+  and the final `pipeline/`.
+
+The job builders return `toy_scheduler.Job`s whose command lines call the trainers with their documented flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from toy_scheduler import Job
+from toy_settings import (
+    AUGMENTED_PASSES,
+    AUTOENCODER_CONFIG,
+    AUTOENCODERS,
+    CHANNEL_CHOICES,
+    LATENT_CHANNELS,
+    REPO_ROOT,
+    RESOLUTION,
+    RUNS,
+    TRAINING,
+    USIT_CONFIG,
+    ModeSettings,
+    run_autoencoder,
+    usit_run_dir,
+)
+
+from dc_ae_hf.data.shapes import export_imagefolder
+from dc_ae_hf.latents import compute_scaling_factor
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+
+SCALING_FACTOR_IMAGES = 1000  # training images the scaling factor is measured on
+
+
+def data_exists(out: Path) -> bool:
+    """Whether both imagefolders have been written (the held-out set is written last)."""
+    return (out / "data" / "heldout" / "train").exists()
+
+
+def write_data(out: Path, settings: ModeSettings) -> None:
+    """The shapes dataset at `RESOLUTION`: a training set (seed 0) and a held-out set (seed 1)."""
+    for split, count, seed in (
+        ("train", settings.num_train_images, 0),
+        ("heldout", settings.num_heldout_images, 1),
+    ):
+        if not (out / "data" / split / "train").exists():
+            export_imagefolder(out / "data" / split, count, seed=seed, resolution=RESOLUTION)
+
+
+def write_configs(out: Path) -> None:
+    """The trainers' model configs: both autoencoders (`AUTOENCODER_CONFIG` with their prefixes) and the USiT."""
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    for name, choices in (("ae_struct", CHANNEL_CHOICES), ("ae_plain", [LATENT_CHANNELS])):
+        config = {**AUTOENCODER_CONFIG, "latent_channel_choices": choices}
+        (out / "configs" / f"{name}.json").write_text(json.dumps(config, indent=1))
+    (out / "configs" / "usit.json").write_text(json.dumps(USIT_CONFIG, indent=1))
+
+
+def trainer_environment() -> dict[str, str]:
+    """Environment of the trainer subprocesses: offline Hub, and this checkout first on PYTHONPATH."""
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    return {"HF_HUB_OFFLINE": "1", "PYTHONPATH": pythonpath}
+
+
+def trainer_command(script: str, options: Mapping[str, object]) -> list[str]:
+    """`python training/<script>` with `options` as flags, in order: ``True`` gives a bare flag (``--use_ema``), a
+    list or tuple its items after the flag (``--latent_channel_choices 4 8``), anything else ``str(value)``."""
+    command = [sys.executable, str(TRAINING / script)]
+    for flag, value in options.items():
+        if not flag.startswith("--"):
+            raise ValueError(f"option names are command-line flags starting with '--', got {flag!r}")
+        if value is True:
+            command.append(flag)
+        elif value is None or value is False:
+            raise TypeError(f"{flag}={value!r}: give True for a bare flag and leave out a flag that is not set")
+        elif isinstance(value, (list, tuple)):
+            command += [flag, *(str(item) for item in value)]
+        else:
+            command += [flag, str(value)]
+    return command
+
+
+def _l1_training(out: Path, settings: ModeSettings) -> dict[str, object]:
+    """Data and loss flags shared by every autoencoder run (L1 only: no perceptual weights offline)."""
+    return {
+        "--train_data_dir": out / "data" / "train",
+        "--resolution": RESOLUTION,
+        "--train_batch_size": settings.ae_batch_size,
+        "--lpips_weight": 0,
+        "--l1_weight": 1,
+    }
+
+
+def autoencoder_jobs(out: Path, settings: ModeSettings) -> list[Job]:
+    """The structured and the plain autoencoder: same size, data, steps and seed; cosine LR, EMA 0.999."""
+    common = {
+        **_l1_training(out, settings),
+        "--learning_rate": settings.ae_learning_rate,
+        "--lr_scheduler": "cosine",
+        "--lr_warmup_steps": min(100, settings.ae_steps // 10),
+        "--use_ema": True,
+        "--ema_decay": 0.999,
+        "--seed": 0,
+        "--num_validation_images": 0,
+        "--report_to": "none",
+        "--checkpointing_steps": max(1, settings.ae_steps // 3),
+        "--checkpoints_total_limit": 1,
+    }
+    jobs = []
+    for name, choices in (("ae_struct", CHANNEL_CHOICES), ("ae_plain", [LATENT_CHANNELS])):
+        options = {
+            "--model_config": out / "configs" / f"{name}.json",
+            "--latent_channel_choices": choices,
+            "--max_train_steps": settings.ae_steps,
+            "--output_dir": out / name,
+            **common,
+        }
+        command = trainer_command("train_dc_ae.py", options)
+        jobs.append(Job(name, "autoencoders", command, out / name / "vae_ema" / "config.json"))
+    return jobs
+
+
+def finetune_jobs(out: Path, settings: ModeSettings) -> list[Job]:
+    """The paper's fair protocol (Fig. 3): the plain AE's decoder fine-tuned, from its EMA weights and with the
+    encoder frozen, to reconstruct from the first c' channels, for each c' in `settings.finetune_channels`.
+    Run after `autoencoder_jobs` (they start from `ae_plain/vae_ema`)."""
+    common = {
+        **_l1_training(out, settings),
+        "--learning_rate": settings.ae_learning_rate / 2,
+        "--lr_scheduler": "cosine",
+        "--use_ema": True,
+        "--ema_decay": 0.99,
+        "--seed": 0,
+        "--freeze_encoder": True,
+        "--num_validation_images": 0,
+        "--report_to": "none",
+        "--max_train_steps": settings.finetune_steps,
+        "--checkpointing_steps": max(1, settings.finetune_steps // 2),
+        "--checkpoints_total_limit": 1,
+    }
+    jobs = []
+    for c in settings.finetune_channels:
+        folder = out / f"ae_plain_ft_c{c}"
+        options = {
+            "--pretrained_model_name_or_path": out / "ae_plain" / "vae_ema",
+            "--latent_channel_choices": c,
+            "--output_dir": folder,
+            **common,
+        }
+        command = trainer_command("train_dc_ae.py", options)
+        jobs.append(
+            Job(folder.name, "plain fine-tunes (Fig. 3 protocol)", command, folder / "vae_ema" / "config.json")
+        )
+    return jobs
+
+
+def cache_jobs(out: Path) -> list[Job]:
+    """fp32 latent caches of the training images, one per autoencoder (after `write_diffusion_vae`)."""
+    jobs = []
+    for ae in AUTOENCODERS:
+        options = {
+            "--vae": out / ae / "vae_diffusion",
+            "--train_data_dir": out / "data" / "train",
+            "--resolution": RESOLUTION,
+            "--output_dir": out / f"latents_{ae}",
+            "--batch_size": 100,
+            "--latent_dtype": "float32",
+        }
+        command = trainer_command("cache_latents.py", options)
+        jobs.append(Job(f"cache_{ae}", "latent caches", command, out / f"latents_{ae}" / "metadata.json"))
+    return jobs
+
+
+def usit_jobs(out: Path, settings: ModeSettings) -> list[Job]:
+    """The diffusion runs of `RUNS` for every seed, each after its autoencoder's latent cache.
+
+    `struct_aug` trains with paper Eq. 2 (`--num_channel_samples 2 --always_include_full`: the full latent plus one
+    random prefix, `AUGMENTED_PASSES` passes per step), the others with `--no_augmented`. The optimiser settings
+    are for a run of a few thousand steps: LR 1e-3 after a 5% warm-up, betas (0.9, 0.999), clip 1, EMA 0.999 with
+    the same warm-up. The `struct_aug` jobs come first so that the expensive and the cheap runs interleave.
+    """
+    every = max(1, settings.usit_steps // settings.usit_checkpoints)
+    warmup = max(1, settings.usit_steps // 20)  # LR and EMA warm-up: 5% of the run
+    jobs = []
+    for seed in settings.seeds:
+        for run in RUNS:
+            ae = run_autoencoder(run)
+            if run == "struct_aug":
+                objective = {
+                    "--num_channel_samples": AUGMENTED_PASSES,
+                    "--always_include_full": True,
+                    "--latent_channel_choices": CHANNEL_CHOICES,
+                }
+            else:
+                objective = {"--no_augmented": True}
+            folder = usit_run_dir(out, run, seed)
+            options = {
+                "--latent_cache_dir": out / f"latents_{ae}",
+                "--model_config": out / "configs" / "usit.json",
+                **objective,
+                "--output_dir": folder,
+                "--seed": seed,
+                "--max_train_steps": settings.usit_steps,
+                "--checkpointing_steps": every,
+                "--validation_steps": settings.usit_steps,
+                "--validation_solver": "euler",
+                "--validation_num_inference_steps": max(2, settings.sample_steps),
+                "--train_batch_size": settings.usit_batch_size,
+                "--learning_rate": settings.usit_learning_rate,
+                "--lr_warmup_steps": warmup,
+                "--adam_beta1": 0.9,
+                "--adam_beta2": 0.999,
+                "--max_grad_norm": 1.0,
+                "--ema_decay": 0.999,
+                "--ema_warmup_steps": warmup,
+                "--report_to": "none",
+            }
+            command = trainer_command("train_usit.py", options)
+            marker = folder / "pipeline" / "model_index.json"
+            jobs.append(Job(f"usit_{run}_seed{seed}", "diffusion", command, marker, after=(f"cache_{ae}",)))
+    return sorted(jobs, key=lambda job: "struct_aug" not in job.name)  # stable: seeds stay in order
+
+
+def write_diffusion_vae(out: Path, ae: str, train_images: torch.Tensor) -> None:
+    """Save `<ae>/vae_ema` as `<ae>/vae_diffusion` with scaling_factor = 1 / std of its full latent on the first
+    `SCALING_FACTOR_IMAGES` training images (`dc_ae_hf.latents.compute_scaling_factor`), so the diffusion model sees
+    unit-variance latents (the trainer keeps the starting config's factor; docs/training.md). Skipped when done."""
+    target = out / ae / "vae_diffusion"
+    if (target / "config.json").exists():
+        return
+    vae = AutoencoderDC15.from_pretrained(out / ae / "vae_ema").eval()
+    factor = compute_scaling_factor(vae, train_images[:SCALING_FACTOR_IMAGES].split(200))
+    vae.register_to_config(scaling_factor=factor)
+    vae.save_pretrained(target)
