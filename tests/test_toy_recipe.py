@@ -32,12 +32,19 @@ def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     recipe = _load_recipe(monkeypatch)
     out, bundle = tmp_path / "toy", tmp_path / "bundle"
-    results = recipe.main(["--mode", "smoke", "--output_dir", str(out), "--bundle_to", str(bundle),
-                           "--max_parallel", "3"])  # fmt: skip
+    results = recipe.main(
+        ["--mode", "smoke", "--output_dir", str(out), "--bundle_to", str(bundle), "--max_parallel", "3"]
+    )
 
     folder = out / "results"
-    for name in ("plots.png", "prefix_grid_structured.png", "prefix_grid_plain.png", "samples_struct_aug.png",
-                 "results.md", "results.json"):  # fmt: skip
+    for name in (
+        "plots.png",
+        "prefix_grid_structured.png",
+        "prefix_grid_plain.png",
+        "samples_struct_aug.png",
+        "results.md",
+        "results.json",
+    ):
         assert (folder / name).stat().st_size > 0, name
     assert json.loads((folder / "results.json").read_text())["mode"] == "smoke"
     assert "plain, decoder fine-tuned for c'" in (folder / "results.md").read_text()
@@ -91,8 +98,9 @@ def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def bundled_pipeline():
     if not (BUNDLED / "model_index.json").is_file():
-        raise FileNotFoundError(f"the bundled pipeline is missing: run examples/toy/run_recipe.py --mode full "
-                                f"--bundle_to {BUNDLED}")  # fmt: skip
+        raise FileNotFoundError(
+            f"the bundled pipeline is missing: run examples/toy/run_recipe.py --mode full --bundle_to {BUNDLED}"
+        )
     pipe = DCAE15Pipeline.from_pretrained(BUNDLED)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -109,9 +117,14 @@ def test_bundled_pipeline_has_shape_labels(bundled_pipeline):
 
 def test_bundled_pipeline_samples_deterministically(bundled_pipeline):
     def sample(seed):
-        return bundled_pipeline(["circle", "square", "star"], guidance_scale=1.0, solver="euler",
-                                num_inference_steps=2, generator=torch.Generator().manual_seed(seed),
-                                output_type="np").images  # fmt: skip
+        return bundled_pipeline(
+            ["circle", "square", "star"],
+            guidance_scale=1.0,
+            solver="euler",
+            num_inference_steps=2,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+        ).images
 
     first, second, other = sample(0), sample(0), sample(1)
     assert first.shape == (3, 32, 32, 3)

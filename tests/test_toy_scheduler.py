@@ -1,0 +1,126 @@
+"""The toy recipe's job pool (examples/toy/toy_scheduler.py) with trivial `python -c` jobs: dependencies, skipping
+finished jobs, parallelism, failures, and the wall-time log."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import pytest
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "examples" / "toy"))  # the recipe's modules sit beside its script
+from toy_scheduler import Job, Timings, check_jobs, run_jobs, stage_wall_times  # noqa: E402
+
+
+def _job(tmp_path, name, code="", after=(), stage="stage"):
+    """A job that runs `code`, then writes its done marker with what it saw: its threads, a test variable, cwd."""
+    marker = tmp_path / f"{name}.done"
+    seen = "[os.environ['OMP_NUM_THREADS'], os.environ.get('TOY_TEST'), os.getcwd()]"
+    report = f"import json, os, pathlib; pathlib.Path({str(marker)!r}).write_text(json.dumps({seen}))"
+    return Job(name, stage, [sys.executable, "-c", f"{code}\n{report}"], marker, tuple(after))
+
+
+def _run(jobs, tmp_path, max_parallel=2, **kwargs):
+    timings = Timings(tmp_path / "timings.json")
+    run_jobs(jobs, tmp_path / "logs", max_parallel, timings, cwd=tmp_path, poll_seconds=0.02, **kwargs)
+    return timings
+
+
+def test_jobs_run_after_their_dependencies_with_environment_and_logs(tmp_path):
+    first = _job(tmp_path, "first", "import time; time.sleep(0.3)")
+    # fails unless `first` has finished (its marker is written last)
+    second = _job(
+        tmp_path, "second", f"assert __import__('pathlib').Path({str(first.done_marker)!r}).exists()", ["first"]
+    )
+    third = _job(tmp_path, "third", stage="other")
+    timings = _run([second, first, third], tmp_path, environment={"TOY_TEST": "seen"})
+
+    for job in (first, second, third):
+        threads, variable, cwd = json.loads(job.done_marker.read_text())
+        assert 1 <= int(threads) <= (os.cpu_count() or 1)
+        assert variable == "seen" and cwd == str(tmp_path)
+        log = (tmp_path / "logs" / f"{job.name}.log").read_text()
+        assert log.startswith(f"\n$ {sys.executable} -c ")  # the command line heads its log
+    entries = timings.entries
+    assert set(entries) == {"first", "second", "third"}
+    assert entries["second"]["start"] >= entries["first"]["end"]
+    assert entries["third"]["stage"] == "other" and entries["first"]["seconds"] >= 0.3
+    assert json.loads((tmp_path / "timings.json").read_text()) == entries  # saved as it goes
+
+
+def test_at_most_max_parallel_jobs_run_at_once(tmp_path):
+    jobs = [_job(tmp_path, f"job{i}", "import time; time.sleep(0.2)") for i in range(3)]
+    entries = _run(jobs, tmp_path, max_parallel=2).entries
+    spans = sorted((entries[job.name]["start"], entries[job.name]["end"]) for job in jobs)
+    assert spans[1][0] < spans[0][1]  # the first two overlap
+    assert spans[2][0] >= min(spans[0][1], spans[1][1])  # the third waits for a free slot
+    one_at_a_time = [_job(tmp_path / "serial", f"job{i}", "import time; time.sleep(0.1)") for i in range(2)]
+    (tmp_path / "serial").mkdir()
+    entries = _run(one_at_a_time, tmp_path / "serial", max_parallel=1).entries
+    assert entries["job1"]["start"] >= entries["job0"]["end"]
+
+
+def test_finished_jobs_are_skipped(tmp_path, capsys):
+    done = _job(tmp_path, "done", "raise SystemExit(3)")  # would fail if it ran
+    done.done_marker.write_text("from an earlier run")
+    waiting = _job(tmp_path, "waiting", after=["done"])
+    timings = _run([done, waiting], tmp_path)
+    assert done.done_marker.read_text() == "from an earlier run"
+    assert not (tmp_path / "logs" / "done.log").exists()
+    assert set(timings.entries) == {"waiting"} and waiting.done_marker.exists()
+    assert "[skip] done: output exists" in capsys.readouterr().out
+
+
+def test_a_failing_job_stops_the_pool_with_its_log_tail(tmp_path):
+    slow = _job(tmp_path, "slow", "import time; time.sleep(30)")
+    bad = _job(tmp_path, "bad", "print('boom from the trainer'); raise SystemExit(3)")
+    never = _job(tmp_path, "never", after=["bad"])
+    start = time.time()
+    with pytest.raises(RuntimeError, match=r"job bad failed \(exit 3\); log tail:\n(.|\n)*boom from the trainer"):
+        _run([slow, bad, never], tmp_path)
+    assert time.time() - start < 20  # `slow` was terminated, not waited for
+    assert not slow.done_marker.exists() and not never.done_marker.exists()
+
+
+def test_a_job_without_its_done_marker_fails(tmp_path):
+    silent = Job("silent", "stage", [sys.executable, "-c", "pass"], tmp_path / "silent.done")
+    with pytest.raises(RuntimeError, match=r"job silent failed \(exit 0, but it did not write .*silent\.done\)"):
+        _run([silent], tmp_path)
+
+
+def test_job_lists_and_arguments_are_checked(tmp_path):
+    a, b = _job(tmp_path, "a", after=["b"]), _job(tmp_path, "b", after=["a"])
+    with pytest.raises(ValueError, match=r"jobs \['a', 'b'\] wait for each other"):
+        check_jobs([a, b])
+    with pytest.raises(ValueError, match=r"job 'c' waits for \['missing'\], which are not in the job list"):
+        check_jobs([_job(tmp_path, "c", after=["missing"])])
+    with pytest.raises(ValueError, match=r"job names must be unique; repeated: \['d'\]"):
+        check_jobs([_job(tmp_path, "d"), _job(tmp_path, "d")])
+    with pytest.raises(TypeError, match="jobs must be Job instances, got list"):
+        check_jobs([["python", "-c", "pass"]])
+    check_jobs([_job(tmp_path, "e"), _job(tmp_path, "f", after=["e"]), _job(tmp_path, "g", after=["e", "f"])])
+    with pytest.raises(ValueError, match="max_parallel=0 .*>= 1"):
+        _run([_job(tmp_path, "e")], tmp_path, max_parallel=0)
+    with pytest.raises(TypeError, match="max_parallel=True "):
+        _run([_job(tmp_path, "e")], tmp_path, max_parallel=True)
+    assert not (tmp_path / "e.done").exists()  # nothing ran
+
+
+def test_timings_persist_and_sum_up_per_stage(tmp_path):
+    path = tmp_path / "run" / "timings.json"
+    timings = Timings(path)
+    assert timings.timed("data", "data", lambda: 42) == 42
+    timings.record("a", "training", start=100.0, end=110.0)
+    timings.record("b", "training", start=105.0, end=120.0)  # overlaps a: the stage took 20 s, not 25
+    timings.record_total("eval_1", "evaluation", 3.04)
+    timings.record_total("eval_2", "evaluation", 4.0)
+    again = Timings(path)  # a resumed run reads what the earlier one recorded
+    assert again.entries == timings.entries
+    assert again.entries["a"] == {"stage": "training", "seconds": 10.0, "start": 100.0, "end": 110.0}
+    assert again.entries["eval_1"] == {"stage": "evaluation", "seconds": 3.0}
+    walls = stage_wall_times(again.entries)
+    assert walls["training"] == 20.0 and walls["evaluation"] == 4.0
+    assert set(walls) == {"data", "training", "evaluation"} and walls["data"] >= 0
