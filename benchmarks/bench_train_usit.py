@@ -45,9 +45,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def build_usit(channels: int, size: int, args) -> USiTTransformer2DModel:
     torch.manual_seed(0)
-    return USiTTransformer2DModel(sample_size=size, in_channels=channels, num_layers=args.num_layers,
-                                  num_attention_heads=args.heads, attention_head_dim=args.hidden // args.heads,
-                                  num_classes=10).to(args.device).train()  # fmt: skip
+    return (
+        USiTTransformer2DModel(
+            sample_size=size,
+            in_channels=channels,
+            num_layers=args.num_layers,
+            num_attention_heads=args.heads,
+            attention_head_dim=args.hidden // args.heads,
+            num_classes=10,
+        )
+        .to(args.device)
+        .train()
+    )
 
 
 def train_step(model, batches, encode, args, choices):
@@ -100,11 +109,24 @@ def data_comparison(args, workdir: Path) -> dict[str, float]:
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     start = time.perf_counter()
-    cache_latents.main(cache_latents.parse_args([
-        "--vae", str(workdir / "vae"), "--train_data_dir", str(workdir / "images"), "--resolution",
-        str(args.resolution), "--output_dir", str(workdir / "cache"), "--batch_size", str(args.batch_size),
-        "--cache_dir", str(workdir / "hf_cache"),
-    ]))  # fmt: skip
+    cache_latents.main(
+        cache_latents.parse_args(
+            [
+                "--vae",
+                str(workdir / "vae"),
+                "--train_data_dir",
+                str(workdir / "images"),
+                "--resolution",
+                str(args.resolution),
+                "--output_dir",
+                str(workdir / "cache"),
+                "--batch_size",
+                str(args.batch_size),
+                "--cache_dir",
+                str(workdir / "hf_cache"),
+            ]
+        )
+    )
     cache_seconds = time.perf_counter() - start
 
     cache = LatentCacheDataset(workdir / "cache")

@@ -85,7 +85,7 @@ def check_channel_prefixes(
         raise invalid(name, prefixes, "must be a list of ints (latent-channel prefixes)", TypeError)
     prefixes = prefixes.tolist() if isinstance(prefixes, torch.Tensor) else list(prefixes)
     if not prefixes:
-        raise invalid(name, prefixes, "must list at least one latent-channel prefix")
+        raise invalid(name, prefixes, "it is empty; list at least one latent-channel prefix")
     top = latent_channels if latent_channels is not None else None
     bad = [c for c in prefixes if isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 1]
     if top is not None:

@@ -39,8 +39,22 @@ def pipeline_folder(tmp_path_factory):
 def test_sample_script_writes_a_class_grid(pipeline_folder, tmp_path, monkeypatch):
     sample = _load_example("sample", monkeypatch)
     output = tmp_path / "grid" / "samples.png"
-    argv = ["--model", str(pipeline_folder), "--class_labels", "red", "2", "green", "--solver", "euler",
-            "--num_inference_steps", "2", "--guidance_scale", "3", "--output", str(output)]  # fmt: skip
+    argv = [
+        "--model",
+        str(pipeline_folder),
+        "--class_labels",
+        "red",
+        "2",
+        "green",
+        "--solver",
+        "euler",
+        "--num_inference_steps",
+        "2",
+        "--guidance_scale",
+        "3",
+        "--output",
+        str(output),
+    ]
     sample.main(argv)
     grid = Image.open(output)
     assert grid.size == (2 * 32, 2 * 32)  # 3 images of 32 px on a 2x2 grid
@@ -60,8 +74,26 @@ def test_visualize_latents_on_a_pipeline_folder_and_user_images(pipeline_folder,
     image = tmp_path / "photo.png"
     Image.fromarray(torch.randint(0, 256, (40, 56, 3), dtype=torch.uint8).numpy()).save(image)
     out = tmp_path / "pictures"
-    visualize.main(["--vae", str(pipeline_folder), "--vae_subfolder", "vae", "--images", str(image), str(image),
-                    "--resolution", "32", "--channels", "4", "16", "--output_dir", str(out), "--cell_size", "64"])  # fmt: skip
+    visualize.main(
+        [
+            "--vae",
+            str(pipeline_folder),
+            "--vae_subfolder",
+            "vae",
+            "--images",
+            str(image),
+            str(image),
+            "--resolution",
+            "32",
+            "--channels",
+            "4",
+            "16",
+            "--output_dir",
+            str(out),
+            "--cell_size",
+            "64",
+        ]
+    )
     assert Image.open(out / "latent_mean.png").size == (2 + 2 * 66, 2 + 2 * 66)  # (image, mean) per input
     assert Image.open(out / "latent_channels.png").size == (2 + 16 * 34, 2 + 34)  # 16 channels, one row
     # Fig. 3 grid: input + one column per prefix, one row per image

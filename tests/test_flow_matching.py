@@ -18,8 +18,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def model() -> USiTTransformer2DModel:
     torch.manual_seed(0)
-    model = USiTTransformer2DModel(sample_size=S, in_channels=C, num_layers=2, num_attention_heads=2,
-                                   attention_head_dim=16, num_classes=10, class_dropout_prob=0.1)  # fmt: skip
+    model = USiTTransformer2DModel(
+        sample_size=S,
+        in_channels=C,
+        num_layers=2,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_classes=10,
+        class_dropout_prob=0.1,
+    )
     with torch.no_grad():  # move the zero-initialised biases away from 0 so nothing cancels by accident
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -66,7 +73,7 @@ def test_loss_equals_the_zero_masked_form_of_eq2(model, batch):
     """|| v * m - model(x_t * m) * m ||^2 / (B c' H W) on full-channel tensors, m = (1 x c', 0 x (C - c'))."""
     latents, labels = batch
     for c in (4, 12, 16):
-        (t, noise_c), = _hand_draws([c], seed=11)  # fmt: skip
+        ((t, noise_c),) = _hand_draws([c], seed=11)
         loss, _ = flow_matching_loss(model, latents, labels, [c], generator=torch.Generator().manual_seed(11))
         mask = torch.zeros(1, C, 1, 1)
         mask[:, :c] = 1
@@ -100,8 +107,15 @@ def test_pass_matches_loss_with_one_prefix(model, batch):
 def test_each_pass_draws_its_own_time_noise_and_label_dropout(batch):
     latents, labels = batch
     torch.manual_seed(0)
-    model = USiTTransformer2DModel(sample_size=S, in_channels=C, num_layers=0, num_attention_heads=1,
-                                   attention_head_dim=8, num_classes=10, class_dropout_prob=0.5).train()  # fmt: skip
+    model = USiTTransformer2DModel(
+        sample_size=S,
+        in_channels=C,
+        num_layers=0,
+        num_attention_heads=1,
+        attention_head_dim=8,
+        num_classes=10,
+        class_dropout_prob=0.5,
+    ).train()
     seen = []
     hook = model.label_embed.register_forward_hook(lambda module, args, out: seen.append(args[0].clone()))
     times = []

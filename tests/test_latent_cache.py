@@ -99,9 +99,23 @@ def _our_warnings(records) -> list[str]:
 
 
 def _argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
-    return ["--vae", str(workspace / "vae"), "--train_data_dir", str(workspace / "images"),
-            "--cache_dir", str(workspace / "hf_cache"), "--output_dir", str(output_dir), "--resolution", "32",
-            "--shard_size", "5", "--batch_size", "3", *extra]  # fmt: skip
+    return [
+        "--vae",
+        str(workspace / "vae"),
+        "--train_data_dir",
+        str(workspace / "images"),
+        "--cache_dir",
+        str(workspace / "hf_cache"),
+        "--output_dir",
+        str(output_dir),
+        "--resolution",
+        "32",
+        "--shard_size",
+        "5",
+        "--batch_size",
+        "3",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +143,9 @@ def test_cache_holds_center_cropped_scaled_latents_and_their_flips(flip_cache, w
         n = len(range(shard * 5, min(shard * 5 + 5, 12)))
         assert tensors["latents"].shape == (2 * n, 16, 4, 4) and tensors["labels"].dtype == torch.int64
         assert tensors["flipped"].tolist() == [0] * n + [1] * n  # originals first, then their mirror images
-        for latent, label, index, flipped in zip(tensors["latents"], tensors["labels"], tensors["indices"],
-                                                 tensors["flipped"]):  # fmt: skip
+        for latent, label, index, flipped in zip(
+            tensors["latents"], tensors["labels"], tensors["indices"], tensors["flipped"]
+        ):
             reference = (expected_flip if flipped else expected)[index]
             torch.testing.assert_close(latent, reference, atol=1e-5, rtol=1e-5)
             assert label == labels[index]
@@ -230,15 +245,35 @@ def test_bad_inputs_fail_with_clear_messages(script, workspace, tmp_path):
         LatentCacheDataset(tmp_path / "missing")
     (tmp_path / "empty" / "train" / "apple").mkdir(parents=True)
     with pytest.raises(ValueError, match="has no images"):
-        run_in_process(script, ["--vae", str(workspace / "vae"), "--train_data_dir", str(tmp_path / "empty"),
-                     "--output_dir", str(tmp_path / "out")])  # fmt: skip
+        run_in_process(
+            script,
+            [
+                "--vae",
+                str(workspace / "vae"),
+                "--train_data_dir",
+                str(tmp_path / "empty"),
+                "--output_dir",
+                str(tmp_path / "out"),
+            ],
+        )
     with pytest.raises(ValueError, match="--label_column='class'"):
         run_in_process(script, [*_argv(workspace, tmp_path / "out"), "--label_column", "class"])
     with pytest.raises(ValueError, match="divisible by the autoencoder's compression ratio 8"):
         run_in_process(script, [*_argv(workspace, tmp_path / "out"), "--resolution", "30"])
     with pytest.raises(ValueError, match="--vae='nowhere/vae' could not be loaded"):
-        run_in_process(script, ["--vae", "nowhere/vae", "--train_data_dir", str(workspace / "images"),
-                     "--cache_dir", str(workspace / "hf_cache"), "--output_dir", str(tmp_path / "out")])  # fmt: skip
+        run_in_process(
+            script,
+            [
+                "--vae",
+                "nowhere/vae",
+                "--train_data_dir",
+                str(workspace / "images"),
+                "--cache_dir",
+                str(workspace / "hf_cache"),
+                "--output_dir",
+                str(tmp_path / "out"),
+            ],
+        )
     meta = json.loads((workspace / "cache_flip" / "metadata.json").read_text())
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "metadata.json").write_text(json.dumps({**meta, "format_version": 0}))

@@ -45,7 +45,7 @@ from dc_ae_hf.metrics.image import to_uint8
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.discriminator import PatchDiscriminator
 from dc_ae_hf.testing import write_standin_inception_weights, write_standin_lpips_backbone
-from dc_ae_hf.training_utils import gather_process_states, load_process_state, save_process_states
+from dc_ae_hf.training import run as run_module
 from dc_ae_hf.visualization import prefix_reconstruction_grid
 
 TRAIN_SCRIPT = REPO_ROOT / "training" / "train_dc_ae.py"
@@ -94,19 +94,30 @@ def torch_home(workspace, monkeypatch):
 
 def _base_argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
-        "--model_config", str(workspace / "micro.json"),
-        "--train_data_dir", str(workspace / "data"),
-        "--cache_dir", str(workspace / "hf_cache"),
-        "--output_dir", str(output_dir),
-        "--resolution", "32",
-        "--train_batch_size", "2",
-        "--lpips_net", "squeeze",
-        "--num_validation_images", "4",
-        "--report_to", "none",
-        "--disc_base_channels", "8",
-        "--disc_num_layers", "2",
+        "--model_config",
+        str(workspace / "micro.json"),
+        "--train_data_dir",
+        str(workspace / "data"),
+        "--cache_dir",
+        str(workspace / "hf_cache"),
+        "--output_dir",
+        str(output_dir),
+        "--resolution",
+        "32",
+        "--train_batch_size",
+        "2",
+        "--lpips_net",
+        "squeeze",
+        "--num_validation_images",
+        "4",
+        "--report_to",
+        "none",
+        "--disc_base_channels",
+        "8",
+        "--disc_num_layers",
+        "2",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 def _subprocess_env(workspace: Path) -> dict[str, str]:
@@ -292,9 +303,10 @@ def test_phase_trainable_parameters_match_the_documented_sets():
 
     phase2 = set(phase_trainable_parameters(vae, 2))
     expected2 = {
-        n for n in names
+        n
+        for n in names
         if n.startswith(("encoder.down_blocks.3.", "encoder.conv_out.", "decoder.conv_in.", "decoder.up_blocks.3."))
-    }  # fmt: skip
+    }
     assert (
         phase2 == expected2 and "encoder.conv_out.weight" in phase2 and "decoder.up_blocks.3.0.conv1.weight" in phase2
     )
@@ -371,24 +383,12 @@ def test_prefix_reconstruction_grid_layout():
             assert np.array_equal(cells[top : top + 16, left : left + 16], expected.numpy())
 
 
-def test_process_states_round_trip(tmp_path):
-    class _Single:
-        num_processes = 1
-
-    states = gather_process_states(_Single(), torch.Generator().manual_seed(3).get_state())
-    save_process_states(tmp_path, "sampler", states + [torch.Generator().manual_seed(4).get_state()])
-    assert torch.equal(load_process_state(tmp_path, "sampler", 0), torch.Generator().manual_seed(3).get_state())
-    assert torch.equal(load_process_state(tmp_path, "sampler", 1), torch.Generator().manual_seed(4).get_state())
-    assert load_process_state(tmp_path, "sampler", 2) is None
-    assert load_process_state(tmp_path / "missing", "sampler", 0) is None
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The training script: configuration
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_dry_run_prints_the_resolved_configuration(train_script, workspace, tmp_path, capsys):
+def test_dry_run_prints_the_resolved_configuration(train_script, workspace, tmp_path, capsys, torch_home):
     argv = _base_argv(workspace, tmp_path / "out", "--phase", "3", "--dry_run")
     config = train_script.main(train_script.parse_args(argv))
     printed = json.loads(capsys.readouterr().out)
@@ -480,13 +480,42 @@ def test_ddp_two_processes_with_lpips_and_gan(workspace, tmp_path):
     wrapper.write_text(_SYNC_CHECK)
     output_dir = tmp_path / "ddp"
     argv = _base_argv(
-        workspace, output_dir,
-        "--max_train_steps", "4", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2",
-        "--validation_steps", "2", "--gan_weight", "0.5", "--use_ema", "--num_channel_samples", "2",
-        "--random_crop", "--random_flip", "--report_to", "tensorboard",
-    )  # fmt: skip
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]  # fmt: skip
+        workspace,
+        output_dir,
+        "--max_train_steps",
+        "4",
+        "--checkpointing_steps",
+        "1",
+        "--checkpoints_total_limit",
+        "2",
+        "--validation_steps",
+        "2",
+        "--gan_weight",
+        "0.5",
+        "--use_ema",
+        "--num_channel_samples",
+        "2",
+        "--random_crop",
+        "--random_flip",
+        "--report_to",
+        "tensorboard",
+    )
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+    ]
     env = {**_subprocess_env(workspace), "ACCELERATE_USE_CPU": "1"}
     result = _run(launch + [str(wrapper), str(TRAIN_SCRIPT)] + argv, env)
 
@@ -497,8 +526,7 @@ def test_ddp_two_processes_with_lpips_and_gan(workspace, tmp_path):
     checkpoint = output_dir / "checkpoint-4"
     for name in ("vae", "vae_ema", "discriminator"):
         assert (checkpoint / name / "config.json").is_file()
-    states = load_file(str(checkpoint / "latent_channel_sampler.safetensors"))
-    assert set(states) == {"process_0", "process_1"} and not torch.equal(states["process_0"], states["process_1"])
+    assert not list(checkpoint.glob("latent_channel_sampler*"))  # c' is drawn from (seed, rank, step): no state
     vae = AutoencoderDC15.from_pretrained(output_dir / "vae")
     assert vae.latent_channel_choices == (2, 4, 8)
     AutoencoderDC15.from_pretrained(output_dir / "vae_ema")
@@ -513,9 +541,27 @@ def test_ddp_two_processes_with_lpips_and_gan(workspace, tmp_path):
 
 def test_resume_gives_identical_weights(train_script, workspace, tmp_path, torch_home):
     """4 steps straight == 2 steps, stop, re-run to 4 (GAN from step 1, EMA, accumulation, random crops/flips)."""
-    extra = ["--checkpointing_steps", "2", "--validation_steps", "1", "--gan_weight", "0.5", "--disc_start_step", "1",
-             "--use_ema", "--num_channel_samples", "2", "--gradient_accumulation_steps", "2", "--random_crop",
-             "--random_flip", "--lr_scheduler", "constant_with_warmup", "--lr_warmup_steps", "2"]  # fmt: skip
+    extra = [
+        "--checkpointing_steps",
+        "2",
+        "--validation_steps",
+        "1",
+        "--gan_weight",
+        "0.5",
+        "--disc_start_step",
+        "1",
+        "--use_ema",
+        "--num_channel_samples",
+        "2",
+        "--gradient_accumulation_steps",
+        "2",
+        "--random_crop",
+        "--random_flip",
+        "--lr_scheduler",
+        "constant_with_warmup",
+        "--lr_warmup_steps",
+        "2",
+    ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_in_process(train_script, _base_argv(workspace, straight, "--max_train_steps", "4", *extra))
     run_in_process(train_script, _base_argv(workspace, resumed, "--max_train_steps", "2", *extra))
@@ -535,8 +581,23 @@ def test_phase3_step_changes_only_the_decoder_head(train_script, workspace, tmp_
     pretrained = tmp_path / "pretrained"
     torch.manual_seed(1)
     AutoencoderDC15(**{**MICRO_AE_CONFIG, "latent_channel_choices": None}).save_pretrained(pretrained)  # unstructured
-    argv = _base_argv(workspace, tmp_path / "phase3", "--phase", "3", "--max_train_steps", "1",
-                      "--num_validation_images", "0", "--learning_rate", "1e-2", "--mixed_precision", "bf16", "--latent_channel_choices", "4", "8")  # fmt: skip
+    argv = _base_argv(
+        workspace,
+        tmp_path / "phase3",
+        "--phase",
+        "3",
+        "--max_train_steps",
+        "1",
+        "--num_validation_images",
+        "0",
+        "--learning_rate",
+        "1e-2",
+        "--mixed_precision",
+        "bf16",
+        "--latent_channel_choices",
+        "4",
+        "8",
+    )
     i = argv.index("--model_config")
     argv = argv[:i] + ["--pretrained_model_name_or_path", str(pretrained)] + argv[i + 2 :]
     config = run_in_process(train_script, argv)
@@ -560,8 +621,19 @@ def test_freeze_encoder_fine_tunes_only_the_decoder_at_one_prefix(train_script, 
     pretrained = tmp_path / "pretrained"
     torch.manual_seed(2)
     AutoencoderDC15(**{**MICRO_AE_CONFIG, "latent_channel_choices": None}).save_pretrained(pretrained)
-    argv = _base_argv(workspace, tmp_path / "decoder_only", "--freeze_encoder", "--max_train_steps", "1",
-                      "--num_validation_images", "0", "--learning_rate", "1e-2", "--latent_channel_choices", "4")  # fmt: skip
+    argv = _base_argv(
+        workspace,
+        tmp_path / "decoder_only",
+        "--freeze_encoder",
+        "--max_train_steps",
+        "1",
+        "--num_validation_images",
+        "0",
+        "--learning_rate",
+        "1e-2",
+        "--latent_channel_choices",
+        "4",
+    )
     i = argv.index("--model_config")
     argv = argv[:i] + ["--pretrained_model_name_or_path", str(pretrained)] + argv[i + 2 :]
     config = run_in_process(train_script, argv)
@@ -573,10 +645,23 @@ def test_freeze_encoder_fine_tunes_only_the_decoder_at_one_prefix(train_script, 
 
 def test_streaming_dataset_trains_and_pushes(train_script, workspace, tmp_path, torch_home, monkeypatch):
     pushed = []
-    monkeypatch.setattr(train_script, "push_folder_to_hub", lambda folder, repo_id: pushed.append((folder, repo_id)))
-    argv = _base_argv(workspace, tmp_path / "stream", "--streaming", "--max_train_steps", "3", "--random_crop",
-                      "--num_validation_images", "2", "--checkpointing_steps", "2", "--gradient_checkpointing",
-                      "--push_to_hub", "--hub_model_id", "someone/tiny-dc-ae")  # fmt: skip
+    monkeypatch.setattr(run_module, "push_folder_to_hub", lambda folder, repo_id: pushed.append((folder, repo_id)))
+    argv = _base_argv(
+        workspace,
+        tmp_path / "stream",
+        "--streaming",
+        "--max_train_steps",
+        "3",
+        "--random_crop",
+        "--num_validation_images",
+        "2",
+        "--checkpointing_steps",
+        "2",
+        "--gradient_checkpointing",
+        "--push_to_hub",
+        "--hub_model_id",
+        "someone/tiny-dc-ae",
+    )
     run_in_process(train_script, argv)
     assert pushed == [(tmp_path / "stream" / "vae", "someone/tiny-dc-ae")]
     assert (
@@ -591,8 +676,20 @@ def test_streaming_dataset_trains_and_pushes(train_script, workspace, tmp_path, 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_finished_checkpoint(workspace, tmp_path):
     output_dir = tmp_path / "killed"
-    argv = _base_argv(workspace, output_dir, "--max_train_steps", "30", "--checkpointing_steps", "1",
-                      "--checkpoints_total_limit", "3", "--num_validation_images", "0", "--lpips_weight", "0")  # fmt: skip
+    argv = _base_argv(
+        workspace,
+        output_dir,
+        "--max_train_steps",
+        "30",
+        "--checkpointing_steps",
+        "1",
+        "--checkpoints_total_limit",
+        "3",
+        "--num_validation_images",
+        "0",
+        "--lpips_weight",
+        "0",
+    )
     command = [sys.executable, str(TRAIN_SCRIPT)] + argv
     env = _subprocess_env(workspace)
     assert sigkill_when_checkpoint_appears(command, env, REPO_ROOT, output_dir / "checkpoint-2") == -signal.SIGKILL
@@ -618,10 +715,30 @@ def test_evaluate_script_writes_json_and_markdown(workspace, tmp_path, torch_hom
     evaluate = _load_script(EVAL_SCRIPT, "evaluate_dc_ae")
     model_dir = tmp_path / "model"
     AutoencoderDC15(**MICRO_AE_CONFIG).save_pretrained(model_dir / "vae")
-    argv = ["--pretrained_model_name_or_path", str(model_dir), "--subfolder", "vae",
-            "--data_dir", str(workspace / "data"), "--split", "train", "--cache_dir", str(workspace / "hf_cache"),
-            "--resolution", "32", "--num_images", "6", "--batch_size", "4", "--lpips_net", "squeeze",
-            "--output_json", str(tmp_path / "eval.json"), "--output_markdown", str(tmp_path / "eval.md")]  # fmt: skip
+    argv = [
+        "--pretrained_model_name_or_path",
+        str(model_dir),
+        "--subfolder",
+        "vae",
+        "--data_dir",
+        str(workspace / "data"),
+        "--split",
+        "train",
+        "--cache_dir",
+        str(workspace / "hf_cache"),
+        "--resolution",
+        "32",
+        "--num_images",
+        "6",
+        "--batch_size",
+        "4",
+        "--lpips_net",
+        "squeeze",
+        "--output_json",
+        str(tmp_path / "eval.json"),
+        "--output_markdown",
+        str(tmp_path / "eval.md"),
+    ]
     report = evaluate.main(evaluate.parse_args(argv))
     assert report["num_images"] == 6 and set(report["results"]) == {"2", "4", "8"}
     assert json.loads((tmp_path / "eval.json").read_text())["results"] == report["results"]

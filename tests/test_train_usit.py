@@ -45,16 +45,31 @@ def subprocess_env() -> dict[str, str]:
 
 
 def run_command(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, env=env or subprocess_env(), cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    result = subprocess.run(
+        command, env=env or subprocess_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return result
 
 
 def launch_two_processes(script: Path, argv: list[str]) -> subprocess.CompletedProcess:
     """`accelerate launch` with 2 CPU processes (DDP over gloo)."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), *argv]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(script),
+        *argv,
+    ]
     return run_command(command, {**subprocess_env(), "ACCELERATE_USE_CPU": "1"})
 
 
@@ -76,24 +91,58 @@ def train_script():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
+    return make_workspace(tmp_path_factory.mktemp("usit_train"))
+
+
+def make_workspace(root: Path) -> Path:
     """32 shapes images (32 px, 10 classes), a tiny AE (4x4x16 latents, prefixes 4/8/12/16), a tiny USiT config and
     the latent cache, made by `cache_latents.py` over 2 processes."""
-    root = tmp_path_factory.mktemp("usit_train")
     export_imagefolder(root / "data", num_images=32, seed=0, resolution=32)
     torch.manual_seed(0)
     AutoencoderDC15(**TINY_AE15_CONFIG).save_pretrained(root / "vae")
     (root / "usit.json").write_text(json.dumps(TINY_USIT))
-    launch_two_processes(TRAINING / "cache_latents.py", [
-        "--vae", str(root / "vae"), "--train_data_dir", str(root / "data"), "--cache_dir", str(root / "hf_cache"),
-        "--output_dir", str(root / "cache"), "--resolution", "32", "--shard_size", "8", "--batch_size", "8",
-    ])  # fmt: skip
+    launch_two_processes(
+        TRAINING / "cache_latents.py",
+        [
+            "--vae",
+            str(root / "vae"),
+            "--train_data_dir",
+            str(root / "data"),
+            "--cache_dir",
+            str(root / "hf_cache"),
+            "--output_dir",
+            str(root / "cache"),
+            "--resolution",
+            "32",
+            "--shard_size",
+            "8",
+            "--batch_size",
+            "8",
+        ],
+    )
     return root
 
 
 def base_argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
-    return ["--latent_cache_dir", str(workspace / "cache"), "--model_config", str(workspace / "usit.json"),
-            "--output_dir", str(output_dir), "--train_batch_size", "4", "--lr_warmup_steps", "2",
-            "--learning_rate", "1e-3", "--report_to", "none", "--validation_num_inference_steps", "2", *extra]  # fmt: skip
+    return [
+        "--latent_cache_dir",
+        str(workspace / "cache"),
+        "--model_config",
+        str(workspace / "usit.json"),
+        "--output_dir",
+        str(output_dir),
+        "--train_batch_size",
+        "4",
+        "--lr_warmup_steps",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--report_to",
+        "none",
+        "--validation_num_inference_steps",
+        "2",
+        *extra,
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -109,11 +158,30 @@ def test_two_process_cache_train_and_the_final_pipeline(workspace, tmp_path):
     assert sorted(cache.labels.tolist()) == sorted(i % 10 for i in range(32))
 
     output_dir = tmp_path / "ddp"
-    launch_two_processes(TRAINING / "train_usit.py", base_argv(
-        workspace, output_dir, "--max_train_steps", "4", "--checkpointing_steps", "1", "--checkpoints_total_limit",
-        "2", "--validation_steps", "4", "--validation_channels", "4", "16", "--num_channel_samples", "2",
-        "--always_include_full", "--gradient_checkpointing", "--gradient_accumulation_steps", "2",
-    ))  # fmt: skip
+    launch_two_processes(
+        TRAINING / "train_usit.py",
+        base_argv(
+            workspace,
+            output_dir,
+            "--max_train_steps",
+            "4",
+            "--checkpointing_steps",
+            "1",
+            "--checkpoints_total_limit",
+            "2",
+            "--validation_steps",
+            "4",
+            "--validation_channels",
+            "4",
+            "16",
+            "--num_channel_samples",
+            "2",
+            "--always_include_full",
+            "--gradient_checkpointing",
+            "--gradient_accumulation_steps",
+            "2",
+        ),
+    )
     assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]  # pruned
     checkpoint = output_dir / "checkpoint-4"
     assert {"random_states_0.pkl", "random_states_1.pkl", "transformer", "transformer_ema"} <= {
@@ -158,8 +226,16 @@ def test_failed_push_is_one_line_and_loses_nothing(train_script, workspace, tmp_
 
 def test_resume_gives_identical_weights(train_script, workspace, tmp_path):
     """8 steps straight == 4 steps, then the same command with --max_train_steps 8 (crosses an epoch boundary)."""
-    extra = ["--checkpointing_steps", "4", "--validation_steps", "4", "--num_channel_samples", "2",
-             "--gradient_accumulation_steps", "2"]  # fmt: skip
+    extra = [
+        "--checkpointing_steps",
+        "4",
+        "--validation_steps",
+        "4",
+        "--num_channel_samples",
+        "2",
+        "--gradient_accumulation_steps",
+        "2",
+    ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_in_process(train_script, base_argv(workspace, straight, "--max_train_steps", "8", *extra))
     run_in_process(train_script, base_argv(workspace, resumed, "--max_train_steps", "4", *extra))
@@ -176,8 +252,15 @@ def test_resume_gives_identical_weights(train_script, workspace, tmp_path):
 @pytest.mark.slow
 def test_killed_run_resumes_by_rerunning_the_same_command(train_script, workspace, tmp_path, capsys):
     """SIGKILL mid-run, then the same command again: it resumes and ends with the weights of an unbroken run."""
-    argv = ["--max_train_steps", "100", "--checkpointing_steps", "10", "--checkpoints_total_limit", "2",
-            "--validation_class_labels"]  # fmt: skip
+    argv = [
+        "--max_train_steps",
+        "100",
+        "--checkpointing_steps",
+        "10",
+        "--checkpoints_total_limit",
+        "2",
+        "--validation_class_labels",
+    ]
     killed = tmp_path / "killed"
     command = [sys.executable, str(TRAINING / "train_usit.py"), *base_argv(workspace, killed, *argv)]
     returncode = sigkill_when_checkpoint_appears(command, subprocess_env(), REPO_ROOT, killed / "checkpoint-20")
@@ -195,15 +278,45 @@ def test_killed_run_resumes_by_rerunning_the_same_command(train_script, workspac
 
 def test_encoding_on_the_fly_feeds_the_same_latents_as_the_cache(train_script, workspace, tmp_path):
     """Images + --vae (ADM center crop, encoded each step) train like the cache made from the same images."""
-    common = ["--model_config", str(workspace / "usit.json"), "--train_batch_size", "4", "--lr_warmup_steps", "2",
-              "--learning_rate", "1e-3", "--report_to", "none", "--max_train_steps", "3", "--validation_class_labels",
-              "--checkpointing_steps", "3", "--seed", "3"]  # fmt: skip
-    run_in_process(train_script, ["--latent_cache_dir", str(workspace / "cache"), "--output_dir",
-                                  str(tmp_path / "cached"), *common])  # fmt: skip
-    config = run_in_process(train_script, [
-        "--train_data_dir", str(workspace / "data"), "--vae", str(workspace / "vae"), "--resolution", "32",
-        "--cache_dir", str(workspace / "hf_cache"), "--output_dir", str(tmp_path / "fly"), *common,
-    ])  # fmt: skip
+    common = [
+        "--model_config",
+        str(workspace / "usit.json"),
+        "--train_batch_size",
+        "4",
+        "--lr_warmup_steps",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--report_to",
+        "none",
+        "--max_train_steps",
+        "3",
+        "--validation_class_labels",
+        "--checkpointing_steps",
+        "3",
+        "--seed",
+        "3",
+    ]
+    run_in_process(
+        train_script,
+        ["--latent_cache_dir", str(workspace / "cache"), "--output_dir", str(tmp_path / "cached"), *common],
+    )
+    config = run_in_process(
+        train_script,
+        [
+            "--train_data_dir",
+            str(workspace / "data"),
+            "--vae",
+            str(workspace / "vae"),
+            "--resolution",
+            "32",
+            "--cache_dir",
+            str(workspace / "hf_cache"),
+            "--output_dir",
+            str(tmp_path / "fly"),
+            *common,
+        ],
+    )
     assert config["data"]["source"] == "images" and config["data"]["latent_shape"] == [16, 4, 4]
     cached, fly = weights(tmp_path / "cached" / "transformer"), weights(tmp_path / "fly" / "transformer")
     for key in cached:  # equal up to the encoder's batch-size-dependent float rounding
@@ -216,11 +329,20 @@ def test_continue_from_a_pretrained_transformer_with_the_plain_baseline(train_sc
     USiTTransformer2DModel(sample_size=4, in_channels=16, num_classes=10, **TINY_USIT).save_pretrained(
         tmp_path / "start"
     )
-    argv = base_argv(workspace, tmp_path / "run", "--max_train_steps", "2", "--validation_class_labels", "--no_augmented",
-                     "--class_dropout_prob", "0.2")  # fmt: skip
+    argv = base_argv(
+        workspace,
+        tmp_path / "run",
+        "--max_train_steps",
+        "2",
+        "--validation_class_labels",
+        "--no_augmented",
+        "--class_dropout_prob",
+        "0.2",
+    )
     argv[argv.index("--model_config") : argv.index("--model_config") + 2] = [
-        "--pretrained_model_name_or_path", str(tmp_path / "start")
-    ]  # fmt: skip
+        "--pretrained_model_name_or_path",
+        str(tmp_path / "start"),
+    ]
     config = run_in_process(train_script, argv)
     assert config["augmented"] is False and config["latent_channel_choices"] == [16]
     trained = USiTTransformer2DModel.from_pretrained(tmp_path / "run" / "transformer")
@@ -240,8 +362,18 @@ def test_continue_from_a_pretrained_transformer_with_the_plain_baseline(train_sc
 
 
 def test_dry_run_prints_the_resolved_configuration(train_script, workspace, tmp_path, capsys):
-    config = run_in_process(train_script, ["--latent_cache_dir", str(workspace / "cache"), "--model_config",
-                                           "usit-h", "--output_dir", str(tmp_path / "dry"), "--dry_run"])  # fmt: skip
+    config = run_in_process(
+        train_script,
+        [
+            "--latent_cache_dir",
+            str(workspace / "cache"),
+            "--model_config",
+            "usit-h",
+            "--output_dir",
+            str(tmp_path / "dry"),
+            "--dry_run",
+        ],
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["model"]["config"] == config["model"]["config"]
     model = printed["model"]["config"]
@@ -249,7 +381,11 @@ def test_dry_run_prints_the_resolved_configuration(train_script, workspace, tmp_
     assert (model["num_layers"], model["num_attention_heads"], model["attention_head_dim"]) == (28, 16, 72)  # USiT-H
     args = printed["args"]
     assert (args["learning_rate"], args["adam_beta1"], args["adam_beta2"], args["adam_weight_decay"]) == (
-        1e-4, 0.99, 0.99, 0.0)  # fmt: skip
+        1e-4,
+        0.99,
+        0.99,
+        0.0,
+    )
     assert (args["lr_scheduler"], args["lr_warmup_steps"], args["max_grad_norm"]) == (
         "constant_with_warmup",
         5000,
@@ -267,10 +403,23 @@ def other_cache(workspace, tmp_path_factory):
     """A cache of the same images made by another autoencoder, and an empty folder."""
     root = tmp_path_factory.mktemp("other")
     AutoencoderDC15(**{**TINY_AE15_CONFIG, "scaling_factor": 0.3}).save_pretrained(root / "other_vae")
-    run_in_process(_load("cache_latents"), ["--vae", str(root / "other_vae"), "--train_data_dir",
-                                            str(workspace / "data"), "--cache_dir", str(workspace / "hf_cache"),
-                                            "--output_dir", str(root / "cache"), "--resolution", "32",
-                                            "--max_images", "8"])  # fmt: skip
+    run_in_process(
+        _load("cache_latents"),
+        [
+            "--vae",
+            str(root / "other_vae"),
+            "--train_data_dir",
+            str(workspace / "data"),
+            "--cache_dir",
+            str(workspace / "hf_cache"),
+            "--output_dir",
+            str(root / "cache"),
+            "--resolution",
+            "32",
+            "--max_images",
+            "8",
+        ],
+    )
     (root / "empty_dir").mkdir()
     (root / "no_images" / "train" / "circle").mkdir(parents=True)
     return root
@@ -345,13 +494,16 @@ def test_augmented_training_refuses_an_unstructured_autoencoder(train_script, wo
 def test_on_the_fly_configuration_errors(train_script, workspace, other_cache, tmp_path):
     fly = ["--model_config", "usit-h", "--output_dir", str(tmp_path / "out"), "--dry_run", "--report_to", "none"]
     with pytest.raises(ValueError, match="has no images"):
-        run_in_process(train_script, ["--train_data_dir", str(other_cache / "no_images"), "--vae",
-                                      str(workspace / "vae"), *fly])  # fmt: skip
+        run_in_process(
+            train_script, ["--train_data_dir", str(other_cache / "no_images"), "--vae", str(workspace / "vae"), *fly]
+        )
     with pytest.raises(ValueError, match="needs --vae"):
         run_in_process(train_script, ["--train_data_dir", str(workspace / "data"), *fly])
     with pytest.raises(ValueError, match="divisible by the autoencoder's compression ratio 8"):
-        run_in_process(train_script, ["--train_data_dir", str(workspace / "data"), "--vae", str(workspace / "vae"),
-                                      "--resolution", "36", *fly])  # fmt: skip
+        run_in_process(
+            train_script,
+            ["--train_data_dir", str(workspace / "data"), "--vae", str(workspace / "vae"), "--resolution", "36", *fly],
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -362,8 +514,13 @@ def test_on_the_fly_configuration_errors(train_script, workspace, other_cache, t
 def test_ema_follows_the_official_exponential_warmup(tmp_path):
     torch.manual_seed(0)
     model = USiTTransformer2DModel(sample_size=2, in_channels=4, num_classes=3, **TINY_USIT)
-    ema = ExponentialWarmupEMAModel(model.parameters(), decay=0.9999, warmup_steps=2000,
-                                    model_cls=USiTTransformer2DModel, model_config=model.config)  # fmt: skip
+    ema = ExponentialWarmupEMAModel(
+        model.parameters(),
+        decay=0.9999,
+        warmup_steps=2000,
+        model_cls=USiTTransformer2DModel,
+        model_config=model.config,
+    )
     assert ema.get_decay(1) == pytest.approx(0.9999 * (1 - math.exp(-1 / 2000)))
     assert ema.get_decay(2000) == pytest.approx(0.9999 * (1 - math.exp(-1)))
     shadow = [p.detach().clone() for p in model.parameters()]
@@ -399,8 +556,10 @@ def metric_weights(tmp_path_factory):
 def test_evaluate_script_end_to_end(workspace, metric_weights, tmp_path, capsys):
     inception, dinov2 = metric_weights
     torch.manual_seed(1)
-    pipe = DCAE15Pipeline(USiTTransformer2DModel(sample_size=4, in_channels=16, num_classes=10, **TINY_USIT),
-                          AutoencoderDC15.from_pretrained(workspace / "vae"))  # fmt: skip
+    pipe = DCAE15Pipeline(
+        USiTTransformer2DModel(sample_size=4, in_channels=16, num_classes=10, **TINY_USIT),
+        AutoencoderDC15.from_pretrained(workspace / "vae"),
+    )
     pipe.save_pretrained(tmp_path / "pipeline")
     evaluate = _load("evaluate_usit")
     reference = tmp_path / "reference"  # 10 real 32 px images, one folder (torch-fidelity reads it flat)
@@ -409,15 +568,41 @@ def test_evaluate_script_end_to_end(workspace, metric_weights, tmp_path, capsys)
         (reference / image.name).write_bytes(image.read_bytes())
     samples = tmp_path / "samples"
     # --fid_feature_layer 192: a 192-d covariance, whose sqrtm takes milliseconds instead of seconds
-    argv = ["--pipeline", str(tmp_path / "pipeline"), "--sample_dir", str(samples), "--num_samples", "10",
-            "--batch_size", "4", "--solver", "euler", "--num_inference_steps", "2", "--class_sampling", "balanced",
-            "--inception_weights_path", inception, "--metrics_batch_size", "10", "--save_cpu_ram",
-            "--fid_feature_layer", "192"]  # fmt: skip
+    argv = [
+        "--pipeline",
+        str(tmp_path / "pipeline"),
+        "--sample_dir",
+        str(samples),
+        "--num_samples",
+        "10",
+        "--batch_size",
+        "4",
+        "--solver",
+        "euler",
+        "--num_inference_steps",
+        "2",
+        "--class_sampling",
+        "balanced",
+        "--inception_weights_path",
+        inception,
+        "--metrics_batch_size",
+        "10",
+        "--save_cpu_ram",
+        "--fid_feature_layer",
+        "192",
+    ]
     out = ["--output_json", str(tmp_path / "eval.json"), "--output_md", str(tmp_path / "eval.md")]
     result = run_in_process(evaluate, [*argv, *out, "--reference", str(reference), "--dinov2", dinov2])
     assert sorted(p.name for p in samples.glob("*.png")) == [f"{i:06d}.png" for i in range(10)]
-    assert set(result["metrics"]) == {"fid", "inception_score_mean", "inception_score_std", "precision", "recall",
-                                      "f_score", "fd_dinov2"}  # fmt: skip
+    assert set(result["metrics"]) == {
+        "fid",
+        "inception_score_mean",
+        "inception_score_std",
+        "precision",
+        "recall",
+        "f_score",
+        "fd_dinov2",
+    }
     assert result["metrics"]["fid"] > 1.0 and result["metrics"]["fd_dinov2"] > 0
     assert result["class_counts"] == [1] * 10  # balanced
     assert json.loads((tmp_path / "eval.json").read_text())["metrics"] == result["metrics"]
@@ -433,11 +618,28 @@ def test_evaluate_script_end_to_end(workspace, metric_weights, tmp_path, capsys)
 
     # Reference statistics (.npz) from make_reference_statistics.py give the folder's FID.
     stats = tmp_path / "reference.npz"
-    run_in_process(_load("make_reference_statistics"), [
-        "--train_data_dir", str(workspace / "data"), "--max_images", "10", "--resolution", "32",
-        "--cache_dir", str(workspace / "hf_cache"), "--inception_weights_path", inception, "--device", "cpu",
-        "--output", str(stats), "--save_cpu_ram", "--feature_layer", "192",
-    ])  # fmt: skip
+    run_in_process(
+        _load("make_reference_statistics"),
+        [
+            "--train_data_dir",
+            str(workspace / "data"),
+            "--max_images",
+            "10",
+            "--resolution",
+            "32",
+            "--cache_dir",
+            str(workspace / "hf_cache"),
+            "--inception_weights_path",
+            inception,
+            "--device",
+            "cpu",
+            "--output",
+            str(stats),
+            "--save_cpu_ram",
+            "--feature_layer",
+            "192",
+        ],
+    )
     first_ten = sorted((workspace / "data" / "train").rglob("*.png"), key=lambda p: (p.parent.name, p.name))[:10]
     assert sorted(p.name for p in first_ten) == sorted(p.name for p in reference.iterdir())
     from_stats = run_in_process(evaluate, [*argv, *out, "--reference", str(stats)])

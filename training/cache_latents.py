@@ -36,7 +36,13 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
-from dc_ae_hf.data.images import decode_dataset_image, image_transform, undecoded_image_column
+from dc_ae_hf.checks import DTYPES
+from dc_ae_hf.data.images import (
+    decode_dataset_image,
+    image_transform,
+    load_labeled_image_dataset,
+    undecoded_image_column,
+)
 from dc_ae_hf.data.latent_cache import (
     FORMAT_VERSION,
     METADATA_FILE,
@@ -49,11 +55,9 @@ from dc_ae_hf.data.latent_cache import (
     write_latent_cache_metadata,
     write_shard,
 )
-from dc_ae_hf.diffusion_training import load_labeled_image_dataset
 from dc_ae_hf.latents import compute_scaling_factor, encode_to_diffusion_space, get_scaling_factor
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The cached (scaled) latents should have std ~1 (the scaling factor is 1 / std); outside this range: a warning.
 LATENT_STD_WARNING_RANGE = (0.5, 2.0)
 DEFAULT_SCALING_FACTOR_IMAGES = 1000  # --scaling_factor auto measures on this many images by default
@@ -61,11 +65,15 @@ SAVED_VAE_FOLDER = "vae"  # <output_dir>/vae: the autoencoder with the factor of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--vae", required=True, help="AutoencoderDC15 / AutoencoderDC folder or Hub id")
     p.add_argument("--dataset_name", help="Hub dataset id")
     p.add_argument("--dataset_config_name")
-    p.add_argument("--train_data_dir", help="imagefolder directory (class folders become labels)")
+    p.add_argument(
+        "--train_data_dir", "--data_dir", dest="train_data_dir", help="imagefolder directory (class folders: labels)"
+    )
     p.add_argument("--split", default="train")
     p.add_argument("--image_column", help="default: the dataset's first image column")
     p.add_argument("--label_column", default="label")
@@ -94,7 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"with --scaling_factor auto: measure on the first N images (default {DEFAULT_SCALING_FACTOR_IMAGES}, "
         "or all when the dataset has fewer; with --flip also their mirror images)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # one spelling in the cache metadata whichever the user typed (fp32 / float32, bf16 / bfloat16, ...)
+    args.latent_dtype = str(DTYPES[args.latent_dtype]).removeprefix("torch.")
+    args.vae_dtype = str(DTYPES[args.vae_dtype]).removeprefix("torch.")
+    return args
 
 
 def parse_scaling_factor(value: str | None) -> str | float | None:
@@ -176,9 +188,15 @@ def main(args: argparse.Namespace) -> dict:
     accelerator = Accelerator()
     with accelerator.main_process_first():  # the main process builds the `datasets` cache once
         dataset, image_column, id2label, num_classes = load_labeled_image_dataset(
-            args.dataset_name, args.train_data_dir, args.split, args.cache_dir, args.dataset_config_name,
-            args.image_column, args.label_column, args.max_images,
-        )  # fmt: skip
+            args.dataset_name,
+            args.train_data_dir,
+            args.split,
+            args.cache_dir,
+            args.dataset_config_name,
+            args.image_column,
+            args.label_column,
+            args.max_images,
+        )
     try:
         vae = AutoencoderDC15.from_pretrained(args.vae)
     except (OSError, ValueError) as error:
@@ -296,8 +314,9 @@ def main(args: argparse.Namespace) -> dict:
             continue
         indices = list(range(shard * args.shard_size, min((shard + 1) * args.shard_size, num_images)))
         images = _CroppedImages(dataset, indices, transform, image_column, args.label_column)
-        loader = torch.utils.data.DataLoader(images, batch_size=args.batch_size,
-                                             num_workers=args.dataloader_num_workers)  # fmt: skip
+        loader = torch.utils.data.DataLoader(
+            images, batch_size=args.batch_size, num_workers=args.dataloader_num_workers
+        )
         parts = {"latents": [], "labels": [], "indices": [], "flipped": []}
         with torch.no_grad():
             for pixels, labels, batch_indices in loader:

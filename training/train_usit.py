@@ -260,7 +260,6 @@ def main(args: argparse.Namespace) -> dict:
     ema.to(accelerator.device)
     run.track(models={"transformer": model}, emas={"transformer_ema": ema})
     run.resume()
-    config["resume_from"] = None if run.resumed_from is None else str(run.resumed_from)
     run.init_trackers(SCRIPT)
     logger.info(
         f"{config['model']['source']}: {config['model']['parameters'] / 1e6:.2f}M parameters, data "

@@ -19,9 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from huggingface_hub import ModelCardData
 
-from ..hub import HubPushError, push_folder_to_hub, write_model_card
+from ..hub import HubPushError, push_folder_to_hub, write_autoencoder_card
 from ..models.autoencoder_dc15 import AUTOENCODER_PRESETS, resolve_autoencoder_preset
 from .autoencoder import (
     NOT_GIVEN,
@@ -76,26 +75,14 @@ def convert_autoencoder(
     output_dir = Path(output)
     vae.save_pretrained(output_dir, safe_serialization=True, variant=None if dtype == "fp32" else dtype)
 
-    config = vae.config
-    structured = bool(config.latent_channel_choices)
-    choices = list(vae.latent_channel_choices)
-    write_model_card(
+    write_autoencoder_card(
         output_dir,
-        "autoencoder",
-        ModelCardData(library_name="diffusers", license="other", tags=["dc-ae", "autoencoder", "dc_ae_hf"]),
+        vae,
         model_name=preset or output_dir.name,
-        description="Deep Compression Autoencoder"
-        + (" 1.5 with a structured latent space (decode from any channel prefix)." if structured else "."),
-        source=f"converted from the official checkpoint `{checkpoint}`",
         repo_id=push_to_hub or str(output_dir),
-        structured=structured,
-        example_channels=choices[0],
-        spatial_compression=vae.spatial_compression_ratio,
-        latent_channels=config.latent_channels,
-        channel_choices=f"{choices[0]}, ..., {choices[-1]} ({len(choices)} prefixes)" if structured else "no",
-        shortcuts="yes (DC-AE 1.0)" if vae.has_latent_shortcuts else "no",
-        scaling_factor=config.scaling_factor if scaling_known else f"{config.scaling_factor} (not known)",
-        num_parameters=f"{sum(p.numel() for p in vae.parameters()) / 1e6:.1f}M",
+        description="Deep Compression Autoencoder" + (" 1.5" if vae.config.latent_channel_choices else ""),
+        source=f"converted from the official checkpoint `{checkpoint}`",
+        scaling_factor=None if scaling_known else f"{vae.config.scaling_factor} (not known)",
         provenance=(
             f"`python -m dc_ae_hf.convert autoencoder --checkpoint {checkpoint}"
             + (f" --preset {preset}" if preset else "")

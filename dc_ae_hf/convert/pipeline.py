@@ -3,16 +3,14 @@ scheduler, id2label, model card)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from diffusers import FlowMatchEulerDiscreteScheduler
-from huggingface_hub import ModelCardData
 
-from ..hub import push_folder_to_hub, write_model_card
+from ..hub import push_folder_to_hub, write_pipeline_card
 from ..models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
 from ..pipelines.pipeline_dcae15 import DCAE15Pipeline, load_imagenet_id2label
 from .autoencoder import (
@@ -139,44 +137,29 @@ def convert_pipeline(
     """
     pipe = build_official_pipeline(autoencoder, transformer, preset=preset, **kwargs)
     output = Path(output)
-    vae, model = pipe.vae, pipe.transformer
+    vae = pipe.vae
     ae_preset = PIPELINE_PRESETS[preset]["autoencoder"] if preset else recognised_preset(vae.config)
     if preset is None and ae_preset is not None:
         log(f"autoencoder: recognised the official architecture {ae_preset} ({describe_latent_config(vae.config)})")
     scaling_known = kwargs.get("scaling_factor") is not None or scaling_factor_is_published(ae_preset)
     pipe.save_pretrained(output, safe_serialization=True)
     labels = pipe.id2label or {}
-    example = [labels[i].split(",")[0] for i in (207, 360, 387) if i in labels] or [0, 1]
-    size = model.config.sample_size
-    write_model_card(
+    write_pipeline_card(
         output,
-        "pipeline",
-        ModelCardData(
-            library_name="diffusers", license="other", tags=["dc-ae", "usit", "class-conditional", "dc_ae_hf"]
-        ),
+        pipe,
         model_name=preset or output.name,
+        repo_id=push_to_hub or str(output),
         description="Class-conditional image generation with a USiT diffusion transformer in a DC-AE latent space.",
         source=f"converted from the official checkpoints `{autoencoder}` and `{transformer}`",
-        repo_id=push_to_hub or str(output),
-        example_labels=json.dumps(example),
-        guidance_scale=1.5,
-        solver="dopri5",
-        num_inference_steps=250,
-        autoencoder=f"{type(vae).__name__}, f{vae.spatial_compression_ratio}c{vae.config.latent_channels}",
-        transformer=(
-            f"USiT, {model.config.num_layers} layers, hidden {model.config.num_attention_heads * model.config.attention_head_dim}, "
-            f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
-        ),
-        latent_shape=f"{model.config.in_channels}x{size}x{size}",
-        scaling_factor=vae.config.scaling_factor if scaling_known else f"{vae.config.scaling_factor} (not known)",
-        num_classes=model.config.num_classes,
         provenance=(
             "`python -m dc_ae_hf.convert pipeline`: both official state dicts are mapped key by key and loaded with "
             "`strict=True`; the converters and samplers are tested against tensors produced by the official DC-Gen "
             "code (velocities and fixed-step samples within 1e-5, dopri5 within 1e-3). Guidance 1.5 and the "
             "adaptive dopri5 sampler are the official evaluation defaults (reference: DC-Gen projects/DC-AE.md)."
         ),
-        metrics_table="",
+        guidance_scale=1.5,
+        example_labels=[labels[i].split(",")[0] for i in (207, 360, 387) if i in labels] or [0, 1],
+        scaling_factor=None if scaling_known else f"{vae.config.scaling_factor} (not known)",
     )
     log(f"wrote {output}")
     if push_to_hub:

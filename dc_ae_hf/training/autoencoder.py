@@ -26,10 +26,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dc_ae_hf.checks import check_channel_prefixes, check_int, invalid
 from dc_ae_hf.models.autoencoder_dc15 import AUTOENCODER_PRESETS, AutoencoderDC15, resolve_autoencoder_preset
 
 __all__ = [
     "PHASES",
+    "build_autoencoder",
+    "check_image_folder",
+    "discriminator_step",
+    "resolve_autoencoder_config",
+    "save_trained_autoencoders",
     "freeze_frozen_norm_statistics",
     "load_autoencoder_config",
     "phase_trainable_modules",
@@ -37,6 +43,7 @@ __all__ = [
     "reconstruct_prefixes",
     "stage_indices",
     "subsample_channels",
+    "training_datasets",
 ]
 
 PHASES: dict[int, str] = {
@@ -94,8 +101,7 @@ def stage_indices(vae: nn.Module) -> dict[str, list[int]]:
 
 
 def _check_stage_count(name: str, value: int, available: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= available:
-        raise ValueError(f"{name}={value!r} must be an int in 1..{available} (the model's non-empty stages)")
+    check_int(name, value, minimum=1, maximum=available)
 
 
 def phase_trainable_modules(
@@ -201,3 +207,132 @@ def subsample_channels(choices: Sequence[int], max_count: int = 8) -> list[int]:
         return [choices[-1]]
     picks = {round(i * (len(choices) - 1) / (max_count - 1)) for i in range(max_count)}
     return [choices[i] for i in sorted(picks)]
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def check_image_folder(flag: str, folder: str | os.PathLike) -> None:
+    """ValueError unless `folder` is an existing directory holding at least one image file (by suffix)."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise invalid(flag, str(folder), "must be an existing imagefolder directory")
+    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*")):
+        raise invalid(flag, str(folder), f"contains no images ({sorted(IMAGE_SUFFIXES)})")
+
+
+def resolve_autoencoder_config(model_config, pretrained_model_name_or_path, args) -> tuple[nn.Module, str]:
+    """The autoencoder to train, built on the meta device (no memory, no weights) from `--model_config` or
+    `--pretrained_model_name_or_path` with `--latent_channel_choices` applied, and where it came from; checked
+    against `--resolution`."""
+    config, source = load_autoencoder_config(model_config, pretrained_model_name_or_path)
+    latent_channels = int(config.get("latent_channels", 32))
+    if args.latent_channel_choices is not None:
+        check_channel_prefixes("--latent_channel_choices", args.latent_channel_choices, latent_channels)
+        config["latent_channel_choices"] = tuple(args.latent_channel_choices)
+    try:
+        with torch.device("meta"):
+            vae = AutoencoderDC15.from_config(config)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"invalid model configuration from {source} / --latent_channel_choices: {error}") from error
+    f = vae.spatial_compression_ratio
+    if args.resolution % f:
+        raise invalid(
+            "--resolution", args.resolution, f"must be divisible by the model's spatial compression ratio {f}"
+        )
+    return vae, source
+
+
+def build_autoencoder(args, config: dict) -> tuple[nn.Module, dict[str, nn.Parameter]]:
+    """The autoencoder of a `train_dc_ae.py` run in training mode, with only this phase's parameters trainable
+    (returned by name): loaded for fine-tuning (with `--latent_channel_choices` written to its config) or built
+    from the resolved config."""
+    if args.pretrained_model_name_or_path:
+        vae = AutoencoderDC15.from_pretrained(args.pretrained_model_name_or_path)
+        if args.latent_channel_choices:  # give the model its (new) structure; saved with its config
+            vae.register_to_config(latent_channel_choices=tuple(args.latent_channel_choices))
+    else:
+        vae = AutoencoderDC15.from_config(config["model"]["config"])
+    vae.requires_grad_(False)
+    phase = (args.phase, args.latent_adaptation_stages, args.refinement_stages, args.freeze_encoder)
+    trainable = phase_trainable_parameters(vae, *phase)
+    for parameter in trainable.values():
+        parameter.requires_grad_(True)
+    if args.gradient_checkpointing:
+        vae.enable_gradient_checkpointing()
+    vae.train()
+    freeze_frozen_norm_statistics(vae)
+    return vae, trainable
+
+
+def save_trained_autoencoders(run, vae, state_dict, ema, discriminator, config: dict, results) -> list[Path]:
+    """Main process, end of `train_dc_ae.py`: save `vae/` (from `state_dict` when the model was sharded),
+    `vae_ema/` with `--use_ema`, `discriminator/` with the GAN, the last validation results, and the model cards.
+    Returns the autoencoder folders (the EMA one last)."""
+    from dc_ae_hf.metrics.autoencoder import format_markdown_table
+    from dc_ae_hf.training.cards import write_trained_autoencoder_card
+
+    args, output_dir = run.args, run.output_dir
+    if state_dict is not None:
+        final = AutoencoderDC15.from_config(vae.config)
+        final.load_state_dict(state_dict)
+    else:
+        final = vae
+    final.save_pretrained(output_dir / "vae")
+    folders = [output_dir / "vae"]
+    if ema is not None:
+        ema_model = AutoencoderDC15.from_config(vae.config)
+        ema.copy_to(ema_model.parameters())
+        ema_model.save_pretrained(output_dir / "vae_ema")
+        folders.append(output_dir / "vae_ema")
+    if discriminator is not None:
+        discriminator.save_pretrained(output_dir / "discriminator")
+    table = format_markdown_table(results) if results else ""
+    if results:
+        (output_dir / "validation_results.json").write_text(json.dumps(results, indent=2))
+    for folder in folders:
+        name = run.repo_id.split("/")[-1] + (" (EMA weights)" if folder.name == "vae_ema" else "")
+        load_id = run.repo_id if args.push_to_hub else str(folder)
+        write_trained_autoencoder_card(
+            folder, final, name, load_id, config, table, base_model=args.pretrained_model_name_or_path
+        )
+    return folders
+
+
+def training_datasets(args):
+    """`(train, validation)` datasets of a `train_dc_ae.py` run from its flags (`load_train_and_validation_datasets`:
+    a Hub dataset or an imagefolder, held-out validation images unless `--validation_split`)."""
+    from dc_ae_hf.data.images import load_train_and_validation_datasets
+
+    return load_train_and_validation_datasets(
+        args.dataset_name,
+        args.train_data_dir,
+        args.split,
+        args.validation_split,
+        args.num_validation_images,
+        args.resolution,
+        args.random_crop,
+        args.random_flip,
+        args.image_column,
+        args.streaming,
+        args.cache_dir,
+        args.seed,
+    )
+
+
+def discriminator_step(accelerator, disc, optimizer, scheduler, images, reconstructions, max_grad_norm=None):
+    """One hinge-loss update of the discriminator on the real `images` and every prefix's (detached)
+    reconstruction, in one forward pass; returns the detached loss. Call inside `accelerator.accumulate`."""
+    from dc_ae_hf.training.losses import hinge_d_loss
+
+    with accelerator.autocast():
+        logits = disc(torch.cat([images, *[r.detach() for r in reconstructions]]))  # (B + K*B, 1, h, w)
+        real, fake = logits.split([images.shape[0], logits.shape[0] - images.shape[0]])
+        loss = hinge_d_loss(real, fake)
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and max_grad_norm is not None:
+        accelerator.clip_grad_norm_(disc.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()

@@ -74,14 +74,17 @@ def resume_candidates(resume_from_checkpoint: str | None, output_dir: str | os.P
     return [path]
 
 
-def setting_differences(saved: Mapping, current: Mapping) -> list[str]:
-    """`"name: checkpoint X, now Y"` for every setting whose value differs between two flat dicts (a setting
-    missing on one side counts as None)."""
+def setting_differences(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:
+    """`"name: checkpoint X, now Y"` for every setting whose value differs between two dicts (nested dicts are
+    compared key by key, e.g. `model.num_layers`; a setting missing on one side counts as None; private `_` keys,
+    such as diffusers' `_use_default_values`, are ignored)."""
     lines = []
-    for key in sorted(set(saved) | set(current)):
+    for key in sorted(k for k in set(saved) | set(current) if not str(k).startswith("_")):
         before, now = saved.get(key), current.get(key)
-        if json.dumps(before, sort_keys=True, default=str) != json.dumps(now, sort_keys=True, default=str):
-            lines.append(f"{key}: checkpoint {before!r}, now {now!r}")
+        if isinstance(before, Mapping) and isinstance(now, Mapping):
+            lines += setting_differences(before, now, f"{prefix}{key}.")
+        elif json.dumps(before, sort_keys=True, default=str) != json.dumps(now, sort_keys=True, default=str):
+            lines.append(f"{prefix}{key}: checkpoint {before!r}, now {now!r}")
     return lines
 
 

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 import torch
 
+from dc_ae_hf.checks import check_channel_prefixes
+
 __all__ = ["draw_time_and_noise", "flow_matching_loss", "flow_matching_pass", "linear_interpolant"]
 
 
@@ -77,18 +79,6 @@ def flow_matching_pass(
     return (prediction.float() - target.float()).square().mean()
 
 
-def _check_channels(channels: Sequence[int], latent_channels: int) -> list[int]:
-    if isinstance(channels, (int, str)) or not hasattr(channels, "__iter__"):
-        raise TypeError(f"channels must be a list of ints (the prefixes c' of this step), got {channels!r}")
-    channels = list(channels)
-    if not channels:
-        raise ValueError("channels is empty: give at least one prefix c' (e.g. [latent_channels])")
-    bad = [c for c in channels if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= latent_channels]
-    if bad:
-        raise ValueError(f"channels={channels} has values {bad} outside 1..{latent_channels} (channels of latents)")
-    return channels
-
-
 def flow_matching_loss(
     model: torch.nn.Module,
     latents: torch.Tensor,
@@ -118,7 +108,7 @@ def flow_matching_loss(
     if not isinstance(class_labels, torch.Tensor) or class_labels.shape != (latents.shape[0],):
         shape = tuple(class_labels.shape) if isinstance(class_labels, torch.Tensor) else type(class_labels).__name__
         raise ValueError(f"class_labels must be a ({latents.shape[0]},) tensor (one label per latent), got {shape}")
-    channels = _check_channels(channels, latents.shape[1])
+    channels = check_channel_prefixes("channels", channels, latents.shape[1])
 
     losses, per_prefix = [], {}
     for c in channels:

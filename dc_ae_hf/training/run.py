@@ -63,6 +63,7 @@ __all__ = ["TrainingRun", "check_output_dir", "make_accelerator", "run_script"]
 logger = logging.getLogger(__name__)
 CONFIG_FILE = "training_config.json"
 LOCK_FILE = ".run.lock"
+SETTINGS_FILE = "resume_settings.json"  # in each checkpoint: the settings a resume must not change
 _training_started = threading.Event()  # set by the first step: later errors keep their traceback
 _held_locks: dict[str, object] = {}  # output folder -> this process's lock handle (a run re-entered in-process)
 
@@ -268,7 +269,8 @@ class TrainingRun:
         emas = emas or {}
         accelerator = self.accelerator
 
-        def save_emas(folder):
+        def save_extras(folder):  # main process
+            (Path(folder) / SETTINGS_FILE).write_text(json.dumps(self.settings, indent=2, default=str))
             for name, ema in emas.items():
                 ema.save_pretrained(str(Path(folder) / name))
 
@@ -283,20 +285,22 @@ class TrainingRun:
 
         if accelerator.distributed_type == DistributedType.FSDP:  # accelerate writes the sharded models itself
             accelerator.register_save_state_pre_hook(
-                lambda m, w, folder: accelerator.is_main_process and save_emas(folder)
+                lambda m, w, folder: accelerator.is_main_process and save_extras(folder)
             )
             accelerator.register_load_state_pre_hook(lambda m, folder: load_emas(folder))
         else:
-            register_pretrained_hooks(accelerator, models, extra_save=save_emas, extra_load=load_emas)
+            register_pretrained_hooks(accelerator, models, extra_save=save_extras, extra_load=load_emas)
 
     def resume(self) -> int:
-        """Load the checkpoint to resume from (if any) and return the step it reached (0 for a fresh run)."""
+        """Load the checkpoint to resume from (if any; recorded as `config["resume_from"]`) and return the step it
+        reached (0 for a fresh run)."""
         args, accelerator = self.args, self.accelerator
         candidates = resume_candidates(args.resume_from_checkpoint, self.output_dir)
+        self.config["resume_from"] = None
         for index, checkpoint in enumerate(candidates):
             try:
                 metadata = read_checkpoint_metadata(checkpoint)
-                self._check_settings(checkpoint, metadata)
+                self._check_settings(checkpoint, metadata["step"])
                 accelerator.load_state(str(checkpoint))
             except _ResumeRefused:
                 raise
@@ -313,12 +317,14 @@ class TrainingRun:
             self.step, self.epoch = metadata["step"], metadata.get("epoch", 0)
             self.batch_in_epoch = metadata.get("batch_in_epoch", 0)
             self.resumed_from = checkpoint
+            self.config["resume_from"] = str(checkpoint)
             accelerator.print(f"Resumed from {checkpoint.name} (step {self.step})")
             return self.step
         return 0
 
-    def _check_settings(self, checkpoint: Path, metadata: dict) -> None:
-        saved = metadata.get("settings")
+    def _check_settings(self, checkpoint: Path, step: int) -> None:
+        path = checkpoint / SETTINGS_FILE
+        saved = json.loads(path.read_text()) if path.is_file() else None
         if saved is None:
             logger.warning(f"{checkpoint.name} records no settings (an older version): the resume cannot be checked")
             return
@@ -334,14 +340,14 @@ class TrainingRun:
             )
         logger.warning(f"--resume_mismatch_ok: resuming {checkpoint.name} with changed settings ({listing})")
         if self.accelerator.is_main_process:
-            path = self.output_dir / f"training_config-resumed-{metadata['step']}.json"
+            path = self.output_dir / f"training_config-resumed-{step}.json"
             path.write_text(json.dumps({"script": self.script, **self.config}, indent=2, default=str))
 
     def save_checkpoint_if_due(self, step: int) -> Path | None:
         """Write `checkpoint-<step>` every `--checkpointing_steps` and at the last step (collective)."""
         if not self.due(step, self.args.checkpointing_steps):
             return None
-        metadata = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "settings": self.settings}
+        metadata = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
         return save_checkpoint(
             self.accelerator, self.output_dir, step, self.args.checkpoints_total_limit, metadata=metadata
         )
