@@ -6,19 +6,25 @@
 
 Images are ADM center-cropped to `--resolution` (the official protocol, docs/training.md "Evaluation"). Each batch
 is encoded once and decoded from the first c' channels for every `--latent_channels` value (default: the model's
-structured prefixes). Writes `--output_json` ({c': {metric: value}} plus the settings) and prints a markdown table
-(also written to `--output_markdown`).
+structured prefixes). Without `--split`, the dataset's "validation" split is evaluated, or its only split when it
+has one (an imagefolder without split folders is a single "train" split). Writes `--output_json` ({c': {metric:
+value}} plus the settings) and prints a markdown table (also written to `--output_markdown`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import time
 from pathlib import Path
 
+import datasets
 import torch
+from tqdm.auto import tqdm
 
+from dc_ae_hf.checks import DTYPES, check_channel_prefixes, check_int, invalid, parse_dtype
 from dc_ae_hf.data.images import (
     TransformedImageDataset,
     TransformedIterableImageDataset,
@@ -29,36 +35,89 @@ from dc_ae_hf.data.images import (
 from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder, format_markdown_table
 from dc_ae_hf.metrics.lpips import load_lpips
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
-from dc_ae_hf.training_utils import check_channel_choices
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The split evaluated when --split is not given: the first of these the dataset has, else its only split.
+DEFAULT_SPLITS = ("validation",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    # --help prints every flag's default; the required flags have none (SUPPRESS: no "(default: None)").
+    p.add_argument(
+        "--pretrained_model_name_or_path",
+        required=True,
+        default=argparse.SUPPRESS,
+        help="save_pretrained folder or Hub id",
+    )
+    p.add_argument("--subfolder", help="e.g. 'vae' inside a training output or pipeline folder")
+    p.add_argument("--dataset_name", help="Hub dataset id (or a local dataset folder)")
+    p.add_argument("--dataset_config_name", help="configuration of --dataset_name")
+    p.add_argument(
+        "--data_dir", "--train_data_dir", dest="data_dir", help="imagefolder directory (instead of --dataset_name)"
+    )
+    p.add_argument(
+        "--split",
+        help="dataset split; None: 'validation' if the dataset has one, else its only split (an imagefolder "
+        "without split folders: 'train')",
+    )
+    p.add_argument("--image_column", help="None: the dataset's image column")
+    p.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
+    p.add_argument("--cache_dir", help="datasets cache folder (None: the datasets default)")
+    p.add_argument("--resolution", type=int, default=512, help="ADM center-crop size, a multiple of the model's f")
+    p.add_argument("--num_images", type=int, help="evaluate only the first N images (None: all)")
+    p.add_argument("--batch_size", type=int, default=16, help="images per batch")
+    p.add_argument("--num_workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument(
+        "--latent_channels", type=int, nargs="+", help="prefixes c' (None: the model's latent_channel_choices)"
+    )
+    p.add_argument(
+        "--lpips_net",
+        default="alex",
+        choices=["alex", "vgg", "squeeze", "none"],
+        help="LPIPS trunk; official protocol: alex (torchmetrics' default trunk); none skips LPIPS",
+    )
+    p.add_argument(
+        "--inception_weights_path", help="torch-fidelity Inception weights; computes rFID when given (None: no rFID)"
+    )
+    p.add_argument("--compute_rfid", action="store_true", help="rFID with weights from $TORCH_HOME (downloads)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument(
+        "--dtype", default="fp32", choices=sorted(DTYPES), help="autoencoder dtype, either spelling (official: fp32)"
+    )
+    p.add_argument("--output_json", required=True, default=argparse.SUPPRESS, help="the results file to write")
+    p.add_argument("--output_markdown", help="also write the table here (None: only print it)")
+    return p
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--pretrained_model_name_or_path", required=True, help="save_pretrained folder or Hub id")
-    p.add_argument("--subfolder", help="e.g. 'vae' inside a training output or pipeline folder")
-    p.add_argument("--dataset_name", help="Hub dataset id")
-    p.add_argument("--dataset_config_name")
-    p.add_argument("--data_dir", help="imagefolder directory")
-    p.add_argument("--split", default="validation")
-    p.add_argument("--image_column")
-    p.add_argument("--streaming", action="store_true")
-    p.add_argument("--cache_dir")
-    p.add_argument("--resolution", type=int, default=512)
-    p.add_argument("--num_images", type=int, help="evaluate only the first N images (default: all)")
-    p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--num_workers", type=int, default=0)
-    p.add_argument("--latent_channels", type=int, nargs="+", help="prefixes c' (default: the model's choices)")
-    p.add_argument("--lpips_net", default="alex", choices=["alex", "vgg", "squeeze", "none"],
-                   help="official protocol: alex (torchmetrics' default trunk); none skips LPIPS")  # fmt: skip
-    p.add_argument("--inception_weights_path", help="torch-fidelity Inception weights; computes rFID when given")
-    p.add_argument("--compute_rfid", action="store_true", help="rFID with weights from $TORCH_HOME (downloads)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="fp32", choices=sorted(_DTYPES), help="autoencoder dtype (official: fp32)")
-    p.add_argument("--output_json", required=True)
-    p.add_argument("--output_markdown", help="also write the table here")
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
+
+
+def resolve_split(args: argparse.Namespace) -> str:
+    """``--split``, or the split to evaluate when it is not given (see :data:`DEFAULT_SPLITS`).
+
+    The split names come from the dataset's builder (the data files of an imagefolder, the card of a Hub dataset)
+    without preparing any split. When they cannot be read (e.g. a Hub dataset offline), "validation" is used and
+    loading reports what is wrong.
+    """
+    if args.split is not None:
+        return args.split
+    if args.data_dir is not None:
+        path, kwargs = "imagefolder", {"data_dir": str(args.data_dir)}
+    else:
+        path, kwargs = args.dataset_name, {"config_name": args.dataset_config_name}
+    try:
+        splits = datasets.get_dataset_split_names(path, cache_dir=args.cache_dir, **kwargs)
+    except (OSError, ValueError):  # incl. datasets' ConnectionError (offline) and FileNotFoundError
+        return DEFAULT_SPLITS[0]
+    for split in DEFAULT_SPLITS:
+        if split in splits:
+            return split
+    if len(splits) == 1:
+        return splits[0]
+    raise invalid("--split", None, f"the dataset has the splits {list(splits)}; name the one to evaluate")
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -66,24 +125,29 @@ def main(args: argparse.Namespace) -> dict:
         raise ValueError(
             f"give exactly one of --dataset_name and --data_dir, got {args.dataset_name!r} and {args.data_dir!r}"
         )
-    for flag in ("resolution", "batch_size", "num_images"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ValueError(f"--{flag}={value} is not allowed: must be >= 1")
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise invalid("--data_dir", args.data_dir, "must be a directory (an imagefolder)")
+    check_int("--resolution", args.resolution, minimum=1)
+    check_int("--batch_size", args.batch_size, minimum=1)
+    check_int("--num_images", args.num_images, minimum=1, optional=True)
+    check_int("--num_workers", args.num_workers, minimum=0)
+    dtype = parse_dtype("--dtype", args.dtype)
+    split = resolve_split(args)
+
     vae = AutoencoderDC15.from_pretrained(
-        args.pretrained_model_name_or_path, subfolder=args.subfolder, torch_dtype=_DTYPES[args.dtype]
+        args.pretrained_model_name_or_path, subfolder=args.subfolder, torch_dtype=dtype
     )
     vae = vae.to(args.device).eval()
     f = vae.spatial_compression_ratio
     if args.resolution % f:
-        raise ValueError(f"--resolution={args.resolution} is not allowed: must be divisible by the ratio {f}")
+        raise invalid("--resolution", args.resolution, f"must be divisible by the ratio {f}")
     channels = args.latent_channels or list(vae.latent_channel_choices)
-    check_channel_choices(channels, vae.config.latent_channels, "--latent_channels")
+    check_channel_prefixes("--latent_channels", channels, vae.config.latent_channels)
 
     dataset = load_image_dataset(
         dataset_name=args.dataset_name,
         train_data_dir=args.data_dir,
-        split=args.split,
+        split=split,
         streaming=args.streaming,
         cache_dir=args.cache_dir,
         dataset_config_name=args.dataset_config_name,
@@ -95,13 +159,17 @@ def main(args: argparse.Namespace) -> dict:
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_images
     )
+    if not args.streaming:
+        num_batches = len(loader)
+    else:  # a stream's length is known only when it is cut
+        num_batches = math.ceil(args.num_images / args.batch_size) if args.num_images is not None else None
     lpips_model = None if args.lpips_net == "none" else load_lpips(args.lpips_net, args.device)
     compute_rfid = args.compute_rfid or args.inception_weights_path is not None
 
     start = time.perf_counter()
     results = evaluate_autoencoder(
         vae,
-        loader,
+        tqdm(loader, total=num_batches, desc=f"evaluating {split}", unit="batch"),
         latent_channels_list=channels,
         lpips_model=lpips_model,
         compute_rfid=compute_rfid,
@@ -113,7 +181,7 @@ def main(args: argparse.Namespace) -> dict:
         "model": args.pretrained_model_name_or_path,
         "subfolder": args.subfolder,
         "data": args.dataset_name or args.data_dir,
-        "split": args.split,
+        "split": split,
         "num_images": len(dataset) if not args.streaming else args.num_images,
         "resolution": args.resolution,
         "lpips_net": args.lpips_net,
