@@ -12,6 +12,9 @@ them as `<sample_dir>/<i:06d>.png` (official uint8 quantisation); a rerun skips 
 then scores samples 0..N-1 with torch-fidelity against `--reference` (an image folder, or an `.npz` of `mu`/`sigma`
 from `training/make_reference_statistics.py`; precision/recall need images). Protocol and differences to the
 official evaluation: docs/training.md.
+
+Every input is checked before the first sample is generated (the pipeline, the sampling flags, the metric weights,
+the reference, the output folders); from the command line a bad one ends the run with one `error: --flag=...` line.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,48 +32,82 @@ import torch
 from accelerate import Accelerator
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 import dc_ae_hf  # noqa: F401  (registers the pipeline components with diffusers' loader)
+from dc_ae_hf.checks import check_int, check_number
 from dc_ae_hf.data.images import load_image
 from dc_ae_hf.latents import decode_from_diffusion_space
-from dc_ae_hf.metrics.generation import compute_generation_metrics
+from dc_ae_hf.metrics.dinov2 import Dinov2Model, load_dinov2
+from dc_ae_hf.metrics.frechet import load_statistics
 from dc_ae_hf.metrics.image import to_uint8
+from dc_ae_hf.metrics.image_sets import as_dataset, is_statistics_file
+from dc_ae_hf.metrics.inception import INCEPTION_FEATURE_LAYERS, compute_generation_metrics, resolve_inception_weights
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
-from dc_ae_hf.sampling import SOLVERS
+from dc_ae_hf.sampling import SOLVERS, check_guidance_interval
 
 METRICS = ("fid", "is", "pr")
+ISC_SPLITS = 10  # Inception Score splits (official: 10); fewer samples than splits give NaN
+PRC_NEIGHBORHOOD = 3  # k of the k-NN precision/recall (official: 3)
+# What --sample_dir's generation_settings.json records; a rerun with other values is refused.
+SETTINGS_KEYS = ("pipeline", "num_samples", "class_sampling", "class_seed", "seed", "guidance_scale")
+SETTINGS_KEYS += ("guidance_interval", "solver", "latent_channels")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--pipeline", required=True, help="DCAE15Pipeline folder or Hub id")
-    p.add_argument("--sample_dir", required=True, help="where the PNG samples go (reused by reruns)")
-    p.add_argument("--num_samples", type=int, default=50_000, help="official: 50,000")
-    p.add_argument("--class_sampling", default="random", choices=["random", "balanced"], help="official: random")
+class InputError(ValueError):
+    """A bad command-line input, found before sampling; the message names the flag (and the path)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    # --help prints every flag's default; the required flags have none (SUPPRESS: no "(default: None)").
+    p.add_argument("--pipeline", required=True, default=argparse.SUPPRESS, help="DCAE15Pipeline folder or Hub id")
+    p.add_argument(
+        "--sample_dir", required=True, default=argparse.SUPPRESS, help="where the PNG samples go (reused by reruns)"
+    )
+    p.add_argument("--num_samples", type=int, default=50_000, help="number of samples (official: 50,000)")
+    p.add_argument(
+        "--class_sampling",
+        default="random",
+        choices=["random", "balanced"],
+        help="class labels: official random draws, or a balanced cycle i %% K (official: random)",
+    )
     p.add_argument("--class_seed", type=int, default=0, help="seed of the random class labels (official: 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
-    p.add_argument("--batch_size", type=int, default=32, help="samples per pipeline call and process (official 32)")
+    p.add_argument("--batch_size", type=int, default=32, help="samples per pipeline call and process (official: 32)")
     p.add_argument("--guidance_scale", type=float, default=1.0, help="1: no guidance; official CFG runs use 1.5")
-    p.add_argument("--guidance_interval", type=float, nargs=2, help="flow-time interval with guidance (default: all)")
-    p.add_argument("--solver", default="dopri5", choices=SOLVERS, help="official: dopri5")
+    p.add_argument(
+        "--guidance_interval", type=float, nargs=2, help="flow-time interval with guidance (None: everywhere)"
+    )
+    p.add_argument("--solver", default="dopri5", choices=SOLVERS, help="ODE solver (official: dopri5)")
     p.add_argument("--num_inference_steps", type=int, default=250, help="euler/heun2 steps (dopri5 is adaptive)")
-    p.add_argument("--latent_channels", type=int, help="sample the first c' latent channels (default: all)")
+    p.add_argument("--latent_channels", type=int, help="sample the first c' latent channels (None: all)")
     p.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs (the official eval did)")
     p.add_argument("--reference", help="reference image folder or .npz statistics (required for FID, P/R, FD)")
-    p.add_argument("--metrics", nargs="+", choices=METRICS, help="default: fid and is, plus pr for an image folder")
-    p.add_argument("--inception_weights_path", help="torch-fidelity Inception weights (needed offline)")
+    p.add_argument(
+        "--metrics", nargs="+", choices=METRICS, help="None: fid and is, plus pr for a reference image folder"
+    )
+    p.add_argument(
+        "--inception_weights_path", help="torch-fidelity Inception weights (None: $TORCH_HOME, downloaded if missing)"
+    )
     p.add_argument("--dinov2", help="DINOv2 model (Hub id or folder) for FD-DINOv2, e.g. facebook/dinov2-large")
     p.add_argument(
         "--fid_feature_layer",
         default="2048",
-        choices=["64", "192", "768", "2048"],
+        choices=INCEPTION_FEATURE_LAYERS,
         help="Inception layer for FID: 2048 (pool3) is the standard; smaller ones only for quick checks",
     )
-    p.add_argument("--metrics_batch_size", type=int, default=64)
+    p.add_argument("--metrics_batch_size", type=int, default=64, help="images per Inception / DINOv2 batch")
     p.add_argument("--save_cpu_ram", action="store_true", help="torch-fidelity: no data loader worker processes")
-    p.add_argument("--output_json", required=True)
-    p.add_argument("--output_md", help="also write a markdown table")
-    return p.parse_args(argv)
+    p.add_argument("--output_json", required=True, default=argparse.SUPPRESS, help="the results file to write")
+    p.add_argument("--output_md", help="also write a markdown table (None: only print it)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def class_labels(num_samples: int, num_classes: int, class_sampling: str, class_seed: int = 0) -> list[int]:
@@ -78,7 +117,7 @@ def class_labels(num_samples: int, num_classes: int, class_sampling: str, class_
         return torch.randint(0, num_classes, (num_samples,), generator=generator).tolist()
     if class_sampling == "balanced":
         return [i % num_classes for i in range(num_samples)]
-    raise ValueError(f"--class_sampling={class_sampling!r} is not allowed: choose random or balanced")
+    raise InputError(f"--class_sampling={class_sampling!r} is not allowed: choose random or balanced")
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -103,56 +142,204 @@ class PNGSamples(Dataset):
         return torch.from_numpy(array.copy()).permute(2, 0, 1)  # (3, H, W) uint8
 
 
+def _one_line(error: BaseException) -> str:
+    """An exception's message on one line (KeyError's without its quotes)."""
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(str(text).split()) or type(error).__name__
+
+
+def _checked(flag: str, check, *args, **kwargs):
+    """``check(*args, **kwargs)``, with its ValueError/TypeError/OSError turned into an InputError naming ``flag``."""
+    try:
+        return check(*args, **kwargs)
+    except (ValueError, TypeError, OSError) as error:
+        message = _one_line(error)
+        raise InputError(message if message.startswith(flag) else f"{flag}: {message}") from None
+
+
 def resolve_metrics(args: argparse.Namespace) -> list[str]:
-    is_stats = args.reference is not None and str(args.reference).endswith(".npz")
+    """The metrics to compute: ``--metrics``, or fid and is (and pr for a reference image folder)."""
+    is_stats = args.reference is not None and is_statistics_file(args.reference)
     metrics = args.metrics or (["fid", "is"] + ([] if is_stats or args.reference is None else ["pr"]))
     if args.reference is None and args.metrics is None:
         metrics = ["is"]
     if args.reference is not None and not (
         Path(args.reference).is_dir() or (is_stats and Path(args.reference).is_file())
     ):
-        raise ValueError(f"--reference={args.reference!r} is neither an image folder nor an existing .npz file")
+        raise InputError(f"--reference={args.reference!r} is neither an image folder nor an existing .npz file")
     if args.reference is None and ({"fid", "pr"} & set(metrics) or args.dinov2):
-        raise ValueError(f"--metrics {metrics} (and --dinov2) need a --reference image folder or .npz statistics")
+        raise InputError(f"--metrics {metrics} (and --dinov2) need a --reference image folder or .npz statistics")
     if is_stats and "pr" in metrics:
-        raise ValueError("--metrics pr (precision/recall) needs reference images; --reference is an .npz file")
+        raise InputError("--metrics pr (precision/recall) needs reference images; --reference is an .npz file")
     return metrics
 
 
+def _check_flags(args: argparse.Namespace, metrics: list[str]) -> None:
+    """The numbers, seeds and interval of the command line."""
+    for flag in ("batch_size", "num_inference_steps", "metrics_batch_size"):
+        _checked(f"--{flag}", check_int, f"--{flag}", getattr(args, flag), minimum=1)
+    for flag in ("seed", "class_seed"):  # SeedSequence takes non-negative ints
+        _checked(f"--{flag}", check_int, f"--{flag}", getattr(args, flag), minimum=0)
+    needs = {"is": (ISC_SPLITS, f"the Inception Score splits the samples into {ISC_SPLITS} groups")}
+    needs["pr"] = (PRC_NEIGHBORHOOD + 1, f"precision/recall take each sample's {PRC_NEIGHBORHOOD} nearest neighbours")
+    needs["fid"] = (2, "FID needs a covariance")
+    minimum, why = max((needs[m] for m in metrics), default=(1, ""))
+    if args.dinov2 is not None and minimum < 2:
+        minimum, why = 2, "FD-DINOv2 needs a covariance"
+    _checked("--num_samples", check_int, "--num_samples", args.num_samples, minimum=1)
+    if args.num_samples < minimum:
+        raise InputError(f"--num_samples={args.num_samples} is not allowed: {why}, so it needs >= {minimum}")
+    _checked("--guidance_scale", check_number, "--guidance_scale", args.guidance_scale)
+    _checked("--guidance_interval", check_guidance_interval, args.guidance_interval)
+    _checked("--latent_channels", check_int, "--latent_channels", args.latent_channels, minimum=1, optional=True)
+
+
+def _check_reference(args: argparse.Namespace, metrics: list[str]) -> None:
+    """An image folder with enough images, or a statistics file with the arrays the metrics need."""
+    if args.reference is None:
+        return
+    where = f"--reference={args.reference!r}"
+    if not is_statistics_file(args.reference):
+        images = _checked("--reference", as_dataset, args.reference, "--reference")
+        if len(images) < 2:
+            raise InputError(f"{where} holds {len(images)} image; FID and precision/recall need at least 2")
+        if "pr" in metrics and len(images) <= PRC_NEIGHBORHOOD:
+            raise InputError(f"{where} holds {len(images)} images; precision/recall need > {PRC_NEIGHBORHOOD}")
+        return
+    if "fid" in metrics:
+        try:
+            mu, _ = load_statistics(args.reference)
+        except (OSError, ValueError, KeyError) as error:
+            raise InputError(f"{where} is not a usable FID statistics file: {_one_line(error)}") from None
+        if mu.shape[0] != int(args.fid_feature_layer):
+            raise InputError(
+                f"{where} holds {mu.shape[0]}-d statistics, but --fid_feature_layer {args.fid_feature_layer} gives "
+                f"{args.fid_feature_layer}-d features: use the layer the file was made with "
+                "(make_reference_statistics.py --feature_layer)"
+            )
+    if args.dinov2 is not None:
+        try:
+            load_statistics(args.reference, prefix="dinov2")
+        except (OSError, ValueError, KeyError) as error:
+            raise InputError(f"{where} is not usable for FD-DINOv2: {_one_line(error)}") from None
+
+
+def _check_writable_folder(flag: str, folder: Path) -> None:
+    """Create ``folder`` (and its parents) and write and delete a file in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or _one_line(error)
+        raise InputError(f"{flag}={str(folder)!r} is not a writable folder ({reason})") from None
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    _check_writable_folder("--sample_dir", Path(args.sample_dir))
+    for flag in ("output_json", "output_md"):
+        path = getattr(args, flag)
+        if path is None:
+            continue
+        if Path(path).is_dir():
+            raise InputError(f"--{flag}={path!r} is a folder; give the file to write")
+        _check_writable_folder(f"--{flag}", Path(path).absolute().parent)
+
+
+def _check_metric_weights(args: argparse.Namespace) -> tuple[str, Dinov2Model | None]:
+    """The Inception weights file (a plain state dict; downloaded to $TORCH_HOME when no path is given) and the
+    DINOv2 model, loaded on the CPU and kept for scoring; its width must match FD-DINOv2 statistics in
+    ``--reference``."""
+    weights = _checked(
+        "--inception_weights_path", resolve_inception_weights, args.inception_weights_path, "--inception_weights_path"
+    )
+    model = None
+    if args.dinov2 is not None:
+        try:
+            model = load_dinov2(args.dinov2)
+        except (OSError, ValueError) as error:
+            raise InputError(f"--dinov2={args.dinov2!r} cannot be loaded: {_one_line(error)}") from None
+        if args.reference is not None and is_statistics_file(args.reference):
+            mu, _ = load_statistics(args.reference, prefix="dinov2")
+            if mu.shape[0] != model.config.hidden_size:
+                raise InputError(
+                    f"--reference={args.reference!r} holds {mu.shape[0]}-d FD-DINOv2 statistics, but --dinov2="
+                    f"{args.dinov2!r} gives {model.config.hidden_size}-d features"
+                )
+    return weights, model
+
+
+def load_pipeline(args: argparse.Namespace, device: torch.device) -> DCAE15Pipeline:
+    """Load ``--pipeline`` and check the sampling flags against it (latent channels, guidance, solver)."""
+    try:
+        pipe = DCAE15Pipeline.from_pretrained(args.pipeline)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
+        raise InputError(f"--pipeline={args.pipeline!r} cannot be loaded: {_one_line(error)}") from None
+    try:
+        pipe.check_inputs(
+            args.batch_size,
+            args.guidance_scale,
+            args.num_inference_steps,
+            None,
+            args.latent_channels,
+            args.solver,
+            "pt",  # the samples are decoded: the vae must decode the sampled channels
+        )
+    except (ValueError, TypeError) as error:
+        raise InputError(
+            f"--latent_channels / --guidance_scale / --solver do not fit --pipeline={args.pipeline!r}: "
+            f"{_one_line(error)}"
+        ) from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _check_settings(settings: dict, sample_dir: Path) -> None:
+    """Samples already in ``sample_dir`` must come from the same settings."""
+    settings_file = sample_dir / "generation_settings.json"
+    if not settings_file.is_file():
+        return
+    try:
+        previous = json.loads(settings_file.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"--sample_dir={str(sample_dir)!r}: {settings_file.name} is unreadable ({error})") from None
+    if previous != settings:
+        raise InputError(
+            f"--sample_dir={str(sample_dir)!r} holds samples made with other settings ({settings_file.name}: "
+            f"{json.dumps(previous)}); use a new --sample_dir"
+        )
+
+
 def main(args: argparse.Namespace) -> dict:
-    for flag in ("num_samples", "batch_size", "num_inference_steps", "metrics_batch_size"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag}={getattr(args, flag)!r} is not allowed: must be >= 1")
+    # ---- inputs, all checked before the first sample ----------------------------------------------------------
     metrics = resolve_metrics(args)
+    _check_flags(args, metrics)
+    _check_reference(args, metrics)
+    _check_outputs(args)
     if args.allow_tf32:  # entry-script global flag, as the official evaluation ran
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     accelerator = Accelerator()
-    pipe = DCAE15Pipeline.from_pretrained(args.pipeline).to(accelerator.device)
-    pipe.set_progress_bar_config(disable=True)
+    # Only the main process scores; the others stop with it if its metric inputs are bad (accelerate launch).
+    inception_weights, dinov2 = _check_metric_weights(args) if accelerator.is_main_process else (None, None)
+    pipe = load_pipeline(args, accelerator.device)
     num_classes = pipe.transformer.config.num_classes
     labels = class_labels(args.num_samples, num_classes, args.class_sampling, args.class_seed)
-    settings = {k: getattr(args, k) for k in ("pipeline", "num_samples", "class_sampling", "class_seed", "seed",
-                                             "guidance_scale", "guidance_interval", "solver", "latent_channels")}  # fmt: skip
+    settings = {key: getattr(args, key) for key in SETTINGS_KEYS}
     settings["num_inference_steps"] = None if args.solver == "dopri5" else args.num_inference_steps
     sample_dir = Path(args.sample_dir)
-    settings_file = sample_dir / "generation_settings.json"
-    if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
-        raise ValueError(
-            f"--sample_dir={str(sample_dir)!r} holds samples made with other settings ({settings_file.name}: "
-            f"{settings_file.read_text()}); use a new --sample_dir"
-        )
+    _check_settings(settings, sample_dir)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        sample_dir.mkdir(parents=True, exist_ok=True)
-        settings_file.write_text(json.dumps(settings, indent=2))
+        (sample_dir / "generation_settings.json").write_text(json.dumps(settings, indent=2))
     accelerator.wait_for_everyone()
 
     # ---- generation: this process's missing samples ---------------------------------------------------------
     start = time.perf_counter()
-    mine = [i for i in range(accelerator.process_index, args.num_samples, accelerator.num_processes)
-            if not (sample_dir / f"{i:06d}.png").is_file()]  # fmt: skip
-    for offset in range(0, len(mine), args.batch_size):
+    indices = range(accelerator.process_index, args.num_samples, accelerator.num_processes)
+    mine = [i for i in indices if not (sample_dir / f"{i:06d}.png").is_file()]
+    batches = range(0, len(mine), args.batch_size)
+    for offset in tqdm(batches, desc="sampling", unit="batch", disable=not accelerator.is_local_main_process):
         batch = mine[offset : offset + args.batch_size]
         generators = [torch.Generator(accelerator.device).manual_seed(sample_seed(args.seed, i)) for i in batch]
         latents = pipe(
@@ -180,21 +367,35 @@ def main(args: argparse.Namespace) -> dict:
     if accelerator.is_main_process:
         start = time.perf_counter()
         values = compute_generation_metrics(
-            PNGSamples(sample_dir, args.num_samples), args.reference, fid="fid" in metrics,
-            inception_score="is" in metrics, precision_recall="pr" in metrics,
-            inception_weights_path=args.inception_weights_path, dinov2=args.dinov2,
-            batch_size=args.metrics_batch_size, device=accelerator.device, save_cpu_ram=args.save_cpu_ram,
+            PNGSamples(sample_dir, args.num_samples),
+            args.reference,
+            fid="fid" in metrics,
+            inception_score="is" in metrics,
+            precision_recall="pr" in metrics,
+            inception_weights_path=inception_weights,
+            dinov2=dinov2.to(accelerator.device) if dinov2 is not None else None,
+            batch_size=args.metrics_batch_size,
+            device=accelerator.device,
+            isc_splits=ISC_SPLITS,
+            prc_neighborhood=PRC_NEIGHBORHOOD,
+            save_cpu_ram=args.save_cpu_ram,
             feature_layer_fid=args.fid_feature_layer,
-        )  # fmt: skip
-        result = {"metrics": values, "settings": settings, "reference": args.reference, "dinov2": args.dinov2,
-                  "fid_feature_layer": args.fid_feature_layer,
-                  "metrics_seconds": round(time.perf_counter() - start, 2),
-                  "class_counts": np.bincount(labels, minlength=num_classes).tolist()}  # fmt: skip
-        Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
+        )
+        result = {
+            "metrics": values,
+            "settings": settings,
+            "reference": args.reference,
+            "dinov2": args.dinov2,
+            "fid_feature_layer": args.fid_feature_layer,
+            "metrics_seconds": round(time.perf_counter() - start, 2),
+            "class_counts": np.bincount(labels, minlength=num_classes).tolist(),
+        }
         Path(args.output_json).write_text(json.dumps(result, indent=2))
         table = "| metric | value |\n|---|---|\n" + "".join(f"| {k} | {v:.4f} |\n" for k, v in values.items())
-        note = (f"\n{args.num_samples} samples from `{args.pipeline}` ({args.class_sampling} classes, solver "
-                f"{args.solver}, guidance {args.guidance_scale}) against `{args.reference}`.\n")  # fmt: skip
+        note = (
+            f"\n{args.num_samples} samples from `{args.pipeline}` ({args.class_sampling} classes, solver "
+            f"{args.solver}, guidance {args.guidance_scale}) against `{args.reference}`.\n"
+        )
         if args.output_md:
             Path(args.output_md).write_text(table + note)
         print(table + note)
@@ -202,5 +403,16 @@ def main(args: argparse.Namespace) -> dict:
     return result
 
 
+def cli(argv: list[str] | None = None) -> dict:
+    """``main(parse_args(argv))``; a bad input ends the run with one ``error: ...`` line on stderr and exit status 2,
+    like a flag argparse refuses (other failures keep their traceback)."""
+    args = parse_args(argv)
+    try:
+        return main(args)
+    except InputError as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    main(parse_args())
+    cli()
