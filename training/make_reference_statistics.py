@@ -5,7 +5,7 @@ dataset, ADM center-cropped, as an `.npz` for `training/evaluate_usit.py --refer
         --inception_weights_path weights-inception-2015-12-05-6726825d.pth --output imagenet_train_512.npz
 
 The official reference is the whole ImageNet *train* split at 512 px with the ADM center crop
-(`applications/dc_ae/generate_reference.py`); the statistics here come from `compute_reference_statistics`
+(`applications/dc_ae/generate_reference.py` of DC-Gen); the statistics here come from `compute_reference_statistics`
 (torch-fidelity's Inception, float64 mean and N - 1 covariance, the official `.npz` keys).
 """
 
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dc_ae_hf.checks import check_int, invalid
 from dc_ae_hf.data.images import (
     center_crop_arr,
     decode_dataset_image,
@@ -24,32 +25,39 @@ from dc_ae_hf.data.images import (
     load_image_dataset,
     undecoded_image_column,
 )
-from dc_ae_hf.metrics.generation import compute_reference_statistics
+from dc_ae_hf.metrics.inception import INCEPTION_FEATURE_LAYERS, compute_reference_statistics
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=" ".join(__doc__.split("\n\n")[0].split()), formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    # --help prints every flag's default; the required flags have none (SUPPRESS: no "(default: None)").
     p.add_argument("--dataset_name", help="Hub dataset id")
-    p.add_argument("--dataset_config_name")
-    p.add_argument("--train_data_dir", help="imagefolder directory")
-    p.add_argument("--split", default="train")
-    p.add_argument("--image_column")
-    p.add_argument("--cache_dir")
-    p.add_argument("--max_images", type=int, help="use only the first N images")
-    p.add_argument("--resolution", type=int, default=512)
+    p.add_argument("--dataset_config_name", help="configuration of --dataset_name")
+    p.add_argument("--train_data_dir", help="imagefolder directory (instead of --dataset_name)")
+    p.add_argument("--split", default="train", help="dataset split (the official reference: ImageNet train)")
+    p.add_argument("--image_column", help="None: the dataset's image column")
+    p.add_argument("--cache_dir", help="datasets cache folder (None: the datasets default)")
+    p.add_argument("--max_images", type=int, help="use only the first N images (None: all)")
+    p.add_argument("--resolution", type=int, default=512, help="ADM center-crop size")
     p.add_argument("--inception_weights_path", help="torch-fidelity Inception weights (needed offline)")
     p.add_argument("--dinov2", help="also store FD-DINOv2 statistics of this DINOv2 model (Hub id or folder)")
     p.add_argument(
         "--feature_layer",
         default="2048",
-        choices=["64", "192", "768", "2048"],
+        choices=INCEPTION_FEATURE_LAYERS,
         help="Inception layer: 2048 (pool3) is the FID standard; evaluate_usit.py --fid_feature_layer",
     )
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch_size", type=int, default=64, help="images per Inception / DINOv2 batch")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--save_cpu_ram", action="store_true", help="torch-fidelity: no data loader worker processes")
-    p.add_argument("--output", required=True, help="the .npz file to write")
-    return p.parse_args(argv)
+    p.add_argument("--output", required=True, default=argparse.SUPPRESS, help="the .npz file to write")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 class CenterCroppedUInt8(Dataset):
@@ -72,19 +80,33 @@ class CenterCroppedUInt8(Dataset):
 
 
 def main(args: argparse.Namespace) -> str:
-    if args.resolution < 1 or args.batch_size < 1 or (args.max_images is not None and args.max_images < 2):
-        raise ValueError("--resolution and --batch_size must be >= 1 and --max_images >= 2 (a covariance needs 2)")
-    dataset = load_image_dataset(args.dataset_name, args.train_data_dir, args.split, cache_dir=args.cache_dir,
-                                 dataset_config_name=args.dataset_config_name)  # fmt: skip
+    check_int("--resolution", args.resolution, minimum=1)
+    check_int("--batch_size", args.batch_size, minimum=1)
+    check_int("--max_images", args.max_images, minimum=2, optional=True)  # a covariance needs 2 images
+    if not str(args.output).endswith(".npz"):
+        raise invalid("--output", args.output, "must be an .npz file")
+    dataset = load_image_dataset(
+        args.dataset_name,
+        args.train_data_dir,
+        args.split,
+        cache_dir=args.cache_dir,
+        dataset_config_name=args.dataset_config_name,
+    )
     if args.max_images is not None:
         dataset = dataset.select(range(min(args.max_images, len(dataset))))
     if len(dataset) < 2:
         raise ValueError(f"reference statistics need at least 2 images, the dataset has {len(dataset)}")
     images = CenterCroppedUInt8(dataset, find_image_column(dataset, args.image_column), args.resolution)
-    path = compute_reference_statistics(images, args.output, inception_weights_path=args.inception_weights_path,
-                                        dinov2=args.dinov2, feature_layer=args.feature_layer,
-                                        batch_size=args.batch_size, device=args.device,
-                                        save_cpu_ram=args.save_cpu_ram)  # fmt: skip
+    path = compute_reference_statistics(
+        images,
+        args.output,
+        inception_weights_path=args.inception_weights_path,
+        dinov2=args.dinov2,
+        feature_layer=args.feature_layer,
+        batch_size=args.batch_size,
+        device=args.device,
+        save_cpu_ram=args.save_cpu_ram,
+    )
     print(f"wrote {path} ({len(images)} images at {args.resolution} px)")
     return path
 
