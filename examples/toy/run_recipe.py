@@ -124,19 +124,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     run_pool(autoencoder_jobs(out, settings))
 
-    # 3. scaling factors, then caches, diffusion runs and plain fine-tunes (one job pool)
-    train = load_imagefolder(out / "data" / "train")
-    heldout = load_imagefolder(out / "data" / "heldout")
+    # 3./4. scaling factors, then caches, diffusion runs and plain fine-tunes (one job pool)
+    train_images, train_labels = load_imagefolder(out / "data" / "train")
+    heldout_images, heldout_labels = load_imagefolder(out / "data" / "heldout")
     for ae in AUTOENCODERS:
-        write_diffusion_vae(out, ae, train[0])
+        write_diffusion_vae(out, ae, train_images)
     run_pool(cache_jobs(out) + usit_jobs(out, settings) + finetune_jobs(out, settings))
 
     # 5. evaluation
     ae_results = timings.timed(
-        "eval_autoencoders", "evaluation: autoencoders", lambda: evaluate_autoencoders(out, settings, heldout[0])
+        "eval_autoencoders", "evaluation: autoencoders", lambda: evaluate_autoencoders(out, settings, heldout_images)
     )
     vaes = {ae: load_autoencoder(out / ae / "vae_ema") for ae in AUTOENCODERS}
-    write_prefix_grids(results_dir, vaes["ae_struct"], vaes["ae_plain"], heldout[0])
+    write_prefix_grids(results_dir, vaes["ae_struct"], vaes["ae_plain"], heldout_images)
+    train, heldout = (train_images, train_labels), (heldout_images, heldout_labels)
     classifier, references, classifier_info = timings.timed(
         "classifier", "evaluation: classifier", lambda: evaluate_classifier(vaes, train, heldout, settings)
     )
