@@ -205,6 +205,13 @@ def test_the_reference_is_checked_before_sampling(script, inputs, tmp_path, no_s
             _run(script, _argv(tmp_path, inputs, reference=reference))
     with pytest.raises(ValueError, match=f"^--reference: folder '{empty}' has no png,jpg,jpeg images"):
         _run(script, _argv(tmp_path, inputs, reference=str(empty), metrics=["fid"]))
+    # The Inception Score alone does not read the reference: the checks pass and sampling starts.
+    with pytest.raises(AssertionError, match="a sample was generated"):
+        _run(script, _argv(tmp_path, inputs, reference=str(single), metrics=["is"], dinov2=None))
+    for i in range(1, 3):
+        Image.new("RGB", (32, 32)).save(single / f"{i}.png")
+    with pytest.raises(ValueError, match=f"^--reference='{single}' holds 3 images; precision/recall need > 3"):
+        _run(script, _argv(tmp_path, inputs, reference=str(single), metrics=["pr"], dinov2=None))
     assert not list((tmp_path / "samples").glob("*.png"))
 
 
@@ -212,8 +219,9 @@ def test_the_output_folders_are_checked_before_sampling(script, inputs, tmp_path
     (tmp_path / "a_file").write_text("")
     with pytest.raises(ValueError, match=f"^--sample_dir='{tmp_path / 'a_file'}' is not a writable folder"):
         _run(script, _argv(tmp_path, inputs, sample_dir=str(tmp_path / "a_file")))
-    with pytest.raises(ValueError, match=f"^--output_json='{tmp_path / 'a_file'}' is not a writable folder"):
-        _run(script, _argv(tmp_path, inputs, output_json=str(tmp_path / "a_file" / "eval.json")))
+    output = tmp_path / "a_file" / "eval.json"
+    with pytest.raises(ValueError, match=f"^--output_json='{output}': its folder '{output.parent}' is not a writable"):
+        _run(script, _argv(tmp_path, inputs, output_json=str(output)))
     with pytest.raises(ValueError, match=f"^--output_md='{tmp_path}' is a folder"):
         _run(script, _argv(tmp_path, inputs, output_md=str(tmp_path)))
     (tmp_path / "samples").mkdir(exist_ok=True)

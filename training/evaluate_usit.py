@@ -196,8 +196,8 @@ def _check_flags(args: argparse.Namespace, metrics: list[str]) -> None:
 
 def _check_reference(args: argparse.Namespace, metrics: list[str]) -> None:
     """An image folder with enough images, or a statistics file with the arrays the metrics need."""
-    if args.reference is None:
-        return
+    if args.reference is None or not ({"fid", "pr"} & set(metrics) or args.dinov2):
+        return  # the Inception Score alone does not read it
     where = f"--reference={args.reference!r}"
     if not is_statistics_file(args.reference):
         images = _checked("--reference", as_dataset, args.reference, "--reference")
@@ -224,26 +224,26 @@ def _check_reference(args: argparse.Namespace, metrics: list[str]) -> None:
             raise InputError(f"{where} is not usable for FD-DINOv2: {_one_line(error)}") from None
 
 
-def _check_writable_folder(flag: str, folder: Path) -> None:
-    """Create ``folder`` (and its parents) and write and delete a file in it."""
+def _check_writable_folder(folder: Path, where: str) -> None:
+    """Create ``folder`` (and its parents) and write and delete a file in it; ``where`` names it in the error."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
             pass
     except OSError as error:
-        reason = error.strerror or _one_line(error)
-        raise InputError(f"{flag}={str(folder)!r} is not a writable folder ({reason})") from None
+        raise InputError(f"{where} is not a writable folder ({error.strerror or _one_line(error)})") from None
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    _check_writable_folder("--sample_dir", Path(args.sample_dir))
+    _check_writable_folder(Path(args.sample_dir), f"--sample_dir={args.sample_dir!r}")
     for flag in ("output_json", "output_md"):
         path = getattr(args, flag)
         if path is None:
             continue
         if Path(path).is_dir():
             raise InputError(f"--{flag}={path!r} is a folder; give the file to write")
-        _check_writable_folder(f"--{flag}", Path(path).absolute().parent)
+        folder = Path(path).absolute().parent
+        _check_writable_folder(folder, f"--{flag}={path!r}: its folder {str(folder)!r}")
 
 
 def _check_metric_weights(args: argparse.Namespace) -> tuple[str, Dinov2Model | None]:
