@@ -1,10 +1,12 @@
-"""Helpers shared by the trainer tests: run a training script in-process, or kill one mid-run."""
+"""Helpers shared by the trainer tests: run a training script in-process, launch it on 2 CPU processes, or kill
+one mid-run."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,3 +39,12 @@ def sigkill_when_checkpoint_appears(command: list[str], env: dict, cwd: Path, ch
     finally:
         process.wait(timeout=60)
     return process.returncode
+
+
+def two_process_launch(*script_and_args, quiet: bool = False) -> list[str]:
+    """`accelerate launch` of a script with 2 processes (DDP over gloo; run it with ``ACCELERATE_USE_CPU=1``)."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", *(["--quiet"] if quiet else []), "--multi_gpu"]
+    launch += (
+        "--num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no --main_process_port 0".split()
+    )
+    return launch + [str(item) for item in script_and_args]

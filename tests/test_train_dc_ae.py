@@ -18,7 +18,7 @@ import pytest
 import torch
 from accelerate.commands.config.config_args import load_config_from_file
 from conftest import REPO_ROOT, TINY_AE10_CONFIG, TINY_AE15_CONFIG
-from helpers import run_in_process, sigkill_when_checkpoint_appears
+from helpers import run_in_process, sigkill_when_checkpoint_appears, two_process_launch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -500,24 +500,8 @@ def test_ddp_two_processes_with_lpips_and_gan(workspace, tmp_path):
         "--report_to",
         "tensorboard",
     )
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
-    ]
     env = {**_subprocess_env(workspace), "ACCELERATE_USE_CPU": "1"}
-    result = _run(launch + [str(wrapper), str(TRAIN_SCRIPT)] + argv, env)
+    result = _run(two_process_launch(wrapper, TRAIN_SCRIPT, *argv), env)
 
     # Both processes end with the same weights: the gradients were all-reduced (each rank drew its own c').
     sums = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("WEIGHT_SUMS"))[12:])

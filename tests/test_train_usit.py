@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO_ROOT, TINY_AE15_CONFIG
-from helpers import run_in_process, sigkill_when_checkpoint_appears
+from helpers import run_in_process, sigkill_when_checkpoint_appears, two_process_launch
 from safetensors.torch import load_file
 
 from dc_ae_hf.data.latent_cache import LatentCacheDataset
@@ -54,22 +54,7 @@ def run_command(command: list[str], env: dict[str, str] | None = None) -> subpro
 
 def launch_two_processes(script: Path, argv: list[str]) -> subprocess.CompletedProcess:
     """`accelerate launch` with 2 CPU processes (DDP over gloo)."""
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        str(script),
-        *argv,
-    ]
+    command = two_process_launch(script, *argv)
     return run_command(command, {**subprocess_env(), "ACCELERATE_USE_CPU": "1"})
 
 

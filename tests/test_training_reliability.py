@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO_ROOT, TINY_AE15_CONFIG
-from helpers import run_in_process
+from helpers import run_in_process, two_process_launch
 from test_train_usit import TRAINING, _load, assert_same_weights, base_argv, make_workspace, subprocess_env
 
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
@@ -189,22 +189,8 @@ def _alive(pid: int) -> bool:
 def test_workers_stop_when_the_launcher_is_killed(workspace, tmp_path):
     """kill -9 of `accelerate launch`: both workers stop within seconds instead of training on in the folder."""
     output_dir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
-        str(TRAINING / "train_usit.py"),
+    command = two_process_launch(
+        TRAINING / "train_usit.py",
         *base_argv(
             workspace,
             output_dir,
@@ -214,7 +200,7 @@ def test_workers_stop_when_the_launcher_is_killed(workspace, tmp_path):
             "1",
             "--validation_class_labels",
         ),
-    ]
+    )
     launcher = subprocess.Popen(
         command,
         env={**subprocess_env(), "ACCELERATE_USE_CPU": "1"},
@@ -291,25 +277,9 @@ def test_a_broken_latest_checkpoint_falls_back_to_the_previous_one(train_script,
 
 @pytest.mark.slow
 def test_a_user_error_under_accelerate_launch_prints_one_line(workspace, tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--quiet",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
-        str(TRAINING / "train_usit.py"),
-        *base_argv(workspace, tmp_path / "run", "--num_classes", "5"),
-    ]
+    command = two_process_launch(
+        TRAINING / "train_usit.py", *base_argv(workspace, tmp_path / "run", "--num_classes", "5"), quiet=True
+    )
     result = subprocess.run(
         command,
         env={**subprocess_env(), "ACCELERATE_USE_CPU": "1"},

@@ -40,7 +40,7 @@ from dc_ae_hf.checks import DTYPES
 from dc_ae_hf.data.images import (
     decode_dataset_image,
     image_transform,
-    load_labeled_image_dataset,
+    load_labeled_image_dataset_from_flags,
     undecoded_image_column,
 )
 from dc_ae_hf.data.latent_cache import (
@@ -187,16 +187,7 @@ def main(args: argparse.Namespace) -> dict:
         )
     accelerator = Accelerator()
     with accelerator.main_process_first():  # the main process builds the `datasets` cache once
-        dataset, image_column, id2label, num_classes = load_labeled_image_dataset(
-            args.dataset_name,
-            args.train_data_dir,
-            args.split,
-            args.cache_dir,
-            args.dataset_config_name,
-            args.image_column,
-            args.label_column,
-            args.max_images,
-        )
+        dataset, image_column, id2label, num_classes = load_labeled_image_dataset_from_flags(args)
     try:
         vae = AutoencoderDC15.from_pretrained(args.vae)
     except (OSError, ValueError) as error:

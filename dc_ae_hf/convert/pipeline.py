@@ -26,32 +26,27 @@ from .usit import check_num_attention_heads, convert_usit_state_dict, infer_usit
 
 logger = logging.getLogger(__name__)
 
-# Official class-to-image models (dc_gen/c2i_model_zoo.py). The 1.5 transformer repos are
-# registered in DC-Gen under mit-han-lab/ but their publication could not be verified.
+# Official class-to-image models (dc_gen/c2i_model_zoo.py).
 PIPELINE_PRESETS: dict[str, dict] = {
     "dc-ae-1.5-f64c128-usit-2b": {
         "autoencoder": "dc-ae-1.5-f64c128",
         "transformer": "usit-2b",
         "transformer_overrides": {},
-        "repos": ("dc-ai/dc-ae-f64c128-1.5", "mit-han-lab/dc-ae-f64c128-1.5-usit-2b-in-512px"),
     },
     "dc-ae-1.5-f64c128-usit-3b": {
         "autoencoder": "dc-ae-1.5-f64c128",
         "transformer": "usit-3b",
         "transformer_overrides": {},
-        "repos": ("dc-ai/dc-ae-f64c128-1.5", "mit-han-lab/dc-ae-f64c128-1.5-usit-3b-in-512px"),
     },
     "dc-ae-f32c32-in-1.0-usit-h": {
         "autoencoder": "dc-ae-f32c32-in-1.0",
         "transformer": "usit-h",
         "transformer_overrides": {"in_channels": 32, "sample_size": 16},
-        "repos": ("mit-han-lab/dc-ae-f32c32-in-1.0", "mit-han-lab/dc-ae-f32c32-in-1.0-usit-h-in-512px"),
     },
     "dc-ae-f32c32-in-1.0-usit-2b": {
         "autoencoder": "dc-ae-f32c32-in-1.0",
         "transformer": "usit-2b",
         "transformer_overrides": {"in_channels": 32, "sample_size": 16},
-        "repos": ("mit-han-lab/dc-ae-f32c32-in-1.0", "mit-han-lab/dc-ae-f32c32-in-1.0-usit-2b-in-512px"),
     },
 }
 

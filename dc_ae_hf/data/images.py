@@ -51,6 +51,7 @@ __all__ = [
     "load_image",
     "load_image_dataset",
     "load_labeled_image_dataset",
+    "load_labeled_image_dataset_from_flags",
     "load_train_and_validation_datasets",
     "resize_shorter_side",
     "to_rgb",
@@ -577,6 +578,21 @@ def load_labeled_image_dataset(
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in labels):
         raise ValueError(f"--label_column={label_column!r} must hold class ids (ints >= 0) or be a ClassLabel")
     return dataset, image_column, None, max(labels) + 1
+
+
+def load_labeled_image_dataset_from_flags(args) -> tuple:
+    """`load_labeled_image_dataset` from a script's parsed flags (`--dataset_name`, `--train_data_dir`, `--split`,
+    `--cache_dir`, `--dataset_config_name`, `--image_column`, `--label_column`, and `--max_images` when present)."""
+    return load_labeled_image_dataset(
+        args.dataset_name,
+        args.train_data_dir,
+        args.split,
+        args.cache_dir,
+        args.dataset_config_name,
+        args.image_column,
+        args.label_column,
+        getattr(args, "max_images", None),
+    )
 
 
 class LabeledImageDataset(TransformedImageDataset):

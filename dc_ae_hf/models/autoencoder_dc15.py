@@ -131,19 +131,6 @@ PRESET_ALIASES: dict[str, str] = {
     "dc-ae-f32c128-1.5": "dc-ae-1.5-f32c128",
     "dc-ae-f64c128-1.5": "dc-ae-1.5-f64c128",
 }
-# Where the official weights live (dc_gen/ae_model_zoo.py). The 1.5 ids follow the registry's `dc-ai/` org and were not
-# verifiable when this was written.
-OFFICIAL_AUTOENCODER_REPOS: dict[str, str] = {
-    "dc-ae-1.5-f32c128": "dc-ai/dc-ae-f32c128-1.5",
-    "dc-ae-1.5-f64c128": "dc-ai/dc-ae-f64c128-1.5",
-    "dc-ae-f32c32-in-1.0": "mit-han-lab/dc-ae-f32c32-in-1.0",
-    "dc-ae-f32c32-mix-1.0": "mit-han-lab/dc-ae-f32c32-mix-1.0",
-    "dc-ae-f32c32-sana-1.0": "mit-han-lab/dc-ae-f32c32-sana-1.0",
-    "dc-ae-f64c128-in-1.0": "mit-han-lab/dc-ae-f64c128-in-1.0",
-    "dc-ae-f64c128-mix-1.0": "mit-han-lab/dc-ae-f64c128-mix-1.0",
-    "dc-ae-f128c512-in-1.0": "mit-han-lab/dc-ae-f128c512-in-1.0",
-    "dc-ae-f128c512-mix-1.0": "mit-han-lab/dc-ae-f128c512-mix-1.0",
-}
 
 
 def resolve_autoencoder_preset(name: str) -> str:

@@ -27,6 +27,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import get_device, randn_tensor
 
 from dc_ae_hf.latents import decode_from_diffusion_space
@@ -269,6 +270,7 @@ class DCAE15Pipeline(DiffusionPipeline):
         return self._num_timesteps
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         class_labels: int | str | Sequence[int | str] | torch.Tensor,
@@ -306,6 +308,8 @@ class DCAE15Pipeline(DiffusionPipeline):
                 Returning ``{"latents": ...}`` replaces the latents; setting ``pipe._guidance_scale`` changes the
                 guidance of the following steps.
             callback_on_step_end_tensor_inputs: tensors passed in ``callback_kwargs`` (only ``"latents"``).
+
+        Examples:
 
         Returns:
             ``ImagePipelineOutput(images=...)`` or ``(images,)``.

@@ -15,7 +15,7 @@ from diffusers.utils import make_image_grid
 from PIL import Image
 
 from dc_ae_hf.checks import invalid
-from dc_ae_hf.data.images import LabeledImageDataset, image_transform, load_labeled_image_dataset
+from dc_ae_hf.data.images import LabeledImageDataset, image_transform, load_labeled_image_dataset_from_flags
 from dc_ae_hf.data.latent_cache import LatentCacheDataset, autoencoder_weights_hash, check_cache_matches_autoencoder
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
@@ -91,15 +91,7 @@ def resolve_diffusion_data(args: argparse.Namespace) -> dict:
     f = 2 ** (len(vae_config["encoder_block_out_channels"]) - 1)
     if args.resolution % f:
         raise invalid("--resolution", args.resolution, f"must be divisible by the autoencoder's compression ratio {f}")
-    dataset, _, id2label, num_classes = load_labeled_image_dataset(
-        args.dataset_name,
-        args.train_data_dir,
-        args.split,
-        args.cache_dir,
-        args.dataset_config_name,
-        args.image_column,
-        args.label_column,
-    )
+    dataset, _, id2label, num_classes = load_labeled_image_dataset_from_flags(args)
     c = vae_config["latent_channels"]
     choices = vae_config.get("latent_channel_choices") or [c]
     return {
@@ -189,15 +181,7 @@ def diffusion_dataset(args: argparse.Namespace, config: dict) -> torch.utils.dat
     (`{"pixel_values", "labels"}`, ADM center crop, optional flips seeded per sample)."""
     if config["data"]["source"] == "latent_cache":
         return LatentCacheDataset(args.latent_cache_dir)
-    dataset, image_column, _, _ = load_labeled_image_dataset(
-        args.dataset_name,
-        args.train_data_dir,
-        args.split,
-        args.cache_dir,
-        args.dataset_config_name,
-        args.image_column,
-        args.label_column,
-    )
+    dataset, image_column, _, _ = load_labeled_image_dataset_from_flags(args)
     transform = image_transform(args.resolution, random_flip=args.random_flip)
     return LabeledImageDataset(dataset, transform, image_column, args.label_column, seed=args.seed)
 
