@@ -313,8 +313,7 @@ def holdout_split(
     Map-style datasets: a seeded random subset (``train_test_split``), so the held-out images cover all classes of
     an imagefolder (whose files are sorted by class). Streaming datasets: the first `num_holdout` examples.
     """
-    if isinstance(num_holdout, bool) or not isinstance(num_holdout, int) or num_holdout < 1:
-        raise ValueError(f"num_holdout must be a positive int, got {num_holdout!r}")
+    check_int("num_holdout", num_holdout, minimum=1)
     if isinstance(dataset, datasets.IterableDataset):
         return dataset.skip(num_holdout), dataset.take(num_holdout)
     if num_holdout >= len(dataset):
@@ -407,8 +406,7 @@ class ImageTransform:
     def __init__(
         self, resolution: int, random_crop: bool = False, center_crop: bool | None = None, random_flip: bool = False
     ) -> None:
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-            raise ValueError(f"--resolution must be a positive int, got {resolution!r}")
+        check_int("--resolution", resolution, minimum=1)
         if center_crop is None:
             center_crop = not random_crop
         if random_crop and center_crop:

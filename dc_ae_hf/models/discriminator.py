@@ -21,6 +21,8 @@ import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from dc_ae_hf.checks import check_int
+
 NORM_TYPES = ("group_norm", "batch_norm", "none")
 
 
@@ -59,8 +61,7 @@ class PatchDiscriminator(ModelMixin, ConfigMixin):
             ("base_channels", base_channels),
             ("num_layers", num_layers),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, value, minimum=1)
         if norm_type not in NORM_TYPES:
             raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {norm_type!r}")
         use_bias = norm_type == "none"  # a bias before a normalisation layer is redundant
