@@ -108,12 +108,7 @@ def _argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
         str(workspace / "hf_cache"),
         "--output_dir",
         str(output_dir),
-        "--resolution",
-        "32",
-        "--shard_size",
-        "5",
-        "--batch_size",
-        "3",
+        *"--resolution 32 --shard_size 5 --batch_size 3".split(),
         *extra,
     ]
 

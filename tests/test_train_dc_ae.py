@@ -102,20 +102,7 @@ def _base_argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
         str(workspace / "hf_cache"),
         "--output_dir",
         str(output_dir),
-        "--resolution",
-        "32",
-        "--train_batch_size",
-        "2",
-        "--lpips_net",
-        "squeeze",
-        "--num_validation_images",
-        "4",
-        "--report_to",
-        "none",
-        "--disc_base_channels",
-        "8",
-        "--disc_num_layers",
-        "2",
+        *"--resolution 32 --train_batch_size 2 --lpips_net squeeze --num_validation_images 4 --report_to none --disc_base_channels 8 --disc_num_layers 2".split(),
         *extra,
     ]
 
@@ -482,23 +469,7 @@ def test_ddp_two_processes_with_lpips_and_gan(workspace, tmp_path):
     argv = _base_argv(
         workspace,
         output_dir,
-        "--max_train_steps",
-        "4",
-        "--checkpointing_steps",
-        "1",
-        "--checkpoints_total_limit",
-        "2",
-        "--validation_steps",
-        "2",
-        "--gan_weight",
-        "0.5",
-        "--use_ema",
-        "--num_channel_samples",
-        "2",
-        "--random_crop",
-        "--random_flip",
-        "--report_to",
-        "tensorboard",
+        *"--max_train_steps 4 --checkpointing_steps 1 --checkpoints_total_limit 2 --validation_steps 2 --gan_weight 0.5 --use_ema --num_channel_samples 2 --random_crop --random_flip --report_to tensorboard".split(),
     )
     env = {**_subprocess_env(workspace), "ACCELERATE_USE_CPU": "1"}
     result = _run(two_process_launch(wrapper, TRAIN_SCRIPT, *argv), env)
@@ -526,25 +497,7 @@ def test_ddp_two_processes_with_lpips_and_gan(workspace, tmp_path):
 def test_resume_gives_identical_weights(train_script, workspace, tmp_path, torch_home):
     """4 steps straight == 2 steps, stop, re-run to 4 (GAN from step 1, EMA, accumulation, random crops/flips)."""
     extra = [
-        "--checkpointing_steps",
-        "2",
-        "--validation_steps",
-        "1",
-        "--gan_weight",
-        "0.5",
-        "--disc_start_step",
-        "1",
-        "--use_ema",
-        "--num_channel_samples",
-        "2",
-        "--gradient_accumulation_steps",
-        "2",
-        "--random_crop",
-        "--random_flip",
-        "--lr_scheduler",
-        "constant_with_warmup",
-        "--lr_warmup_steps",
-        "2",
+        *"--checkpointing_steps 2 --validation_steps 1 --gan_weight 0.5 --disc_start_step 1 --use_ema --num_channel_samples 2 --gradient_accumulation_steps 2 --random_crop --random_flip --lr_scheduler constant_with_warmup --lr_warmup_steps 2".split(),
     ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_in_process(train_script, _base_argv(workspace, straight, "--max_train_steps", "4", *extra))
@@ -568,19 +521,7 @@ def test_phase3_step_changes_only_the_decoder_head(train_script, workspace, tmp_
     argv = _base_argv(
         workspace,
         tmp_path / "phase3",
-        "--phase",
-        "3",
-        "--max_train_steps",
-        "1",
-        "--num_validation_images",
-        "0",
-        "--learning_rate",
-        "1e-2",
-        "--mixed_precision",
-        "bf16",
-        "--latent_channel_choices",
-        "4",
-        "8",
+        *"--phase 3 --max_train_steps 1 --num_validation_images 0 --learning_rate 1e-2 --mixed_precision bf16 --latent_channel_choices 4 8".split(),
     )
     i = argv.index("--model_config")
     argv = argv[:i] + ["--pretrained_model_name_or_path", str(pretrained)] + argv[i + 2 :]
@@ -608,15 +549,7 @@ def test_freeze_encoder_fine_tunes_only_the_decoder_at_one_prefix(train_script, 
     argv = _base_argv(
         workspace,
         tmp_path / "decoder_only",
-        "--freeze_encoder",
-        "--max_train_steps",
-        "1",
-        "--num_validation_images",
-        "0",
-        "--learning_rate",
-        "1e-2",
-        "--latent_channel_choices",
-        "4",
+        *"--freeze_encoder --max_train_steps 1 --num_validation_images 0 --learning_rate 1e-2 --latent_channel_choices 4".split(),
     )
     i = argv.index("--model_config")
     argv = argv[:i] + ["--pretrained_model_name_or_path", str(pretrained)] + argv[i + 2 :]
@@ -633,18 +566,7 @@ def test_streaming_dataset_trains_and_pushes(train_script, workspace, tmp_path, 
     argv = _base_argv(
         workspace,
         tmp_path / "stream",
-        "--streaming",
-        "--max_train_steps",
-        "3",
-        "--random_crop",
-        "--num_validation_images",
-        "2",
-        "--checkpointing_steps",
-        "2",
-        "--gradient_checkpointing",
-        "--push_to_hub",
-        "--hub_model_id",
-        "someone/tiny-dc-ae",
+        *"--streaming --max_train_steps 3 --random_crop --num_validation_images 2 --checkpointing_steps 2 --gradient_checkpointing --push_to_hub --hub_model_id someone/tiny-dc-ae".split(),
     )
     run_in_process(train_script, argv)
     assert pushed == [(tmp_path / "stream" / "vae", "someone/tiny-dc-ae")]
@@ -663,16 +585,7 @@ def test_killed_run_resumes_from_its_last_finished_checkpoint(workspace, tmp_pat
     argv = _base_argv(
         workspace,
         output_dir,
-        "--max_train_steps",
-        "30",
-        "--checkpointing_steps",
-        "1",
-        "--checkpoints_total_limit",
-        "3",
-        "--num_validation_images",
-        "0",
-        "--lpips_weight",
-        "0",
+        *"--max_train_steps 30 --checkpointing_steps 1 --checkpoints_total_limit 3 --num_validation_images 0 --lpips_weight 0".split(),
     )
     command = [sys.executable, str(TRAIN_SCRIPT)] + argv
     env = _subprocess_env(workspace)
@@ -710,15 +623,7 @@ def test_evaluate_script_writes_json_and_markdown(workspace, tmp_path, torch_hom
         "train",
         "--cache_dir",
         str(workspace / "hf_cache"),
-        "--resolution",
-        "32",
-        "--num_images",
-        "6",
-        "--batch_size",
-        "4",
-        "--lpips_net",
-        "squeeze",
-        "--output_json",
+        *"--resolution 32 --num_images 6 --batch_size 4 --lpips_net squeeze --output_json".split(),
         str(tmp_path / "eval.json"),
         "--output_markdown",
         str(tmp_path / "eval.md"),

@@ -97,12 +97,7 @@ def make_workspace(root: Path) -> Path:
             str(root / "hf_cache"),
             "--output_dir",
             str(root / "cache"),
-            "--resolution",
-            "32",
-            "--shard_size",
-            "8",
-            "--batch_size",
-            "8",
+            *"--resolution 32 --shard_size 8 --batch_size 8".split(),
         ],
     )
     return root
@@ -116,16 +111,7 @@ def base_argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
         str(workspace / "usit.json"),
         "--output_dir",
         str(output_dir),
-        "--train_batch_size",
-        "4",
-        "--lr_warmup_steps",
-        "2",
-        "--learning_rate",
-        "1e-3",
-        "--report_to",
-        "none",
-        "--validation_num_inference_steps",
-        "2",
+        *"--train_batch_size 4 --lr_warmup_steps 2 --learning_rate 1e-3 --report_to none --validation_num_inference_steps 2".split(),
         *extra,
     ]
 
@@ -148,23 +134,7 @@ def test_two_process_cache_train_and_the_final_pipeline(workspace, tmp_path):
         base_argv(
             workspace,
             output_dir,
-            "--max_train_steps",
-            "4",
-            "--checkpointing_steps",
-            "1",
-            "--checkpoints_total_limit",
-            "2",
-            "--validation_steps",
-            "4",
-            "--validation_channels",
-            "4",
-            "16",
-            "--num_channel_samples",
-            "2",
-            "--always_include_full",
-            "--gradient_checkpointing",
-            "--gradient_accumulation_steps",
-            "2",
+            *"--max_train_steps 4 --checkpointing_steps 1 --checkpoints_total_limit 2 --validation_steps 4 --validation_channels 4 16 --num_channel_samples 2 --always_include_full --gradient_checkpointing --gradient_accumulation_steps 2".split(),
         ),
     )
     assert sorted(p.name for p in output_dir.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]  # pruned
@@ -212,14 +182,7 @@ def test_failed_push_is_one_line_and_loses_nothing(train_script, workspace, tmp_
 def test_resume_gives_identical_weights(train_script, workspace, tmp_path):
     """8 steps straight == 4 steps, then the same command with --max_train_steps 8 (crosses an epoch boundary)."""
     extra = [
-        "--checkpointing_steps",
-        "4",
-        "--validation_steps",
-        "4",
-        "--num_channel_samples",
-        "2",
-        "--gradient_accumulation_steps",
-        "2",
+        *"--checkpointing_steps 4 --validation_steps 4 --num_channel_samples 2 --gradient_accumulation_steps 2".split(),
     ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_in_process(train_script, base_argv(workspace, straight, "--max_train_steps", "8", *extra))
@@ -238,13 +201,7 @@ def test_resume_gives_identical_weights(train_script, workspace, tmp_path):
 def test_killed_run_resumes_by_rerunning_the_same_command(train_script, workspace, tmp_path, capsys):
     """SIGKILL mid-run, then the same command again: it resumes and ends with the weights of an unbroken run."""
     argv = [
-        "--max_train_steps",
-        "100",
-        "--checkpointing_steps",
-        "10",
-        "--checkpoints_total_limit",
-        "2",
-        "--validation_class_labels",
+        *"--max_train_steps 100 --checkpointing_steps 10 --checkpoints_total_limit 2 --validation_class_labels".split(),
     ]
     killed = tmp_path / "killed"
     command = [sys.executable, str(TRAINING / "train_usit.py"), *base_argv(workspace, killed, *argv)]
@@ -266,21 +223,7 @@ def test_encoding_on_the_fly_feeds_the_same_latents_as_the_cache(train_script, w
     common = [
         "--model_config",
         str(workspace / "usit.json"),
-        "--train_batch_size",
-        "4",
-        "--lr_warmup_steps",
-        "2",
-        "--learning_rate",
-        "1e-3",
-        "--report_to",
-        "none",
-        "--max_train_steps",
-        "3",
-        "--validation_class_labels",
-        "--checkpointing_steps",
-        "3",
-        "--seed",
-        "3",
+        *"--train_batch_size 4 --lr_warmup_steps 2 --learning_rate 1e-3 --report_to none --max_train_steps 3 --validation_class_labels --checkpointing_steps 3 --seed 3".split(),
     ]
     run_in_process(
         train_script,
@@ -317,12 +260,7 @@ def test_continue_from_a_pretrained_transformer_with_the_plain_baseline(train_sc
     argv = base_argv(
         workspace,
         tmp_path / "run",
-        "--max_train_steps",
-        "2",
-        "--validation_class_labels",
-        "--no_augmented",
-        "--class_dropout_prob",
-        "0.2",
+        *"--max_train_steps 2 --validation_class_labels --no_augmented --class_dropout_prob 0.2".split(),
     )
     argv[argv.index("--model_config") : argv.index("--model_config") + 2] = [
         "--pretrained_model_name_or_path",
@@ -399,10 +337,7 @@ def other_cache(workspace, tmp_path_factory):
             str(workspace / "hf_cache"),
             "--output_dir",
             str(root / "cache"),
-            "--resolution",
-            "32",
-            "--max_images",
-            "8",
+            *"--resolution 32 --max_images 8".split(),
         ],
     )
     (root / "empty_dir").mkdir()
@@ -558,23 +493,9 @@ def test_evaluate_script_end_to_end(workspace, metric_weights, tmp_path, capsys)
         str(tmp_path / "pipeline"),
         "--sample_dir",
         str(samples),
-        "--num_samples",
-        "10",
-        "--batch_size",
-        "4",
-        "--solver",
-        "euler",
-        "--num_inference_steps",
-        "2",
-        "--class_sampling",
-        "balanced",
-        "--inception_weights_path",
+        *"--num_samples 10 --batch_size 4 --solver euler --num_inference_steps 2 --class_sampling balanced --inception_weights_path".split(),
         inception,
-        "--metrics_batch_size",
-        "10",
-        "--save_cpu_ram",
-        "--fid_feature_layer",
-        "192",
+        *"--metrics_batch_size 10 --save_cpu_ram --fid_feature_layer 192".split(),
     ]
     out = ["--output_json", str(tmp_path / "eval.json"), "--output_md", str(tmp_path / "eval.md")]
     result = run_in_process(evaluate, [*argv, *out, "--reference", str(reference), "--dinov2", dinov2])
@@ -608,11 +529,7 @@ def test_evaluate_script_end_to_end(workspace, metric_weights, tmp_path, capsys)
         [
             "--train_data_dir",
             str(workspace / "data"),
-            "--max_images",
-            "10",
-            "--resolution",
-            "32",
-            "--cache_dir",
+            *"--max_images 10 --resolution 32 --cache_dir".split(),
             str(workspace / "hf_cache"),
             "--inception_weights_path",
             inception,

@@ -194,11 +194,7 @@ def test_workers_stop_when_the_launcher_is_killed(workspace, tmp_path):
         *base_argv(
             workspace,
             output_dir,
-            "--max_train_steps",
-            "100000",
-            "--checkpointing_steps",
-            "1",
-            "--validation_class_labels",
+            *"--max_train_steps 100000 --checkpointing_steps 1 --validation_class_labels".split(),
         ),
     )
     launcher = subprocess.Popen(
@@ -316,13 +312,7 @@ def test_losses_are_logged_every_logging_steps(train_script, workspace, tmp_path
     argv = base_argv(
         workspace,
         tmp_path / "run",
-        "--max_train_steps",
-        "7",
-        "--logging_steps",
-        "3",
-        "--validation_class_labels",
-        "--num_channel_samples",
-        "2",
+        *"--max_train_steps 7 --logging_steps 3 --validation_class_labels --num_channel_samples 2".split(),
     )
     run_in_process(train_script, argv)
     assert [step for step, _ in logged] == [3, 6, 7]
