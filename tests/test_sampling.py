@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import fixture_path
+from helpers import official_usit
 from safetensors.torch import load_file
 from torchdiffeq import odeint
 
-from dc_ae_hf.convert.usit import convert_usit_state_dict, infer_usit_config
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.sampling import flow_time_grid, guided_velocity, make_ode_func, sample_ode
 
@@ -24,10 +24,7 @@ def io() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def model() -> USiTTransformer2DModel:
-    original = load_file(fixture_path("usit_a.original.safetensors"))
-    model = USiTTransformer2DModel(**infer_usit_config(original, num_attention_heads=4)).eval()
-    model.load_state_dict(convert_usit_state_dict(original, model=model), strict=True)
-    return model
+    return official_usit()
 
 
 class CountingModel(torch.nn.Module):

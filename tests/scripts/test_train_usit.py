@@ -3,117 +3,47 @@ make_reference_statistics}.py on tiny models (CPU, offline), plus the EMA schedu
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
 import signal
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import REPO_ROOT, TINY_AE15_CONFIG
-from helpers import run_in_process, sigkill_when_checkpoint_appears, two_process_launch
-from safetensors.torch import load_file
+from helpers import (
+    TINY_USIT,
+    TRAINING,
+    assert_same_weights,
+    launch_two_processes,
+    load_script,
+    make_usit_workspace,
+    run_in_process,
+    sigkill_when_checkpoint_appears,
+    subprocess_env,
+    usit_argv,
+    weights,
+)
 
 from dc_ae_hf.data.latent_cache import LatentCacheDataset
-from dc_ae_hf.data.shapes import SHAPE_CLASSES, export_imagefolder
+from dc_ae_hf.data.shapes import SHAPE_CLASSES
 from dc_ae_hf.diffusion_training import ExponentialWarmupEMAModel, spread_class_labels
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 from dc_ae_hf.testing import write_standin_inception_weights, write_tiny_dinov2
 
-TRAINING = REPO_ROOT / "training"
-TINY_USIT = dict(num_layers=2, num_attention_heads=2, attention_head_dim=16, mlp_ratio=4.0, class_dropout_prob=0.1)
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, TRAINING / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def subprocess_env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-
-
-def run_command(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        command, env=env or subprocess_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    return result
-
-
-def launch_two_processes(script: Path, argv: list[str]) -> subprocess.CompletedProcess:
-    """`accelerate launch` with 2 CPU processes (DDP over gloo)."""
-    command = two_process_launch(script, *argv)
-    return run_command(command, {**subprocess_env(), "ACCELERATE_USE_CPU": "1"})
-
-
-def weights(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), f"{key} differs between {a} and {b}"
 
 
 @pytest.fixture(scope="module")
 def train_script():
-    return _load("train_usit")
+    return load_script("train_usit")
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    return make_workspace(tmp_path_factory.mktemp("usit_train"))
-
-
-def make_workspace(root: Path) -> Path:
-    """32 shapes images (32 px, 10 classes), a tiny AE (4x4x16 latents, prefixes 4/8/12/16), a tiny USiT config and
-    the latent cache, made by `cache_latents.py` over 2 processes."""
-    export_imagefolder(root / "data", num_images=32, seed=0, resolution=32)
-    torch.manual_seed(0)
-    AutoencoderDC15(**TINY_AE15_CONFIG).save_pretrained(root / "vae")
-    (root / "usit.json").write_text(json.dumps(TINY_USIT))
-    launch_two_processes(
-        TRAINING / "cache_latents.py",
-        [
-            "--vae",
-            str(root / "vae"),
-            "--train_data_dir",
-            str(root / "data"),
-            "--cache_dir",
-            str(root / "hf_cache"),
-            "--output_dir",
-            str(root / "cache"),
-            *"--resolution 32 --shard_size 8 --batch_size 8".split(),
-        ],
-    )
-    return root
-
-
-def base_argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [
-        "--latent_cache_dir",
-        str(workspace / "cache"),
-        "--model_config",
-        str(workspace / "usit.json"),
-        "--output_dir",
-        str(output_dir),
-        *"--train_batch_size 4 --lr_warmup_steps 2 --learning_rate 1e-3 --report_to none --validation_num_inference_steps 2".split(),
-        *extra,
-    ]
+    return make_usit_workspace(tmp_path_factory.mktemp("usit_train"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -131,7 +61,7 @@ def test_two_process_cache_train_and_the_final_pipeline(workspace, tmp_path):
     output_dir = tmp_path / "ddp"
     launch_two_processes(
         TRAINING / "train_usit.py",
-        base_argv(
+        usit_argv(
             workspace,
             output_dir,
             *"--max_train_steps 4 --checkpointing_steps 1 --checkpoints_total_limit 2 --validation_steps 4 --validation_channels 4 16 --num_channel_samples 2 --always_include_full --gradient_checkpointing --gradient_accumulation_steps 2".split(),
@@ -170,7 +100,7 @@ def test_two_process_cache_train_and_the_final_pipeline(workspace, tmp_path):
 
 def test_failed_push_is_one_line_and_loses_nothing(train_script, workspace, tmp_path):
     # HF_HUB_OFFLINE=1 (tests/conftest.py): the upload fails after the run has written everything
-    argv = base_argv(workspace, tmp_path / "run", "--max_train_steps", "1", "--push_to_hub", "--hub_model_id", "me/x")
+    argv = usit_argv(workspace, tmp_path / "run", "--max_train_steps", "1", "--push_to_hub", "--hub_model_id", "me/x")
     with pytest.raises(SystemExit) as exit_info:
         run_in_process(train_script, argv)
     message = str(exit_info.value.code)
@@ -185,9 +115,9 @@ def test_resume_gives_identical_weights(train_script, workspace, tmp_path):
         *"--checkpointing_steps 4 --validation_steps 4 --num_channel_samples 2 --gradient_accumulation_steps 2".split(),
     ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run_in_process(train_script, base_argv(workspace, straight, "--max_train_steps", "8", *extra))
-    run_in_process(train_script, base_argv(workspace, resumed, "--max_train_steps", "4", *extra))
-    config = run_in_process(train_script, base_argv(workspace, resumed, "--max_train_steps", "8", *extra))
+    run_in_process(train_script, usit_argv(workspace, straight, "--max_train_steps", "8", *extra))
+    run_in_process(train_script, usit_argv(workspace, resumed, "--max_train_steps", "4", *extra))
+    config = run_in_process(train_script, usit_argv(workspace, resumed, "--max_train_steps", "8", *extra))
     assert config["resume_from"] == str(resumed / "checkpoint-4")
     assert_same_weights(straight / "transformer", resumed / "transformer")
     assert_same_weights(straight / "pipeline" / "transformer", resumed / "pipeline" / "transformer")
@@ -204,16 +134,16 @@ def test_killed_run_resumes_by_rerunning_the_same_command(train_script, workspac
         *"--max_train_steps 100 --checkpointing_steps 10 --checkpoints_total_limit 2 --validation_class_labels".split(),
     ]
     killed = tmp_path / "killed"
-    command = [sys.executable, str(TRAINING / "train_usit.py"), *base_argv(workspace, killed, *argv)]
+    command = [sys.executable, str(TRAINING / "train_usit.py"), *usit_argv(workspace, killed, *argv)]
     returncode = sigkill_when_checkpoint_appears(command, subprocess_env(), REPO_ROOT, killed / "checkpoint-20")
     assert returncode == -signal.SIGKILL and not (killed / "pipeline").exists()
     finished = sorted(int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*") if p.suffix != ".tmp")
     assert 20 <= finished[-1] < 100
     capsys.readouterr()
-    run_in_process(train_script, base_argv(workspace, killed, *argv))  # the same command line (1 thread, as there)
+    run_in_process(train_script, usit_argv(workspace, killed, *argv))  # the same command line (1 thread, as there)
     assert f"Resumed from checkpoint-{finished[-1]}" in capsys.readouterr().out
     straight = tmp_path / "straight"
-    run_in_process(train_script, base_argv(workspace, straight, *argv))
+    run_in_process(train_script, usit_argv(workspace, straight, *argv))
     assert_same_weights(straight / "pipeline" / "transformer", killed / "pipeline" / "transformer")
     assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-100", "checkpoint-90"]
 
@@ -257,7 +187,7 @@ def test_continue_from_a_pretrained_transformer_with_the_plain_baseline(train_sc
     USiTTransformer2DModel(sample_size=4, in_channels=16, num_classes=10, **TINY_USIT).save_pretrained(
         tmp_path / "start"
     )
-    argv = base_argv(
+    argv = usit_argv(
         workspace,
         tmp_path / "run",
         *"--max_train_steps 2 --validation_class_labels --no_augmented --class_dropout_prob 0.2".split(),
@@ -327,7 +257,7 @@ def other_cache(workspace, tmp_path_factory):
     root = tmp_path_factory.mktemp("other")
     AutoencoderDC15(**{**TINY_AE15_CONFIG, "scaling_factor": 0.3}).save_pretrained(root / "other_vae")
     run_in_process(
-        _load("cache_latents"),
+        load_script("cache_latents"),
         [
             "--vae",
             str(root / "other_vae"),
@@ -346,7 +276,7 @@ def other_cache(workspace, tmp_path_factory):
 
 
 def test_warm_up_longer_than_the_run_warns(train_script, workspace, tmp_path):
-    argv = base_argv(workspace, tmp_path / "out", "--dry_run", "--max_train_steps", "100")
+    argv = usit_argv(workspace, tmp_path / "out", "--dry_run", "--max_train_steps", "100")
     argv[argv.index("--lr_warmup_steps") + 1] = "5000"  # the official default
     with pytest.warns(UserWarning, match=r"--lr_warmup_steps=5000 >= --max_train_steps=100: .* peaks at 2e-05"):
         run_in_process(train_script, argv)
@@ -371,7 +301,7 @@ def test_warm_up_longer_than_the_run_warns(train_script, workspace, tmp_path):
     ],
 )
 def test_bad_configuration_fails_early(train_script, workspace, other_cache, tmp_path, change, message):
-    argv = base_argv(workspace, tmp_path / "out", "--dry_run")
+    argv = usit_argv(workspace, tmp_path / "out", "--dry_run")
     for flag, value in change.items():
         values = [] if value is None else [value] if isinstance(value, str) else value
         values = [v.format(other=other_cache, workspace=workspace) for v in values]
@@ -391,8 +321,8 @@ def test_augmented_training_refuses_an_unstructured_autoencoder(train_script, wo
     AutoencoderDC15(**{**TINY_AE15_CONFIG, "latent_channel_choices": None}).save_pretrained(tmp_path / "plain_vae")
     data = ["--train_data_dir", str(workspace / "data"), "--cache_dir", str(workspace / "hf_cache")]
     cache = ["--vae", str(tmp_path / "plain_vae"), *data, "--output_dir", str(tmp_path / "cache")]
-    run_in_process(_load("cache_latents"), [*cache, "--resolution", "32", "--max_images", "8"])
-    argv = base_argv(workspace, tmp_path / "out", "--dry_run")
+    run_in_process(load_script("cache_latents"), [*cache, "--resolution", "32", "--max_images", "8"])
+    argv = usit_argv(workspace, tmp_path / "out", "--dry_run")
     argv[argv.index("--latent_cache_dir") + 1] = str(tmp_path / "cache")
     message = (
         r"augmented training \(the default\) needs channel prefixes c' < 16, but the autoencoder .*plain_vae' has no "
@@ -481,7 +411,7 @@ def test_evaluate_script_end_to_end(workspace, metric_weights, tmp_path, capsys)
         AutoencoderDC15.from_pretrained(workspace / "vae"),
     )
     pipe.save_pretrained(tmp_path / "pipeline")
-    evaluate = _load("evaluate_usit")
+    evaluate = load_script("evaluate_usit")
     reference = tmp_path / "reference"  # 10 real 32 px images, one folder (torch-fidelity reads it flat)
     reference.mkdir()
     for image in sorted((workspace / "data" / "train").rglob("*.png"))[:10]:
@@ -525,7 +455,7 @@ def test_evaluate_script_end_to_end(workspace, metric_weights, tmp_path, capsys)
     # Reference statistics (.npz) from make_reference_statistics.py give the folder's FID.
     stats = tmp_path / "reference.npz"
     run_in_process(
-        _load("make_reference_statistics"),
+        load_script("make_reference_statistics"),
         [
             "--train_data_dir",
             str(workspace / "data"),
@@ -555,7 +485,7 @@ def test_evaluate_script_end_to_end(workspace, metric_weights, tmp_path, capsys)
 
 
 def test_official_class_sampling():
-    evaluate = _load("evaluate_usit")
+    evaluate = load_script("evaluate_usit")
     expected = torch.randint(0, 1000, (50,), generator=torch.Generator().manual_seed(0)).tolist()
     assert evaluate.class_labels(50, 1000, "random") == expected  # official sample_class.py
     assert evaluate.class_labels(5, 3, "balanced") == [0, 1, 2, 0, 1]

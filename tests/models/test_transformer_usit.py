@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import fixture_path
+from helpers import official_usit
 from safetensors.torch import load_file
 
 from dc_ae_hf.convert.usit import (
@@ -31,10 +32,8 @@ def io() -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def model(original) -> USiTTransformer2DModel:
-    model = USiTTransformer2DModel(**infer_usit_config(original, num_attention_heads=4)).eval()
-    model.load_state_dict(convert_usit_state_dict(original, model=model), strict=True)
-    return model
+def model() -> USiTTransformer2DModel:
+    return official_usit()
 
 
 def test_infer_config_matches_fixture_architecture(original):

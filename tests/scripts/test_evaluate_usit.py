@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from accelerate.state import AcceleratorState
+from conftest import REPO_ROOT
+from helpers import run_in_process
 from PIL import Image
 
 from dc_ae_hf.metrics.frechet import save_statistics
 from dc_ae_hf.testing import write_standin_inception_weights, write_tiny_dinov2
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "training" / "evaluate_usit.py"
 TOY_PIPELINE = REPO_ROOT / "dc_ae_hf" / "assets" / "toy-dcae15-shapes"
 
@@ -55,17 +56,6 @@ def inputs(tmp_path_factory) -> dict[str, str]:
         "folder": str(folder),
         "stats": stats,
     }
-
-
-def _run(script, argv: list[str]):
-    """``script.main(script.parse_args(argv))`` with accelerate's singletons reset before and after."""
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    try:
-        return script.main(script.parse_args(argv))
-    finally:
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
 
 
 def _argv(tmp_path: Path, inputs: dict[str, str], **flags: str | list[str] | None) -> list[str]:
@@ -104,7 +94,7 @@ def no_sampling(script, monkeypatch):
 
 
 def test_valid_inputs_run_end_to_end(script, inputs, tmp_path):
-    result = _run(script, _argv(tmp_path, inputs))
+    result = run_in_process(script, _argv(tmp_path, inputs))
     assert sorted(p.name for p in (tmp_path / "samples").glob("*.png")) == [f"{i:06d}.png" for i in range(10)]
     assert set(result["metrics"]) == {"fid", "inception_score_mean", "inception_score_std", "fd_dinov2"}
     assert all(np.isfinite(v) for v in result["metrics"].values())
@@ -130,7 +120,7 @@ def _broken_pipelines(root: Path) -> dict[str, tuple[Path, str]]:
 def test_a_pipeline_that_does_not_load_is_named(script, inputs, tmp_path, no_sampling):
     for name, (folder, reason) in _broken_pipelines(tmp_path).items():
         with pytest.raises(ValueError, match=f"^--pipeline='{folder}' cannot be loaded: .*{reason}"):
-            _run(script, _argv(tmp_path, inputs, pipeline=str(folder)))
+            run_in_process(script, _argv(tmp_path, inputs, pipeline=str(folder)))
         assert not list((tmp_path / "samples").glob("*.png")), name
 
 
@@ -153,22 +143,22 @@ def test_sampling_flags_are_checked_against_the_pipeline(script, inputs, tmp_pat
     }
     for message, flags in cases.items():
         with pytest.raises(ValueError, match=message):
-            _run(script, _argv(tmp_path, inputs, **flags))
+            run_in_process(script, _argv(tmp_path, inputs, **flags))
     assert not list((tmp_path / "samples").glob("*.png"))
 
 
 def test_metric_weights_are_checked_before_sampling(script, inputs, tmp_path, no_sampling):
     missing = tmp_path / "missing.pth"
     with pytest.raises(ValueError, match=f"^--inception_weights_path '{missing}' does not exist"):
-        _run(script, _argv(tmp_path, inputs, inception_weights_path=str(missing)))
+        run_in_process(script, _argv(tmp_path, inputs, inception_weights_path=str(missing)))
     torch.save({"not": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="^--inception_weights_path '.*other.pth' is not a torch-fidelity inception"):
-        _run(script, _argv(tmp_path, inputs, inception_weights_path=str(tmp_path / "other.pth")))
+        run_in_process(script, _argv(tmp_path, inputs, inception_weights_path=str(tmp_path / "other.pth")))
     (tmp_path / "pickle.pth").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="^--inception_weights_path '.*pickle.pth' is not a plain tensor state dict"):
-        _run(script, _argv(tmp_path, inputs, inception_weights_path=str(tmp_path / "pickle.pth")))
+        run_in_process(script, _argv(tmp_path, inputs, inception_weights_path=str(tmp_path / "pickle.pth")))
     with pytest.raises(ValueError, match=f"^--dinov2='{tmp_path / 'no-dinov2'}' cannot be loaded"):
-        _run(script, _argv(tmp_path, inputs, dinov2=str(tmp_path / "no-dinov2")))
+        run_in_process(script, _argv(tmp_path, inputs, dinov2=str(tmp_path / "no-dinov2")))
     assert not list((tmp_path / "samples").glob("*.png"))
 
 
@@ -202,32 +192,32 @@ def test_the_reference_is_checked_before_sampling(script, inputs, tmp_path, no_s
     }
     for reference, message in cases.items():
         with pytest.raises(ValueError, match=f"^--reference='{reference}' {message}"):
-            _run(script, _argv(tmp_path, inputs, reference=reference))
+            run_in_process(script, _argv(tmp_path, inputs, reference=reference))
     with pytest.raises(ValueError, match=f"^--reference: folder '{empty}' has no png,jpg,jpeg images"):
-        _run(script, _argv(tmp_path, inputs, reference=str(empty), metrics=["fid"]))
+        run_in_process(script, _argv(tmp_path, inputs, reference=str(empty), metrics=["fid"]))
     # The Inception Score alone does not read the reference: the checks pass and sampling starts.
     with pytest.raises(AssertionError, match="a sample was generated"):
-        _run(script, _argv(tmp_path, inputs, reference=str(single), metrics=["is"], dinov2=None))
+        run_in_process(script, _argv(tmp_path, inputs, reference=str(single), metrics=["is"], dinov2=None))
     for i in range(1, 3):
         Image.new("RGB", (32, 32)).save(single / f"{i}.png")
     with pytest.raises(ValueError, match=f"^--reference='{single}' holds 3 images; precision/recall need > 3"):
-        _run(script, _argv(tmp_path, inputs, reference=str(single), metrics=["pr"], dinov2=None))
+        run_in_process(script, _argv(tmp_path, inputs, reference=str(single), metrics=["pr"], dinov2=None))
     assert not list((tmp_path / "samples").glob("*.png"))
 
 
 def test_the_output_folders_are_checked_before_sampling(script, inputs, tmp_path, no_sampling):
     (tmp_path / "a_file").write_text("")
     with pytest.raises(ValueError, match=f"^--sample_dir='{tmp_path / 'a_file'}' is not a writable folder"):
-        _run(script, _argv(tmp_path, inputs, sample_dir=str(tmp_path / "a_file")))
+        run_in_process(script, _argv(tmp_path, inputs, sample_dir=str(tmp_path / "a_file")))
     output = tmp_path / "a_file" / "eval.json"
     with pytest.raises(ValueError, match=f"^--output_json='{output}': its folder '{output.parent}' is not a writable"):
-        _run(script, _argv(tmp_path, inputs, output_json=str(output)))
+        run_in_process(script, _argv(tmp_path, inputs, output_json=str(output)))
     with pytest.raises(ValueError, match=f"^--output_md='{tmp_path}' is a folder"):
-        _run(script, _argv(tmp_path, inputs, output_md=str(tmp_path)))
+        run_in_process(script, _argv(tmp_path, inputs, output_md=str(tmp_path)))
     (tmp_path / "samples").mkdir(exist_ok=True)
     (tmp_path / "samples" / "generation_settings.json").write_text("{broken")
     with pytest.raises(ValueError, match="^--sample_dir='.*samples': generation_settings.json is unreadable"):
-        _run(script, _argv(tmp_path, inputs))
+        run_in_process(script, _argv(tmp_path, inputs))
     assert not list((tmp_path / "samples").glob("*.png"))
 
 

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY_AE15_CONFIG, fixture_path
 from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler
+from helpers import official_usit
 from PIL import Image
 from safetensors.torch import load_file
 
-from dc_ae_hf.convert.usit import convert_usit_state_dict, infer_usit_config
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines import GuidanceCutoffCallback
@@ -34,9 +34,7 @@ def io() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def pipe() -> DCAE15Pipeline:
-    original = load_file(fixture_path("usit_a.original.safetensors"))
-    transformer = USiTTransformer2DModel(**infer_usit_config(original, num_attention_heads=4)).eval()
-    transformer.load_state_dict(convert_usit_state_dict(original, model=transformer), strict=True)
+    transformer = official_usit()
     torch.manual_seed(0)
     vae = AutoencoderDC15(**TINY_AE15_CONFIG).eval()  # latent 16 channels, f8: 4x4 latents -> 32x32 images
     pipe = DCAE15Pipeline(transformer=transformer, vae=vae, id2label=ID2LABEL)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("evaluate_dc_ae", "evaluate_usit", "make_reference_statistics")
 
 

@@ -16,8 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO_ROOT, TINY_AE15_CONFIG
-from helpers import run_in_process, two_process_launch
-from test_train_usit import TRAINING, _load, assert_same_weights, base_argv, make_workspace, subprocess_env
+from helpers import (
+    TRAINING,
+    assert_same_weights,
+    load_script,
+    make_usit_workspace,
+    run_in_process,
+    subprocess_env,
+    two_process_launch,
+    usit_argv,
+)
 
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.training.randomness import LatentChannelSampler, step_seed
@@ -28,12 +36,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def train_script():
-    return _load("train_usit")
+    return load_script("train_usit")
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    return make_workspace(tmp_path_factory.mktemp("reliability"))
+    return make_usit_workspace(tmp_path_factory.mktemp("reliability"))
 
 
 def _run_args(output_dir: Path, **overrides) -> argparse.Namespace:
@@ -64,13 +72,13 @@ def _run_args(output_dir: Path, **overrides) -> argparse.Namespace:
 def test_a_cache_refuses_an_autoencoder_with_the_same_config_but_other_weights(train_script, workspace, tmp_path):
     torch.manual_seed(123)  # same architecture and scaling factor, other weights (e.g. vae/ instead of vae_ema/)
     AutoencoderDC15(**TINY_AE15_CONFIG).save_pretrained(tmp_path / "retrained")
-    argv = base_argv(workspace, tmp_path / "out", "--dry_run", "--vae", str(tmp_path / "retrained"))
+    argv = usit_argv(workspace, tmp_path / "out", "--dry_run", "--vae", str(tmp_path / "retrained"))
     with pytest.raises(
         ValueError, match=r"--vae=.* is not allowed: it has the cache's architecture but other weights"
     ):
         run_in_process(train_script, argv)
     # the autoencoder that made the cache passes, and its weights hash is part of the resume settings
-    config = run_in_process(train_script, base_argv(workspace, tmp_path / "out", "--dry_run"))
+    config = run_in_process(train_script, usit_argv(workspace, tmp_path / "out", "--dry_run"))
     metadata = json.loads((workspace / "cache" / "metadata.json").read_text())
     assert config["data"]["vae_weights_hash"] == metadata["autoencoder_weights_hash"]
 
@@ -84,7 +92,7 @@ def test_a_cache_without_a_weights_hash_says_it_cannot_be_checked(train_script, 
     metadata = json.loads((old / "metadata.json").read_text())
     del metadata["autoencoder_weights_hash"]  # as an older dc_ae_hf wrote it
     (old / "metadata.json").write_text(json.dumps(metadata))
-    argv = base_argv(workspace, tmp_path / "out", "--dry_run")
+    argv = usit_argv(workspace, tmp_path / "out", "--dry_run")
     argv[argv.index("--latent_cache_dir") + 1] = str(old)
     with pytest.warns(UserWarning, match="records no weights hash .* only its config was compared"):
         run_in_process(train_script, argv)
@@ -126,13 +134,13 @@ def test_trainer_refuses_a_pipeline_folder_and_another_trainers_run_before_writi
     (pipeline / "model_index.json").write_text("{}")
     before = {p: p.stat().st_mtime_ns for p in pipeline.rglob("*")}
     with pytest.raises(ValueError, match="it holds a pipeline folder"):
-        run_in_process(train_script, base_argv(workspace, pipeline, "--max_train_steps", "1"))
+        run_in_process(train_script, usit_argv(workspace, pipeline, "--max_train_steps", "1"))
     assert {p: p.stat().st_mtime_ns for p in pipeline.rglob("*")} == before  # nothing written
     ae_run = tmp_path / "ae_run"
     ae_run.mkdir()
     (ae_run / "training_config.json").write_text(json.dumps({"script": "train_dc_ae", "phase": 1}))
     with pytest.raises(ValueError, match="it holds a run of train_dc_ae.py"):
-        run_in_process(train_script, base_argv(workspace, ae_run, "--max_train_steps", "1"))
+        run_in_process(train_script, usit_argv(workspace, ae_run, "--max_train_steps", "1"))
     assert json.loads((ae_run / "training_config.json").read_text()) == {"script": "train_dc_ae", "phase": 1}
 
 
@@ -191,7 +199,7 @@ def test_workers_stop_when_the_launcher_is_killed(workspace, tmp_path):
     output_dir = tmp_path / "run"
     command = two_process_launch(
         TRAINING / "train_usit.py",
-        *base_argv(
+        *usit_argv(
             workspace,
             output_dir,
             *"--max_train_steps 100000 --checkpointing_steps 1 --validation_class_labels".split(),
@@ -232,7 +240,7 @@ def test_workers_stop_when_the_launcher_is_killed(workspace, tmp_path):
 
 def test_resume_with_changed_objective_or_model_is_refused_unless_asked(train_script, workspace, tmp_path):
     output_dir = tmp_path / "run"
-    argv = base_argv(workspace, output_dir, "--max_train_steps", "2", "--validation_class_labels")
+    argv = usit_argv(workspace, output_dir, "--max_train_steps", "2", "--validation_class_labels")
     run_in_process(train_script, argv)
     first = (output_dir / "training_config.json").read_text()
     longer = [*argv, "--max_train_steps", "3"]
@@ -253,10 +261,10 @@ def test_resume_with_changed_objective_or_model_is_refused_unless_asked(train_sc
 def test_a_broken_latest_checkpoint_falls_back_to_the_previous_one(train_script, workspace, tmp_path, caplog):
     extra = ["--checkpointing_steps", "2", "--validation_class_labels"]
     straight, broken = tmp_path / "straight", tmp_path / "broken"
-    run_in_process(train_script, base_argv(workspace, straight, "--max_train_steps", "6", *extra))
-    run_in_process(train_script, base_argv(workspace, broken, "--max_train_steps", "4", *extra))
+    run_in_process(train_script, usit_argv(workspace, straight, "--max_train_steps", "6", *extra))
+    run_in_process(train_script, usit_argv(workspace, broken, "--max_train_steps", "4", *extra))
     (broken / "checkpoint-4" / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"truncated")
-    explicit = [*base_argv(workspace, broken, "--max_train_steps", "6", *extra)]
+    explicit = [*usit_argv(workspace, broken, "--max_train_steps", "6", *extra)]
     with pytest.raises(ValueError, match=r"checkpoint .*checkpoint-4 cannot be loaded"):
         run_in_process(train_script, [*explicit, "--resume_from_checkpoint", str(broken / "checkpoint-4")])
     with caplog.at_level("WARNING"):
@@ -274,7 +282,7 @@ def test_a_broken_latest_checkpoint_falls_back_to_the_previous_one(train_script,
 @pytest.mark.slow
 def test_a_user_error_under_accelerate_launch_prints_one_line(workspace, tmp_path):
     command = two_process_launch(
-        TRAINING / "train_usit.py", *base_argv(workspace, tmp_path / "run", "--num_classes", "5"), quiet=True
+        TRAINING / "train_usit.py", *usit_argv(workspace, tmp_path / "run", "--num_classes", "5"), quiet=True
     )
     result = subprocess.run(
         command,
@@ -309,7 +317,7 @@ def test_losses_are_logged_every_logging_steps(train_script, workspace, tmp_path
     monkeypatch.setattr(
         Accelerator, "log", lambda self, values, step=None, log_kwargs=None: logged.append((step, values))
     )
-    argv = base_argv(
+    argv = usit_argv(
         workspace,
         tmp_path / "run",
         *"--max_train_steps 7 --logging_steps 3 --validation_class_labels --num_channel_samples 2".split(),
