@@ -31,9 +31,10 @@ from timing import gemm_gflops, interleaved, load_average, median_ratio
 from torch.utils.flop_counter import FlopCounterMode
 
 from dc_ae_hf import AUTOENCODER_PRESETS, AutoencoderDC15
+from dc_ae_hf.checks import DTYPES as DTYPES_BY_NAME
 from dc_ae_hf.models.autoencoder_dc15 import resolve_autoencoder_preset
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {name: DTYPES_BY_NAME[name] for name in ("fp32", "bf16")}  # the dtypes measured here
 
 
 def build_models(preset: str, width_divisor: int, dtype: torch.dtype, device: str) -> dict[str, torch.nn.Module]:

@@ -27,9 +27,10 @@ from timing import gemm_gflops, interleaved, load_average, median_ratio
 from torch.utils.flop_counter import FlopCounterMode
 
 from dc_ae_hf import USiTTransformer2DModel
+from dc_ae_hf.checks import DTYPES as DTYPES_BY_NAME
 from dc_ae_hf.models.transformer_usit import USiTAttention
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {name: DTYPES_BY_NAME[name] for name in ("fp32", "bf16")}  # the dtypes measured here
 
 
 class ObviousAttention(USiTAttention):

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["DTYPES", "check_channel_prefixes", "check_int", "check_number", "invalid", "parse_dtype"]
+__all__ = [
+    "DTYPES",
+    "SHORT_DTYPE_NAMES",
+    "check_channel_prefixes",
+    "check_int",
+    "check_number",
+    "invalid",
+    "parse_dtype",
+]
 
 # One dtype table. Both spellings are accepted everywhere a dtype is named (a flag, a config): the short one of
 # accelerate's --mixed_precision ("fp32", "bf16", "fp16") and torch's ("float32", "bfloat16", "float16").
@@ -25,6 +33,8 @@ DTYPES: dict[str, torch.dtype] = {
     "fp16": torch.float16,
     "float16": torch.float16,
 }
+# The short name of each dtype (accelerate's spelling, diffusers' weight-variant names "bf16" / "fp16").
+SHORT_DTYPE_NAMES: dict[torch.dtype, str] = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def invalid(name: str, value, allowed: str, kind: type[Exception] = ValueError) -> Exception:

@@ -18,8 +18,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
+from ..checks import DTYPES, SHORT_DTYPE_NAMES, parse_dtype
 from ..hub import HubPushError, push_folder_to_hub, write_autoencoder_card
 from ..models.autoencoder_dc15 import AUTOENCODER_PRESETS, resolve_autoencoder_preset
 from .autoencoder import (
@@ -34,7 +33,6 @@ from .autoencoder import (
 from .checkpoint_io import ConverterInputError, load_original_checkpoint
 from .pipeline import PIPELINE_PRESETS, convert_pipeline
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 logger = logging.getLogger(__name__)
 
 
@@ -57,8 +55,8 @@ def convert_autoencoder(
     the config's. `log` receives one line per step (the recognised architecture; where the folder was written,
     before any upload). A failed upload raises `dc_ae_hf.hub.HubPushError`; the folder is complete by then.
     """
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not supported; choose one of {sorted(_DTYPES)}")
+    torch_dtype = parse_dtype("dtype", dtype)
+    dtype = SHORT_DTYPE_NAMES[torch_dtype]  # one spelling for the weight variant: fp32 / bf16 / fp16
     preset = resolve_autoencoder_preset(preset) if preset is not None else None
     overrides = {}
     if scaling_factor is not None:
@@ -67,7 +65,7 @@ def convert_autoencoder(
         overrides["latent_channel_choices"] = latent_channel_choices
     vae = load_official_autoencoder(load_original_checkpoint(checkpoint), preset=preset, **overrides)
     if dtype != "fp32":  # the weights are fp32; `.to(float32)` would only make diffusers log a dtype notice
-        vae = vae.to(_DTYPES[dtype])
+        vae = vae.to(torch_dtype)
     source_preset = preset or recognised_preset(vae.config)
     if preset is None and source_preset is not None:
         log(f"recognised the official architecture {source_preset} ({describe_latent_config(vae.config)})")
@@ -187,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"architecture (default: inferred from the weights); one of {sorted(AUTOENCODER_PRESETS)}",
     )
     ae.add_argument("--output", required=True, help="output folder")
-    ae.add_argument("--dtype", default="fp32", choices=sorted(_DTYPES))
+    ae.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     _add_structure_flags(ae)
     ae.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="also upload the folder to this Hub repo")
 
