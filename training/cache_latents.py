@@ -57,6 +57,7 @@ from dc_ae_hf.data.latent_cache import (
 )
 from dc_ae_hf.latents import compute_scaling_factor, encode_to_diffusion_space, get_scaling_factor
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.training.run import run_script
 
 # The cached (scaled) latents should have std ~1 (the scaling factor is 1 / std); outside this range: a warning.
 LATENT_STD_WARNING_RANGE = (0.5, 2.0)
@@ -379,4 +380,4 @@ def _record_statistics(output_dir: Path, num_shards: int, factor: float, factor_
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script(main, parse_args)

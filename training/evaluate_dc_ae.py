@@ -35,6 +35,7 @@ from dc_ae_hf.data.images import (
 from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder, format_markdown_table
 from dc_ae_hf.metrics.lpips import load_lpips
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.training.run import run_script
 
 # The split evaluated when --split is not given: the first of these the dataset has, else its only split.
 DEFAULT_SPLITS = ("validation",)
@@ -199,4 +200,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script(main, parse_args)

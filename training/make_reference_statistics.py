@@ -26,6 +26,7 @@ from dc_ae_hf.data.images import (
     undecoded_image_column,
 )
 from dc_ae_hf.metrics.inception import INCEPTION_FEATURE_LAYERS, compute_reference_statistics
+from dc_ae_hf.training.run import run_script
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,4 +113,4 @@ def main(args: argparse.Namespace) -> str:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script(main, parse_args)

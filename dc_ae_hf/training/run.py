@@ -73,14 +73,15 @@ def _rank() -> int:
 
 
 def run_script(main: Callable, parse_args: Callable, argv: list[str] | None = None):
-    """Run a training script's `main(parse_args(argv))`. A configuration error (ValueError, TypeError, OSError raised
-    before the first training step) prints one line `error: ...` on rank 0 and exits with status 2; errors after
-    training started keep their traceback (they are bugs or hardware failures, not usage errors)."""
+    """Run a script's `main(parse_args(argv))`. A usage error (ValueError, TypeError, OSError raised before the first
+    training step) prints one line `error: ...` on rank 0 and exits with status 2; errors after training started keep
+    their traceback (they are bugs or hardware failures, not usage errors), and `DC_AE_HF_TRACEBACK=1` keeps it
+    always."""
     _training_started.clear()
     try:
         return main(parse_args(argv))
     except (ValueError, TypeError, OSError) as error:
-        if _training_started.is_set():
+        if _training_started.is_set() or os.environ.get("DC_AE_HF_TRACEBACK") == "1":
             raise
         if _rank() == 0:
             print(f"error: {error}", file=sys.stderr, flush=True)
