@@ -30,15 +30,15 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 from timing import interleaved, load_average, median_ratio
 
-from dc_ae_hf.data.images import image_transform
+from dc_ae_hf.data.images import LabeledImageDataset, image_transform, load_labeled_image_dataset
 from dc_ae_hf.data.latent_cache import LatentCacheDataset
 from dc_ae_hf.data.shapes import export_imagefolder
-from dc_ae_hf.diffusion_training import ExponentialWarmupEMAModel, LabeledImageDataset, load_labeled_image_dataset
-from dc_ae_hf.flow_matching import flow_matching_loss
 from dc_ae_hf.latents import encode_to_diffusion_space
 from dc_ae_hf.models.autoencoder_dc15 import AUTOENCODER_PRESETS, AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
-from dc_ae_hf.training_utils import LatentChannelSampler
+from dc_ae_hf.training.ema import ExponentialWarmupEMAModel
+from dc_ae_hf.training.flow_matching import flow_matching_loss
+from dc_ae_hf.training.randomness import LatentChannelSampler
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
