@@ -178,7 +178,7 @@ class TrainingRun:
         config: the resolved configuration (JSON-able); written as the run's `training_config.json` when it is the
             first, with `script` added.
         script: the trainer's name, e.g. "train_usit".
-        settings: the settings a resume must not change (model, objective, data order), a flat JSON-able dict;
+        settings: the settings a resume must not change (model, objective, data order), a JSON-able dict;
             stored with every checkpoint and compared on resume.
     """
 
