@@ -62,6 +62,19 @@ def resolve_pretrained_path(name_or_path: str | os.PathLike, what: str, subfolde
     return None
 
 
+def model_subfolder_hint(name_or_path: str | os.PathLike, subfolders: tuple[str, ...] = ("vae_ema", "vae")) -> str:
+    """For a local folder that has no `config.json` but model subfolders (a pipeline folder's `vae/`, a training
+    run's `vae_ema/` and `vae/`), the text `"; it holds the model folder(s) <path>/vae_ema, ... : pass one of them"`;
+    otherwise ``""``. Appended to a loading error, it names what the user most likely meant."""
+    path = Path(name_or_path)
+    if not path.is_dir() or (path / "config.json").is_file():
+        return ""
+    found = [str(path / name) for name in subfolders if (path / name / "config.json").is_file()]
+    if not found:
+        return ""
+    return f"; it holds the model folder{'s' * (len(found) > 1)} {', '.join(found)}: pass {'one of them' if len(found) > 1 else 'it'}"
+
+
 def check_safetensors_file(path: str | os.PathLike) -> None:
     """Raise a ValueError naming ``path`` when it is not a complete safetensors file (truncated or corrupt)."""
     try:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from dc_ae_hf.checks import check_channel_prefixes, check_int, invalid
+from dc_ae_hf.loading import model_subfolder_hint
 from dc_ae_hf.models.autoencoder_dc15 import AUTOENCODER_PRESETS, AutoencoderDC15, resolve_autoencoder_preset
 
 __all__ = [
@@ -73,8 +74,10 @@ def load_autoencoder_config(
         try:
             config = AutoencoderDC15.load_config(pretrained_model_name_or_path)
         except (OSError, ValueError) as error:
+            hint = model_subfolder_hint(pretrained_model_name_or_path)
             raise ValueError(
                 f"--pretrained_model_name_or_path={str(pretrained_model_name_or_path)!r} could not be loaded: {error}"
+                f"{hint}"
             ) from error
         return {k: v for k, v in config.items() if not k.startswith("_")}, str(pretrained_model_name_or_path)
     path = Path(model_config)

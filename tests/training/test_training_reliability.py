@@ -27,6 +27,7 @@ from helpers import (
     usit_argv,
 )
 
+from dc_ae_hf.loading import model_subfolder_hint
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.training.randomness import LatentChannelSampler, step_seed
 from dc_ae_hf.training.run import TrainingRun, check_output_dir
@@ -335,3 +336,17 @@ def test_channel_draws_depend_only_on_seed_rank_and_step():
     assert [rank1(step) for step in range(1, 41)] != forward  # ranks draw different c'
     assert LatentChannelSampler([4, 16], 2, always_include_full=True)(7)[0] == 16
     assert len({step_seed(0, r, s) for r in range(4) for s in range(100)}) == 400
+
+
+def test_a_pipeline_or_run_folder_given_for_a_model_names_its_model_folders(train_script, workspace, tmp_path):
+    pipeline = REPO_ROOT / "dc_ae_hf" / "assets" / "toy-dcae15-shapes"
+    argv = usit_argv(workspace, tmp_path / "out", "--dry_run", "--vae", str(pipeline))
+    with pytest.raises(ValueError, match=rf"holds the model folder {pipeline / 'vae'}: pass it"):
+        run_in_process(train_script, argv)
+    run = tmp_path / "ae_run"
+    for name in ("vae", "vae_ema"):
+        AutoencoderDC15(**TINY_AE15_CONFIG).save_pretrained(run / name)
+    assert (
+        model_subfolder_hint(run) == f"; it holds the model folders {run / 'vae_ema'}, {run / 'vae'}: pass one of them"
+    )
+    assert model_subfolder_hint(run / "vae") == ""
