@@ -4,8 +4,9 @@
         --model_config usit-h --output_dir runs/usit-h --mixed_precision bf16 --max_train_steps 500000
 
 Each optimisation step draws channel prefixes c' (`LatentChannelSampler`, default choices: the autoencoder's) and
-averages the flow-matching loss of one pass per prefix on `latents[:, :c']` (`flow_matching_loss`); `--no_augmented`
-trains on the full latent only. Data: a latent cache from `training/cache_latents.py` (its autoencoder's weights
+averages the flow-matching loss of one pass per prefix on `latents[:, :c']` (`flow_matching_loss`, the official
+recipe); `--channel_sampling per_sample` instead gives every sample its own c' and trains them all in one pass (the
+mask form of Eq. 2, the cost of plain training); `--no_augmented` trains on the full latent only. Data: a latent cache from `training/cache_latents.py` (its autoencoder's weights
 must be `--vae`'s) or images encoded on the fly (`--train_data_dir`/`--dataset_name` + `--vae`). Re-running the same
 command resumes from the newest finished checkpoint in `--output_dir`. Outputs: `<output_dir>/pipeline` (vae + EMA
 transformer + scheduler + id2label + model card, loads with `DCAE15Pipeline.from_pretrained`) and
@@ -71,6 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--class_dropout_prob", type=float, help="label dropout to the null class (default: model config)")
     g.add_argument("--gradient_checkpointing", action="store_true")
     g = add_channel_arguments(p, "augmented diffusion training (paper Eq. 2)", "default: the autoencoder's")
+    g.add_argument(
+        "--channel_sampling",
+        choices=["per_pass", "per_sample"],
+        default="per_pass",
+        help="per_pass: one pass per drawn c' on the whole batch (official); per_sample: a c' per sample, one pass",
+    )
     g.add_argument("--no_augmented", action="store_true", help="baseline: the full latent only")
     g = add_image_data_arguments(p, resolution=256)
     g.add_argument("--latent_cache_dir", help="latent cache from training/cache_latents.py (the default input)")
@@ -123,12 +130,18 @@ def resolve_config(args: argparse.Namespace) -> dict:
     except (TypeError, ValueError) as error:
         raise ValueError(f"invalid transformer configuration from {source}: {error}") from error
     c = model.config.in_channels
+    if args.channel_sampling == "per_sample" and args.num_channel_samples != 1:
+        raise invalid(
+            "--num_channel_samples", args.num_channel_samples, "per_sample draws one c' per sample in one pass: use 1"
+        )
     if args.no_augmented:
         if args.latent_channel_choices or args.num_channel_samples != 1 or args.always_include_full:
             raise ValueError(
                 "--no_augmented trains on the full latent only; drop --latent_channel_choices, "
                 "--num_channel_samples and --always_include_full"
             )
+        if args.channel_sampling != "per_pass":
+            raise invalid("--channel_sampling", args.channel_sampling, "--no_augmented trains the full latent only")
         choices = [c]
     else:
         choices = sorted(args.latent_channel_choices or data["latent_channel_choices"])
@@ -171,6 +184,7 @@ def resume_settings(args: argparse.Namespace, config: dict) -> dict:
     return {
         "model": config["model"]["config"],
         "objective": [config["augmented"], config["latent_channel_choices"], args.num_channel_samples],
+        "channel_sampling": args.channel_sampling,
         "always_include_full": args.always_include_full,
         "data": [data["source"], data.get("latent_cache_dir"), args.train_data_dir, args.dataset_name, args.split],
         "vae": data.get("vae_weights_hash", data["vae"]),
@@ -267,10 +281,13 @@ def main(args: argparse.Namespace) -> dict:
     )
 
     # ---- training loop ---------------------------------------------------------------------------------------
+    per_sample = args.channel_sampling == "per_sample"
     for step, micro_batches in run.steps(train_dataloader):
-        channels = sampler(step)  # paper Eq. 2: the prefixes c' of this optimisation step
-        for batch in micro_batches:
+        channels = None if per_sample else sampler(step)  # paper Eq. 2: this step's prefixes c', one pass each
+        for micro_batch, batch in enumerate(micro_batches):
             labels = batch["labels"]  # (B,)
+            if per_sample:  # a prefix per sample, all in one pass: int64 (B,)
+                channels = sampler.per_sample(step, labels.shape[0], micro_batch)
             if on_the_fly:
                 with torch.no_grad():
                     latents = encode_to_diffusion_space(vae, batch["pixel_values"])  # (B, C, h, w), scaled
@@ -287,7 +304,12 @@ def main(args: argparse.Namespace) -> dict:
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
         ema.step(unwrapped.parameters())
-        run.log(step, lr=lr_scheduler.get_last_lr()[0], ema_decay=ema.cur_decay_value, c=np.mean(channels))
+        run.log(
+            step,
+            lr=lr_scheduler.get_last_lr()[0],
+            ema_decay=ema.cur_decay_value,
+            c=float(np.mean(channels.tolist() if per_sample else channels)),
+        )
         run.save_checkpoint_if_due(step)
         if config["validation"]["class_labels"] and run.due(step, args.validation_steps):
             validate(args, run, unwrapped, ema, vae, config, step)

@@ -17,6 +17,7 @@ from PIL import Image
 from dc_ae_hf.checks import invalid
 from dc_ae_hf.data.images import LabeledImageDataset, image_transform, load_labeled_image_dataset_from_flags
 from dc_ae_hf.data.latent_cache import LatentCacheDataset, autoencoder_weights_hash, check_cache_matches_autoencoder
+from dc_ae_hf.loading import model_subfolder_hint
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
@@ -48,7 +49,8 @@ def autoencoder_config(name: str, flag: str = "--vae") -> dict:
         with torch.device("meta"):
             return dict(AutoencoderDC15.from_config(AutoencoderDC15.load_config(name)).config)
     except (OSError, ValueError, TypeError) as error:
-        raise invalid(flag, name, f"it could not be loaded as an autoencoder config ({error})") from None
+        hint = model_subfolder_hint(name)
+        raise invalid(flag, name, f"it could not be loaded as an autoencoder config ({error}){hint}") from None
 
 
 def resolve_diffusion_data(args: argparse.Namespace) -> dict:
@@ -126,8 +128,9 @@ def resolve_transformer_config(args: argparse.Namespace, data: dict) -> tuple[di
         try:
             config = dict(USiTTransformer2DModel.load_config(args.pretrained_model_name_or_path))
         except (OSError, ValueError) as error:
+            hint = model_subfolder_hint(args.pretrained_model_name_or_path, ("transformer",))
             raise invalid(
-                "--pretrained_model_name_or_path", args.pretrained_model_name_or_path, f"not loadable ({error})"
+                "--pretrained_model_name_or_path", args.pretrained_model_name_or_path, f"not loadable ({error}){hint}"
             ) from None
         source = args.pretrained_model_name_or_path
         for key in ("in_channels", "sample_size", "num_classes"):
@@ -192,11 +195,16 @@ def save_trained_pipeline(folder: Path, model, ema: EMAModel, vae, args: argpars
     ema.copy_to(ema_model.parameters())
     id2label = {int(k): v for k, v in config["id2label"].items()} if config["id2label"] else None
     if config["augmented"]:
-        full = ", always with the full latent" if args.always_include_full else ""
-        mode = (
-            f"augmented diffusion training (paper Eq. 2), c' in {config['latent_channel_choices']}, "
-            f"{args.num_channel_samples} per step{full}"
-        )
+        choices = config["latent_channel_choices"]
+        if getattr(args, "channel_sampling", "per_pass") == "per_sample":
+            full = ", the full latent on half of each batch" if args.always_include_full else ""
+            mode = f"augmented diffusion training (paper Eq. 2), one c' per sample in {choices}, one pass{full}"
+        else:
+            full = ", always with the full latent" if args.always_include_full else ""
+            mode = (
+                f"augmented diffusion training (paper Eq. 2), c' in {choices}, "
+                f"{args.num_channel_samples} per step{full}"
+            )
     else:
         mode = "the plain full-latent objective (--no_augmented baseline)"
     data, steps = config["data"], run.step

@@ -17,13 +17,15 @@ from dc_ae_hf.checks import check_channel_prefixes, check_int
 
 __all__ = ["LatentChannelSampler", "seed_step", "step_seed"]
 
-# Separate streams for the two users of a step's seed: torch's global RNG (t, noise, label dropout) and the c' draw.
-_GLOBAL_STREAM, _CHANNEL_STREAM = 0, 1
+# Separate streams for the users of a step's seed: torch's global RNG (t, noise, label dropout), the per-step c' draw
+# and the per-sample c' draw (one sub-stream per micro-batch).
+_GLOBAL_STREAM, _CHANNEL_STREAM, _PER_SAMPLE_STREAM = 0, 1, 2
 
 
-def step_seed(seed: int, rank: int, step: int, stream: int = _GLOBAL_STREAM) -> int:
-    """A 63-bit seed that depends on nothing but (seed, rank, step, stream) (numpy `SeedSequence` mixing)."""
-    words = np.random.SeedSequence([int(seed) % 2**63, int(rank), int(step), int(stream)]).generate_state(2)
+def step_seed(seed: int, rank: int, step: int, stream: int = _GLOBAL_STREAM, *more: int) -> int:
+    """A 63-bit seed that depends on nothing but (seed, rank, step, stream, *more) (numpy `SeedSequence` mixing)."""
+    entropy = [int(seed) % 2**63, int(rank), int(step), int(stream), *map(int, more)]
+    words = np.random.SeedSequence(entropy).generate_state(2)
     return int((int(words[0]) << 31 ^ int(words[1])) % 2**63)
 
 
@@ -78,4 +80,21 @@ class LatentChannelSampler:
             generator = torch.Generator().manual_seed(step_seed(self.seed, self.process_index, step, _CHANNEL_STREAM))
             index = torch.randint(len(self.choices), (num_random,), generator=generator)
             drawn.extend(self.choices[i] for i in index.tolist())
+        return drawn
+
+    def per_sample(self, step: int, batch_size: int, micro_batch: int = 0) -> torch.Tensor:
+        """One prefix per sample for a micro-batch of optimisation step `step`: int64 (batch_size,) on the CPU, for
+        the one-pass loss (`flow_matching_loss` with a tensor). Each c'_i is uniform over `choices`; with
+        `always_include_full` the first half of the batch (rounded up) gets the full latent, the per-sample analogue
+        of the official k = 2 with the full latent. A function of (seed, rank, step, micro_batch) only."""
+        step = check_int("step", step, minimum=0)
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        seed = step_seed(
+            self.seed, self.process_index, step, _PER_SAMPLE_STREAM, check_int("micro_batch", micro_batch)
+        )
+        generator = torch.Generator().manual_seed(seed)
+        choices = torch.tensor(self.choices, dtype=torch.int64)
+        drawn = choices[torch.randint(len(self.choices), (batch_size,), generator=generator)]
+        if self.always_include_full:
+            drawn[: (batch_size + 1) // 2] = self.choices[-1]
         return drawn

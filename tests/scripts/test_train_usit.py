@@ -32,6 +32,7 @@ from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 from dc_ae_hf.testing import write_standin_inception_weights, write_tiny_dinov2
+from dc_ae_hf.training.randomness import LatentChannelSampler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,6 +126,34 @@ def test_resume_gives_identical_weights(train_script, workspace, tmp_path):
     assert ema["optimization_step"] == 8 and ema["warmup_steps"] == 2000
     before = weights(resumed / "checkpoint-4" / "transformer")
     assert any(not torch.equal(before[k], v) for k, v in weights(resumed / "transformer").items())  # it trained
+
+
+@pytest.mark.slow
+def test_per_sample_prefixes_over_two_processes_resume_exactly(workspace, tmp_path):
+    """--channel_sampling per_sample (one pass, a c' per sample, the full latent on half the batch) with gradient
+    accumulation on 2 DDP processes: 4 steps straight == 2 steps, then the same command to 4."""
+    extra = "--channel_sampling per_sample --always_include_full --gradient_accumulation_steps 2".split()
+    extra += "--checkpointing_steps 2 --validation_class_labels".split()
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    launch_two_processes(TRAINING / "train_usit.py", usit_argv(workspace, straight, "--max_train_steps", "4", *extra))
+    launch_two_processes(TRAINING / "train_usit.py", usit_argv(workspace, resumed, "--max_train_steps", "2", *extra))
+    launch_two_processes(TRAINING / "train_usit.py", usit_argv(workspace, resumed, "--max_train_steps", "4", *extra))
+    assert_same_weights(straight / "transformer", resumed / "transformer")
+    assert_same_weights(straight / "pipeline" / "transformer", resumed / "pipeline" / "transformer")
+    card = (straight / "pipeline" / "README.md").read_text()
+    assert "one c' per sample in [4, 8, 12, 16], one pass, the full latent on half of each batch" in card
+
+
+def test_per_sample_draws_fill_half_the_batch_with_the_full_latent():
+    sampler = LatentChannelSampler([4, 8, 12, 16], always_include_full=True, seed=3, process_index=1)
+    drawn = sampler.per_sample(step=5, batch_size=7, micro_batch=1)
+    assert drawn.dtype == torch.int64 and drawn.shape == (7,) and drawn[:4].tolist() == [16] * 4
+    assert set(drawn.tolist()) <= {4, 8, 12, 16}
+    assert torch.equal(drawn, sampler.per_sample(step=5, batch_size=7, micro_batch=1))  # stateless
+    assert not torch.equal(sampler.per_sample(5, 64, 0), sampler.per_sample(5, 64, 1))  # per micro-batch
+    plain = LatentChannelSampler([4, 8, 12, 16], seed=3).per_sample(1, 4000)
+    counts = torch.bincount(plain)[[4, 8, 12, 16]].float() / 4000
+    assert torch.allclose(counts, torch.full((4,), 0.25), atol=0.03)  # uniform over the choices
 
 
 @pytest.mark.slow
@@ -298,6 +327,11 @@ def test_warm_up_longer_than_the_run_warns(train_script, workspace, tmp_path):
         ({"--max_grad_norm": "0"}, "--max_grad_norm=0.0 is not allowed"),
         ({"--train_data_dir": "{workspace}/data"}, "give exactly one data source"),
         ({"--resume_from_checkpoint": "{other}/empty_dir"}, "is not a checkpoint-<step> folder"),
+        ({"--channel_sampling": "per_sample", "--num_channel_samples": "2"}, "per_sample draws one c' per sample"),
+        (
+            {"--channel_sampling": "per_sample", "--no_augmented": None},
+            "--channel_sampling='per_sample' is not allowed",
+        ),
     ],
 )
 def test_bad_configuration_fails_early(train_script, workspace, other_cache, tmp_path, change, message):

@@ -161,3 +161,47 @@ def test_bad_shapes_are_rejected(model, batch):
         flow_matching_loss(model, latents[0], labels, [4])
     with pytest.raises(ValueError, match="one label per latent"):
         flow_matching_loss(model, latents, labels[:2], [4])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One pass, a prefix per sample
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_per_sample_prefixes_in_one_pass_equal_each_sample_run_alone(model):
+    """Loss and gradients of the one-pass masked loss == the mean over samples of each sample alone on its first
+    c'_i channels, with the same t and noise (drawn as draw_time_and_noise(latents, generator) draws them)."""
+    generator = torch.Generator().manual_seed(3)
+    latents, labels = torch.randn(6, C, S, S, generator=generator), torch.tensor([0, 3, 3, 5, 9, 2])
+    channels = torch.tensor([4, 16, 8, 4, 12, 16])
+    model.zero_grad()
+    loss, logs = flow_matching_loss(model, latents, labels, channels, generator=torch.Generator().manual_seed(8))
+    loss.backward()
+    one_pass = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    t, noise = draw_time_and_noise(latents, torch.Generator().manual_seed(8))
+    model.zero_grad()
+    alone = []
+    for i, c in enumerate(channels.tolist()):
+        loss_i = flow_matching_pass(
+            model, latents[i : i + 1, :c], labels[i : i + 1], t[i : i + 1], noise[i : i + 1, :c]
+        )
+        alone.append(loss_i)
+    reference = torch.stack(alone).mean()
+    reference.backward()
+    torch.testing.assert_close(loss, reference, atol=1e-5, rtol=1e-5)
+    for name, grad in one_pass.items():
+        torch.testing.assert_close(grad, model.get_parameter(name).grad, atol=1e-5, rtol=1e-4, msg=name)
+    torch.testing.assert_close(logs["loss_c4"], (alone[0] + alone[3]).detach() / 2, atol=1e-5, rtol=1e-5)
+    assert sorted(logs) == ["loss", "loss_c12", "loss_c16", "loss_c4", "loss_c8"]
+    model.zero_grad()
+
+
+def test_per_sample_prefixes_are_checked(model, batch):
+    latents, labels = batch
+    with pytest.raises(ValueError, match=r"int64 of shape \(3,\)"):
+        flow_matching_loss(model, latents, labels, torch.tensor([4, 8]))
+    with pytest.raises(ValueError, match=r"int64 of shape"):
+        flow_matching_loss(model, latents, labels, torch.tensor([4.0, 8.0, 16.0]))
+    with pytest.raises(ValueError, match=r"values \[0, 17\] outside 1..16"):
+        flow_matching_loss(model, latents, labels, torch.tensor([0, 8, 17]))
