@@ -15,37 +15,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
-from matplotlib import colormaps
 from PIL import Image
 from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
 
 from dc_ae_hf import AutoencoderDC15
 from dc_ae_hf.data.images import load_image
 from dc_ae_hf.data.shapes import MAX_RESOLUTION, MIN_RESOLUTION, render_shape_image
-from dc_ae_hf.metrics.image import to_uint8
-from dc_ae_hf.visualization import prefix_reconstruction_grid
+from dc_ae_hf.visualization import latent_channels_picture, latent_mean_picture, prefix_reconstruction_grid
 
 DEFAULT_VAE = Path(__file__).resolve().parents[1] / "dc_ae_hf" / "assets" / "toy-dcae15-shapes" / "vae"
-
-
-def heatmap(values: torch.Tensor, size: int) -> Image.Image:
-    """A (h, w) map, min-max normalised, coloured with viridis and upscaled (nearest) to size x size."""
-    v = values.float()
-    v = (v - v.min()) / (v.max() - v.min()).clamp_min(1e-8)
-    rgb = (colormaps["viridis"](v.cpu().numpy())[..., :3] * 255).astype(np.uint8)
-    return Image.fromarray(rgb).resize((size, size), Image.NEAREST)
-
-
-def tile(rows: list[list[Image.Image]], pad: int = 2) -> Image.Image:
-    w, h = rows[0][0].size
-    ncols = max(len(r) for r in rows)
-    canvas = Image.new("RGB", (ncols * (w + pad) + pad, len(rows) * (h + pad) + pad), "white")
-    for i, row in enumerate(rows):
-        for j, cell in enumerate(row):
-            canvas.paste(cell, (pad + j * (w + pad), pad + i * (h + pad)))
-    return canvas
 
 
 def load_images(paths: list[str], resolution: int) -> torch.Tensor:
@@ -88,13 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         latent = vae.encode(images).latent  # (N, C, h, w)
 
-    def picture(x: torch.Tensor) -> Image.Image:
-        return Image.fromarray(to_uint8(x).permute(1, 2, 0).numpy()).resize((size, size), Image.NEAREST)
-
-    tile([[picture(x), heatmap(z.mean(0), size)] for x, z in zip(images, latent)]).save(out / "latent_mean.png")
-    maps = [heatmap(channel, size // 2) for channel in latent[0]]
-    per_row = 16
-    tile([maps[i : i + per_row] for i in range(0, len(maps), per_row)]).save(out / "latent_channels.png")
+    latent_mean_picture(images, latent, size).save(out / "latent_mean.png")
+    latent_channels_picture(latent[0], size // 2).save(out / "latent_channels.png")
     grid = prefix_reconstruction_grid(vae, images, channels)
     grid.resize((grid.width * size // args.resolution, grid.height * size // args.resolution), Image.NEAREST).save(
         out / "prefix_reconstructions.png"
