@@ -20,7 +20,8 @@ from dc_ae_hf import AutoencoderDC15, DCAE15Pipeline, USiTTransformer2DModel
 # Modules of the package that need the `train` extra, and a package of that extra they import.
 OPTIONAL_MODULES = {
     "dc_ae_hf.data": "datasets",
-    "dc_ae_hf.metrics": "torch_fidelity",
+    "dc_ae_hf.metrics.inception": "torch_fidelity",
+    "dc_ae_hf.metrics.image": "torchmetrics",
     "dc_ae_hf.diffusion_training": "datasets",
     "dc_ae_hf.training.diffusion": "datasets",
     "dc_ae_hf.testing": "torch_fidelity",

@@ -7,8 +7,23 @@ precision/recall, reference statistics), ``dinov2`` (FD-DINOv2), ``generation`` 
 namespace) and ``classifier`` (the toy's small-classifier metrics).
 """
 
-from .autoencoder import evaluate_autoencoder, format_markdown_table
-from .image import psnr, ssim, to_uint8
-from .lpips import load_lpips
+import importlib
 
-__all__ = ["evaluate_autoencoder", "format_markdown_table", "load_lpips", "psnr", "ssim", "to_uint8"]
+# Imported on first use (PEP 562), so that `dc_ae_hf.metrics.image` (uint8 quantisation, PSNR, SSIM: torchmetrics
+# only) serves the demo app and the pictures without the heavier extras of the other modules.
+_LAZY = {
+    "evaluate_autoencoder": "autoencoder",
+    "format_markdown_table": "autoencoder",
+    "load_lpips": "lpips",
+    "psnr": "image",
+    "ssim": "image",
+    "to_uint8": "image",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
