@@ -11,7 +11,7 @@ DEMO_ARGS ?=
 
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test smoke-base lint style quality bench clean
+.PHONY: venv demo app space browser test smoke-base lint style quality bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,25 @@ demo: venv
 	$(BIN)/python examples/visualize_latents.py --vae $(DEMO_MODEL) --vae_subfolder vae \
 		--resolution $(DEMO_RESOLUTION) --output_dir outputs/demo
 
+# The demo app (app/app.py) on the bundled toy pipeline, offline: http://127.0.0.1:7860 (APP_ARGS="--model ...").
+app: venv
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(BIN)/python app/app.py $(APP_ARGS)
+
+# A Hugging Face Space folder: the app, its Space card and requirements, the built-in images and a copy of dc_ae_hf.
+SPACE_DIR ?= outputs/space
+space:
+	rm -rf $(SPACE_DIR) && mkdir -p $(SPACE_DIR)
+	cp app/app.py app/README.md app/requirements.txt $(SPACE_DIR)/
+	cp -r app/examples $(SPACE_DIR)/examples
+	cp -r dc_ae_hf $(SPACE_DIR)/dc_ae_hf
+	find $(SPACE_DIR) -name __pycache__ -prune -exec rm -rf {} +
+	@echo "wrote $(SPACE_DIR): push it with hf upload <user>/<space> $(SPACE_DIR) --repo-type space"
+
+# Debian's Chromium for the app's browser test (tests/app/); nothing happens where it is installed.
+browser:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)
+
 lint quality: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -53,7 +72,7 @@ style: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: venv
+test: venv browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -33,10 +33,12 @@ EXTRAS = {
         "transformers>=4.45",
         "matplotlib>=3.7",
     ],
-    "test": ["pytest>=8.0", "pytest-timeout>=2.2"],
+    # the demo app (app/app.py): Gradio, and what the latent pictures need
+    "app": ["gradio>=5", "matplotlib>=3.7", "torchmetrics>=1.0"],
+    "test": ["pytest>=8.0", "pytest-timeout>=2.2", "playwright>=1.40"],  # playwright drives Debian's chromium
     "dev": ["ruff==0.17.6"],  # pinned: the formatter's output is part of CI
 }
-EXTRAS["test"] = EXTRAS["test"] + EXTRAS["train"]
+EXTRAS["test"] = EXTRAS["test"] + EXTRAS["train"] + EXTRAS["app"]
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
 setup(
