@@ -34,11 +34,18 @@ GIB = 1024**3
 
 
 def saved_activation_bytes(model: nn.Module, run) -> int:
-    """Bytes of every tensor autograd saves for backward while `run(model)` executes (meta tensors)."""
+    """Bytes of the tensors autograd saves for backward while `run(model)` executes (meta tensors): each saved
+    tensor's base storage counted once, the parameters and views of them not at all (a linear layer saves its
+    weight, which costs no extra memory)."""
     total = [0]
+    parameters = {id(p) for p in model.parameters()}
+    seen = {}  # a tensor saved by several operations occupies its memory once
 
     def pack(tensor):
-        total[0] += tensor.numel() * tensor.element_size()
+        base = tensor._base if tensor._base is not None else tensor
+        if id(tensor) not in parameters and id(base) not in parameters and id(base) not in seen:
+            seen[id(base)] = base  # kept alive so that its id is not reused during the pass
+            total[0] += base.numel() * base.element_size()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
