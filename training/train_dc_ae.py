@@ -52,6 +52,7 @@ from dc_ae_hf.training.autoencoder import (
     training_datasets,
 )
 from dc_ae_hf.training.checkpoints import resolve_resume_checkpoint
+from dc_ae_hf.training.ema import ema_folder_names
 from dc_ae_hf.training.losses import generator_adversarial_loss, reconstruction_loss
 from dc_ae_hf.training.optimization import make_adamw, make_lr_scheduler
 from dc_ae_hf.training.randomness import LatentChannelSampler
@@ -177,7 +178,8 @@ def resume_settings(args: argparse.Namespace, config: dict) -> dict:
         "model": config["model"]["config"],
         "trainable_modules": config["trainable_modules"],
         "objective": [config["latent_channel_choices"], args.num_channel_samples, args.always_include_full],
-        "loss": [config["loss_weights"], args.lpips_net, args.disc_start_step, args.use_ema],
+        "loss": [config["loss_weights"], args.lpips_net, args.disc_start_step],
+        "ema": args.ema_decays if args.use_ema else None,
         "data": [args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split, args.streaming],
         "augmentation": [args.resolution, args.random_crop, args.random_flip, args.num_validation_images],
         "batch": [args.train_batch_size, args.gradient_accumulation_steps],
@@ -234,10 +236,11 @@ def main(args: argparse.Namespace) -> dict:
         disc = PatchDiscriminator(
             base_channels=args.disc_base_channels, num_layers=args.disc_num_layers, norm_type=args.disc_norm_type
         ).train()
-    ema = None
-    if args.use_ema:
-        ema = EMAModel(vae.parameters(), decay=args.ema_decay, model_cls=AutoencoderDC15, model_config=vae.config)
-        ema.to(accelerator.device)
+    emas = {}  # with --use_ema: one per --ema_decay, the first validated and exported as vae_ema/
+    for name, decay in ema_folder_names("vae_ema", args.ema_decays if args.use_ema else []).items():
+        emas[name] = EMAModel(vae.parameters(), decay=decay, model_cls=AutoencoderDC15, model_config=vae.config)
+        emas[name].to(accelerator.device)
+    ema = emas.get("vae_ema")
     choices = config["latent_channel_choices"]
     sampler = LatentChannelSampler(
         choices, args.num_channel_samples, args.always_include_full, args.seed, accelerator.process_index
@@ -272,7 +275,7 @@ def main(args: argparse.Namespace) -> dict:
         disc, disc_optimizer, disc_scheduler = accelerator.prepare(disc, disc_optimizer, disc_scheduler)
         models["discriminator"] = disc
     unwrapped_vae = accelerator.unwrap_model(vae)
-    run.track(models=models, emas={"vae_ema": ema} if ema is not None else {})
+    run.track(models=models, emas=emas)
     run.resume()
     run.init_trackers(SCRIPT)
     logger.info(f"phase {args.phase}: {PHASES[args.phase]}; trainable modules {config['trainable_modules']}")
@@ -306,8 +309,8 @@ def main(args: argparse.Namespace) -> dict:
                         accelerator, disc, disc_optimizer, disc_scheduler, images, reconstructions, args.max_grad_norm
                     )
             run.record(losses)
-        if ema is not None:
-            ema.step(unwrapped_vae.parameters())
+        for each in emas.values():
+            each.step(unwrapped_vae.parameters())
         run.log(step, lr=lr_scheduler.get_last_lr()[0], c=np.mean(channels))
         run.save_checkpoint_if_due(step)
         if validation_loader is not None and run.due(step, args.validation_steps):
@@ -322,7 +325,7 @@ def main(args: argparse.Namespace) -> dict:
     if accelerator.is_main_process:
         disc_model = accelerator.unwrap_model(disc) if disc is not None else None
         folders = save_trained_autoencoders(
-            run, unwrapped_vae, state_dict, ema, disc_model, config, validation_results
+            run, unwrapped_vae, state_dict, emas, disc_model, config, validation_results
         )
     run.finish(push_folder=folders[-1] if folders else None, repo_id=run.repo_id)  # the EMA weights with --use_ema
     return config

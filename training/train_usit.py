@@ -49,7 +49,7 @@ from dc_ae_hf.training.diffusion import (
     save_trained_pipeline,
     spread_class_labels,
 )
-from dc_ae_hf.training.ema import ExponentialWarmupEMAModel
+from dc_ae_hf.training.ema import ExponentialWarmupEMAModel, ema_folder_names, emas_by_decay, save_ema_model
 from dc_ae_hf.training.flow_matching import flow_matching_loss
 from dc_ae_hf.training.optimization import make_adamw, make_lr_scheduler
 from dc_ae_hf.training.randomness import LatentChannelSampler
@@ -94,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         max_train_steps=500_000,
     )
     g.add_argument("--ema_warmup_steps", type=int, default=2000, help="decay * (1 - exp(-step / this)); 0: off")
+    g.add_argument("--pipeline_ema_decay", type=float, help="the EMA in the exported pipeline (default: the first)")
     g = add_run_arguments(p, output_dir="usit-model", checkpointing_steps=5000, every=5000)
     g.add_argument("--validation_class_labels", type=int, nargs="*", help="default: 8 classes spread out; none: off")
     g.add_argument("--validation_channels", type=int, nargs="+", help="one grid row per c' (default: full latent)")
@@ -110,6 +111,8 @@ def resolve_config(args: argparse.Namespace) -> dict:
     check_int("--validation_num_inference_steps", args.validation_num_inference_steps, minimum=1)
     check_int("--ema_warmup_steps", args.ema_warmup_steps, minimum=0)
     check_output_dir(args.output_dir, SCRIPT, "transformer")
+    if args.pipeline_ema_decay is not None and args.pipeline_ema_decay not in args.ema_decays:
+        raise invalid("--pipeline_ema_decay", args.pipeline_ema_decay, f"must be one of --ema_decay {args.ema_decays}")
     if args.lr_warmup_steps >= args.max_train_steps and args.lr_scheduler != "constant":
         # legal, but with the official 5000-step warm-up a short run silently trains at a fraction of the LR
         peak = args.learning_rate * args.max_train_steps / max(1, args.lr_warmup_steps)
@@ -191,6 +194,7 @@ def resume_settings(args: argparse.Namespace, config: dict) -> dict:
         "resolution_and_flip": [args.resolution, args.random_flip] if data["source"] == "images" else None,
         "batch": [args.train_batch_size, args.gradient_accumulation_steps],
         "seed": args.seed,
+        "ema": [args.ema_decays, args.ema_warmup_steps],
     }
 
 
@@ -263,16 +267,21 @@ def main(args: argparse.Namespace) -> dict:
         model, optimizer, train_dataloader, lr_scheduler
     )
     unwrapped = accelerator.unwrap_model(model)
-    # after prepare: DDP has broadcast the main process's weights
-    ema = ExponentialWarmupEMAModel(
-        unwrapped.parameters(),
-        decay=args.ema_decay,
-        warmup_steps=args.ema_warmup_steps,
-        model_cls=USiTTransformer2DModel,
-        model_config=unwrapped.config,
-    )
-    ema.to(accelerator.device)
-    run.track(models={"transformer": model}, emas={"transformer_ema": ema})
+    # after prepare: DDP has broadcast the main process's weights; one EMA per --ema_decay
+    emas = {
+        name: ExponentialWarmupEMAModel(
+            unwrapped.parameters(),
+            decay=decay,
+            warmup_steps=args.ema_warmup_steps,
+            model_cls=USiTTransformer2DModel,
+            model_config=unwrapped.config,
+        )
+        for name, decay in ema_folder_names("transformer_ema", args.ema_decays).items()
+    }
+    for ema in emas.values():
+        ema.to(accelerator.device)
+    ema = next(iter(emas.values()))  # the first decay: validation grids
+    run.track(models={"transformer": model}, emas=emas)
     run.resume()
     run.init_trackers(SCRIPT)
     logger.info(
@@ -303,7 +312,8 @@ def main(args: argparse.Namespace) -> dict:
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-        ema.step(unwrapped.parameters())
+        for each in emas.values():
+            each.step(unwrapped.parameters())
         run.log(
             step,
             lr=lr_scheduler.get_last_lr()[0],
@@ -319,7 +329,11 @@ def main(args: argparse.Namespace) -> dict:
     final = run.output_dir / "pipeline"
     if accelerator.is_main_process:
         unwrapped.save_pretrained(run.output_dir / "transformer")
-        save_trained_pipeline(final, unwrapped, ema, vae, args, config, run)
+        exported = args.ema_decay if args.pipeline_ema_decay is None else args.pipeline_ema_decay
+        for name, each in emas.items():  # every EMA as a model folder; the chosen one in the pipeline
+            if name != "transformer_ema":
+                save_ema_model(each, unwrapped, run.output_dir / name)
+        save_trained_pipeline(final, unwrapped, emas_by_decay(emas)[exported], vae, args, config, run)
     run.finish(push_folder=final, repo_id=run.repo_id)
     return config
 

@@ -23,6 +23,15 @@ __all__ = [
 ]
 
 
+class _EmaDecays(argparse.Action):
+    """`--ema_decay D [D ...]`: every decay in `args.ema_decays`, the first (the EMA that validation and the exported
+    model use, unless a trainer's own flag picks another) also in `args.ema_decay`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.ema_decays = list(values)
+        namespace.ema_decay = values[0]
+
+
 def make_parser(description: str) -> argparse.ArgumentParser:
     """An `ArgumentParser` whose `--help` shows every default."""
     return argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -85,7 +94,15 @@ def add_optimization_arguments(
     group.add_argument("--gradient_accumulation_steps", type=int, default=1)
     group.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], help="default: the accelerate config")
     group.add_argument("--max_train_steps", type=int, default=max_train_steps)
-    group.add_argument("--ema_decay", type=float, default=ema_decay)
+    group.add_argument(
+        "--ema_decay",
+        type=float,
+        nargs="+",
+        action=_EmaDecays,
+        default=ema_decay,
+        help="one or several EMA decays kept at once (official: several); the first is validated and exported",
+    )
+    parser.set_defaults(ema_decays=[ema_decay])
     group.add_argument("--seed", type=int, default=0)
     return group
 
@@ -128,7 +145,8 @@ def check_shared_arguments(args: argparse.Namespace) -> None:
     check_number("--adam_weight_decay", args.adam_weight_decay, minimum=0)
     if args.max_grad_norm is not None and not args.max_grad_norm > 0:
         raise invalid("--max_grad_norm", args.max_grad_norm, "must be > 0 (or none: no clipping)")
-    if not 0 < args.ema_decay < 1:
-        raise invalid("--ema_decay", args.ema_decay, "must be in (0, 1)")
+    bad = [d for d in args.ema_decays if not 0 < d < 1]
+    if bad or len(set(args.ema_decays)) != len(args.ema_decays):
+        raise invalid("--ema_decay", args.ema_decays, "each decay must be in (0, 1), and each given once")
     if args.report_to != "none" and importlib.util.find_spec(args.report_to) is None:
         raise invalid("--report_to", args.report_to, f"the {args.report_to} package is not installed (or use none)")

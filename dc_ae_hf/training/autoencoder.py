@@ -268,10 +268,10 @@ def build_autoencoder(args, config: dict) -> tuple[nn.Module, dict[str, nn.Param
     return vae, trainable
 
 
-def save_trained_autoencoders(run, vae, state_dict, ema, discriminator, config: dict, results) -> list[Path]:
-    """Main process, end of `train_dc_ae.py`: save `vae/` (from `state_dict` when the model was sharded),
-    `vae_ema/` with `--use_ema`, `discriminator/` with the GAN, the last validation results, and the model cards.
-    Returns the autoencoder folders (the EMA one last)."""
+def save_trained_autoencoders(run, vae, state_dict, emas, discriminator, config: dict, results) -> list[Path]:
+    """Main process, end of `train_dc_ae.py`: save `vae/` (from `state_dict` when the model was sharded), each EMA
+    (`vae_ema/` for the first `--ema_decay`, `vae_ema-<decay>/` for the others), `discriminator/` with the GAN, the
+    last validation results, and the model cards. Returns the autoencoder folders, the first EMA's last."""
     from dc_ae_hf.metrics.autoencoder import format_markdown_table
     from dc_ae_hf.training.cards import write_trained_autoencoder_card
 
@@ -283,18 +283,21 @@ def save_trained_autoencoders(run, vae, state_dict, ema, discriminator, config: 
         final = vae
     final.save_pretrained(output_dir / "vae")
     folders = [output_dir / "vae"]
-    if ema is not None:
+    for name, ema in reversed(list(emas.items())):  # the first decay's folder last: it is the one pushed
         ema_model = AutoencoderDC15.from_config(vae.config)
         ema.copy_to(ema_model.parameters())
-        ema_model.save_pretrained(output_dir / "vae_ema")
-        folders.append(output_dir / "vae_ema")
+        ema_model.save_pretrained(output_dir / name)
+        folders.append(output_dir / name)
     if discriminator is not None:
         discriminator.save_pretrained(output_dir / "discriminator")
     table = format_markdown_table(results) if results else ""
     if results:
         (output_dir / "validation_results.json").write_text(json.dumps(results, indent=2))
     for folder in folders:
-        name = run.repo_id.split("/")[-1] + (" (EMA weights)" if folder.name == "vae_ema" else "")
+        suffix = {"vae": "", "vae_ema": " (EMA weights)"}.get(
+            folder.name, f" ({folder.name.split('-', 1)[-1]} EMA weights)"
+        )
+        name = run.repo_id.split("/")[-1] + suffix
         load_id = run.repo_id if args.push_to_hub else str(folder)
         write_trained_autoencoder_card(
             folder, final, name, load_id, config, table, base_model=args.pretrained_model_name_or_path

@@ -208,12 +208,14 @@ def save_trained_pipeline(folder: Path, model, ema: EMAModel, vae, args: argpars
     else:
         mode = "the plain full-latent objective (--no_augmented baseline)"
     data, steps = config["data"], run.step
+    kept = [d for d in getattr(args, "ema_decays", [ema.decay]) if d != ema.decay]
+    others = f" (the run also kept EMAs {', '.join(f'{d:g}' for d in kept)})" if kept else ""
     provenance = (
         f"{steps} steps on {data['source']} ({data['num_examples']} examples), batch {args.train_batch_size} x "
         f"{run.accelerator.num_processes} processes x {args.gradient_accumulation_steps} accumulation, SiT flow "
         f"matching with {mode}; AdamW lr {args.learning_rate}, betas ({args.adam_beta1}, {args.adam_beta2}), weight "
-        f"decay {args.adam_weight_decay}; EMA {args.ema_decay} (warmup {args.ema_warmup_steps}), which the "
-        "transformer here holds. All settings: training_config.json of the run."
+        f"decay {args.adam_weight_decay}; EMA {ema.decay:g} (warmup {args.ema_warmup_steps}), which the "
+        f"transformer here holds{others}. All settings: training_config.json of the run."
     )
     return save_pipeline(
         folder,

@@ -6,7 +6,13 @@ import math
 
 from diffusers.training_utils import EMAModel
 
-__all__ = ["ExponentialWarmupEMAModel"]
+__all__ = ["ExponentialWarmupEMAModel", "ema_folder_names", "emas_by_decay", "save_ema_model"]
+
+
+def ema_folder_names(base: str, decays: list[float]) -> dict[str, float]:
+    """Folder name -> decay for several EMAs kept at once: the first decay is `base` (e.g. "transformer_ema", where
+    a single EMA has always been saved), the others `base-<decay>` (e.g. "transformer_ema-0.99995")."""
+    return {base if i == 0 else f"{base}-{decay:g}": decay for i, decay in enumerate(decays)}
 
 
 class ExponentialWarmupEMAModel(EMAModel):
@@ -46,3 +52,15 @@ class ExponentialWarmupEMAModel(EMAModel):
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self.warmup_steps = self._check_warmup(state_dict.get("warmup_steps", self.warmup_steps))
+
+
+def emas_by_decay(emas: dict[str, EMAModel]) -> dict[float, EMAModel]:
+    """The EMAs of `ema_folder_names` by their decay."""
+    return {ema.decay: ema for ema in emas.values()}
+
+
+def save_ema_model(ema: EMAModel, model, folder) -> None:
+    """Save the EMA weights as a `save_pretrained` model folder of `model`'s class and config."""
+    ema_model = type(model).from_config(model.config)
+    ema.copy_to(ema_model.parameters())
+    ema_model.save_pretrained(folder)

@@ -673,3 +673,16 @@ def test_accelerate_configs_are_valid(name, distributed_type, num_machines):
     if num_machines > 1:
         assert config.main_process_port == 29500 and args.num_processes == 16
         assert args.machine_rank == 1 and args.main_process_ip == "10.0.0.7"
+
+
+def test_several_ema_decays_are_saved_and_the_first_is_pushed(train_script, workspace, tmp_path, torch_home):
+    argv = _base_argv(workspace, tmp_path / "run", "--max_train_steps", "2", "--num_validation_images", "0")
+    config = run_in_process(train_script, [*argv, "--use_ema", "--ema_decay", "0.1", "0.15"])  # below the warm-up
+    assert config["args"]["ema_decays"] == [0.1, 0.15]
+    run = tmp_path / "run"
+    for folder in (run, run / "checkpoint-2"):
+        assert {"vae_ema", "vae_ema-0.15"} <= {p.name for p in folder.iterdir()}
+    first, second = _weights(run / "vae_ema"), _weights(run / "vae_ema-0.15")
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+    assert AutoencoderDC15.from_pretrained(run / "vae_ema-0.15").latent_channel_choices == (2, 4, 8)
+    assert "(0.15 EMA weights)" in (run / "vae_ema-0.15" / "README.md").read_text()

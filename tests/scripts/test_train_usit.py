@@ -144,6 +144,33 @@ def test_per_sample_prefixes_over_two_processes_resume_exactly(workspace, tmp_pa
     assert "one c' per sample in [4, 8, 12, 16], one pass, the full latent on half of each batch" in card
 
 
+def test_several_ema_decays_are_kept_saved_and_exportable(train_script, workspace, tmp_path):
+    """--ema_decay 0.9 0.99: both EMAs in every checkpoint and as model folders; --pipeline_ema_decay picks the
+    pipeline's; changing the decays on resume is refused."""
+    base = usit_argv(workspace, tmp_path / "run", "--validation_class_labels", "--ema_warmup_steps", "0")
+    argv = [*base, *"--max_train_steps 3 --ema_decay 0.9 0.99 --pipeline_ema_decay 0.99".split()]
+    config = run_in_process(train_script, argv)
+    assert (config["args"]["ema_decay"], config["args"]["ema_decays"]) == (0.9, [0.9, 0.99])
+    run = tmp_path / "run"
+    assert {"transformer_ema", "transformer_ema-0.99"} <= {p.name for p in (run / "checkpoint-3").iterdir()}
+    first = json.loads((run / "checkpoint-3" / "transformer_ema" / "config.json").read_text())
+    second = json.loads((run / "checkpoint-3" / "transformer_ema-0.99" / "config.json").read_text())
+    assert (first["decay"], second["decay"]) == (0.9, 0.99)
+    assert_same_weights(run / "pipeline" / "transformer", run / "transformer_ema-0.99")  # the chosen EMA
+    assert weights(run / "transformer_ema-0.99").keys() == weights(run / "checkpoint-3" / "transformer_ema").keys()
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(
+            weights(run / "transformer_ema-0.99").values(), weights(run / "checkpoint-3" / "transformer_ema").values()
+        )
+    )
+    assert "EMA 0.99 (warmup 0)" in (run / "pipeline" / "README.md").read_text()
+    with pytest.raises(ValueError, match=r"ema: checkpoint \[\[0.9, 0.99\], 0\], now \[\[0.9\], 0\]"):
+        run_in_process(train_script, [*base, *"--max_train_steps 4 --ema_decay 0.9".split()])
+    with pytest.raises(ValueError, match=r"--pipeline_ema_decay=0.5 is not allowed: must be one of --ema_decay"):
+        run_in_process(train_script, [*argv, "--pipeline_ema_decay", "0.5", "--dry_run"])
+
+
 def test_per_sample_draws_fill_half_the_batch_with_the_full_latent():
     sampler = LatentChannelSampler([4, 8, 12, 16], always_include_full=True, seed=3, process_index=1)
     drawn = sampler.per_sample(step=5, batch_size=7, micro_batch=1)
