@@ -104,6 +104,12 @@ def add_optimization_arguments(
     )
     parser.set_defaults(ema_decays=[ema_decay])
     group.add_argument("--seed", type=int, default=0)
+    group.add_argument(
+        "--compile", action="store_true", help="torch.compile every block of the model in place (keys unchanged)"
+    )
+    group.add_argument(
+        "--compile_backend", default="inductor", help="torch.compile backend ('eager': graph capture, no codegen)"
+    )
     return group
 
 

@@ -263,6 +263,10 @@ def build_autoencoder(args, config: dict) -> tuple[nn.Module, dict[str, nn.Param
         parameter.requires_grad_(True)
     if args.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
+    if args.compile:
+        from dc_ae_hf.training.optimization import compile_blocks
+
+        compile_blocks(vae, args.compile_backend)
     vae.train()
     freeze_frozen_norm_statistics(vae)
     return vae, trainable

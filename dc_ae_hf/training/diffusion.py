@@ -22,6 +22,7 @@ from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 from dc_ae_hf.training.cards import save_pipeline
+from dc_ae_hf.training.optimization import compile_blocks
 
 __all__ = [
     "autoencoder_config",
@@ -176,6 +177,8 @@ def build_transformer(args: argparse.Namespace, config: dict) -> USiTTransformer
         model = USiTTransformer2DModel.from_config(config["model"]["config"])
     if args.gradient_checkpointing:
         model.enable_gradient_checkpointing()
+    if args.compile:
+        compile_blocks(model, args.compile_backend)
     return model.train()
 
 

@@ -551,3 +551,17 @@ def test_official_class_sampling():
     assert evaluate.class_labels(50, 1000, "random") == expected  # official sample_class.py
     assert evaluate.class_labels(5, 3, "balanced") == [0, 1, 2, 0, 1]
     assert evaluate.sample_seed(0, 1) != evaluate.sample_seed(1, 0)
+
+
+def test_compiled_blocks_train_like_eager_ones(train_script, workspace, tmp_path):
+    """--compile compiles each USiTBlock in place; with the "eager" backend (graph capture without code generation)
+    the weights equal an uncompiled run's, and the saved folders keep their keys."""
+    argv = "--max_train_steps 2 --validation_class_labels".split()
+    run_in_process(train_script, usit_argv(workspace, tmp_path / "plain", *argv))
+    run_in_process(
+        train_script, usit_argv(workspace, tmp_path / "compiled", *argv, "--compile", "--compile_backend", "eager")
+    )
+    assert_same_weights(tmp_path / "plain" / "transformer", tmp_path / "compiled" / "transformer")
+    assert_same_weights(
+        tmp_path / "plain" / "pipeline" / "transformer", tmp_path / "compiled" / "pipeline" / "transformer"
+    )

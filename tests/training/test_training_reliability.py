@@ -350,3 +350,18 @@ def test_a_pipeline_or_run_folder_given_for_a_model_names_its_model_folders(trai
         model_subfolder_hint(run) == f"; it holds the model folders {run / 'vae_ema'}, {run / 'vae'}: pass one of them"
     )
     assert model_subfolder_hint(run / "vae") == ""
+
+
+def test_compile_blocks_compiles_the_outermost_units_in_place():
+    from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
+    from dc_ae_hf.training.optimization import compile_blocks
+
+    model = USiTTransformer2DModel(
+        sample_size=4, in_channels=8, num_layers=2, num_attention_heads=2, attention_head_dim=8
+    )
+    keys = list(model.state_dict())
+    assert compile_blocks(model, backend="eager") == ["in_blocks.0", "mid_block", "out_blocks.0"]
+    assert list(model.state_dict()) == keys
+    vae = AutoencoderDC15(**TINY_AE15_CONFIG)
+    names = compile_blocks(vae, backend="eager")
+    assert names and not any(a != b and b.startswith(a + ".") for a in names for b in names)  # outermost only
