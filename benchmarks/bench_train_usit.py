@@ -38,6 +38,7 @@ from dc_ae_hf.models.autoencoder_dc15 import AUTOENCODER_PRESETS, AutoencoderDC1
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.training.ema import ExponentialWarmupEMAModel
 from dc_ae_hf.training.flow_matching import flow_matching_loss
+from dc_ae_hf.training.optimization import compile_blocks
 from dc_ae_hf.training.randomness import LatentChannelSampler
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -45,18 +46,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def build_usit(channels: int, size: int, args) -> USiTTransformer2DModel:
     torch.manual_seed(0)
-    return (
-        USiTTransformer2DModel(
-            sample_size=size,
-            in_channels=channels,
-            num_layers=args.num_layers,
-            num_attention_heads=args.heads,
-            attention_head_dim=args.hidden // args.heads,
-            num_classes=10,
-        )
-        .to(args.device)
-        .train()
+    model = USiTTransformer2DModel(
+        sample_size=size,
+        in_channels=channels,
+        num_layers=args.num_layers,
+        num_attention_heads=args.heads,
+        attention_head_dim=args.hidden // args.heads,
+        num_classes=10,
     )
+    if args.compile:  # as train_usit.py --compile
+        compile_blocks(model, args.compile_backend)
+    return model.to(args.device).train()
 
 
 def train_step(model, batches, encode, args, choices):
@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=6, help="timed steps of each side (interleaved)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (as --mixed_precision bf16)")
+    p.add_argument("--compile", action="store_true", help="torch.compile every block, as train_usit.py --compile")
+    p.add_argument("--compile_backend", default="inductor")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--num_threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="batch 8, 128 px, autoencoder width / 8, 3 timed steps")
@@ -200,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     shapes = shape_comparison(args)
     print(
         f"\n# USiT hidden {args.hidden}, {args.num_layers} layers, {args.heads} heads; batch {args.batch_size}; "
-        f"{args.num_channel_samples} c' pass(es) per step; {'bf16' if args.bf16 else 'fp32'} on {args.device} "
+        f"{args.num_channel_samples} c' pass(es) per step; {'bf16' if args.bf16 else 'fp32'} on {args.device}"
+        f"{f', blocks compiled ({args.compile_backend})' if args.compile else ''} "
         f"(torch {torch.__version__}, {torch.get_num_threads()} threads); median of {args.steps} interleaved "
         f"steps; {load_average()}\n"
     )
