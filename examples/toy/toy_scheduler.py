@@ -6,6 +6,7 @@
   same list continues an interrupted run (the trainers resume from their newest checkpoint).
 - `Timings`: wall times of jobs and in-process steps, kept in a JSON file so a resumed run still reports them;
   `stage_wall_times` sums them up per stage.
+- `simulate_schedule`: the wall time of a job list under the same policy, from per-job durations (budgets).
 """
 
 from __future__ import annotations
@@ -104,6 +105,29 @@ def check_jobs(jobs: list[Job]) -> None:
             raise ValueError(f"jobs {sorted(waiting)} wait for each other (a dependency cycle)")
         for name in free:
             del waiting[name]
+
+
+def simulate_schedule(jobs: list[Job], seconds: Mapping[str, float], max_parallel: int) -> float:
+    """The wall time `run_jobs` would take to run every job of `jobs` (done markers ignored) if job `name` took
+    `seconds[name]`: the same policy (ready jobs in list order, at most `max_parallel` at once), no poll delays.
+    Used to turn measured per-job costs into a budget estimate; KeyError for a job without a duration."""
+    check_int("max_parallel", max_parallel, minimum=1)
+    check_jobs(jobs)
+    for job in jobs:
+        check_number(f"seconds[{job.name!r}]", seconds[job.name], minimum=0)
+    pending, done = list(jobs), set()
+    running: dict[str, float] = {}  # name -> end time
+    now = 0.0
+    while pending or running:
+        ready = [job for job in pending if all(dep in done for dep in job.after)]
+        while ready and len(running) < max_parallel:
+            job = ready.pop(0)
+            pending.remove(job)
+            running[job.name] = now + seconds[job.name]
+        name = min(running, key=running.get)  # the next job to finish (check_jobs: no cycles, so one is running)
+        now = running.pop(name)
+        done.add(name)
+    return now
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "examples" / "toy"))  # the recipe's modules sit beside its script
-from toy_scheduler import Job, Timings, check_jobs, run_jobs, stage_wall_times  # noqa: E402
+from toy_scheduler import Job, Timings, check_jobs, run_jobs, simulate_schedule, stage_wall_times  # noqa: E402
 
 
 def _job(tmp_path, name, code="", after=(), stage="stage"):
@@ -124,3 +124,24 @@ def test_timings_persist_and_sum_up_per_stage(tmp_path):
     walls = stage_wall_times(again.entries)
     assert walls["training"] == 20.0 and walls["evaluation"] == 4.0
     assert set(walls) == {"data", "training", "evaluation"} and walls["data"] >= 0
+
+
+def test_simulate_schedule_follows_the_pool_policy(tmp_path):
+    jobs = [
+        _job(tmp_path, "a"),
+        _job(tmp_path, "b"),
+        _job(tmp_path, "c", after=["a"]),
+        _job(tmp_path, "d"),
+    ]
+    seconds = {"a": 10.0, "b": 4.0, "c": 5.0, "d": 3.0}
+    # two slots: a | b, then d (ready, before c in the list? c waits for a) at 4 -> 7, c at 10 -> 15
+    assert simulate_schedule(jobs, seconds, max_parallel=2) == 15.0
+    assert simulate_schedule(jobs, seconds, max_parallel=1) == 22.0  # one at a time: the sum
+    assert simulate_schedule(jobs, seconds, max_parallel=4) == 15.0  # the chain a -> c bounds it
+    assert simulate_schedule([], {}, max_parallel=2) == 0.0
+    with pytest.raises(KeyError, match="'d'"):
+        simulate_schedule(jobs, {"a": 1.0, "b": 1.0, "c": 1.0}, max_parallel=2)
+    with pytest.raises(ValueError, match=r"seconds\['a'\]=-1\.0 .*>= 0"):
+        simulate_schedule(jobs, {**seconds, "a": -1.0}, max_parallel=2)
+    with pytest.raises(ValueError, match="max_parallel=0"):
+        simulate_schedule(jobs, seconds, max_parallel=0)
