@@ -3,6 +3,8 @@
     python examples/toy/run_recipe.py --mode quick --output_dir outputs/toy          # <= 30 min on 2 CPU cores
     python examples/toy/run_recipe.py --mode full --output_dir outputs/toy-full     # <= 2 h, 2 seeds, resumable
     python examples/toy/run_recipe.py --mode smoke --output_dir /tmp/toy-smoke      # a few steps (the test)
+    python examples/toy/run_recipe.py --mode sweep --output_dir outputs/toy-sweep   # ~2 h 15 min, resumable
+    python examples/toy/run_recipe.py --mode sweep-smoke --output_dir /tmp/sweep    # a few steps (the test)
 
 Stages (each skipped when its final output exists; the trainers resume from their checkpoints when re-run):
 
@@ -24,6 +26,12 @@ Stages (each skipped when its final output exists; the trainers resume from thei
    generated samples at every diffusion checkpoint, without guidance and with classifier-free guidance
    (`EVAL_GUIDANCE_SCALES`; reference: the run's own AE's reconstructions of held-out images); plots,
    reconstruction grids, `results.md`, `results.json`.
+
+The channel sweep (`--mode sweep`, `run_sweep`) puts the toy in the paper's regime of many channels: plain
+autoencoders with c = 8 ... 128 latent channels and structured ones at c = 64 and 128 (reconstruction vs c, Fig.
+1b), the plain diffusion objective on every plain autoencoder (generation vs c), and at c = 128 the 2x2 of Table 5
+(structured or plain latent x augmented or plain objective, augmentation both per_pass and per_sample) with two
+seeds, at equal steps and at equal passes (`toy_settings.SWEEP_MODES`; its budget: `measure_sweep.py`).
 
 This file is the entry point; the work is in its sibling modules: `toy_settings.py` (modes, configs),
 `toy_scheduler.py` (the job pool), `toy_stages.py` (data and trainer command lines), `toy_evaluation.py` and
@@ -49,15 +57,21 @@ from toy_evaluation import (  # noqa: E402
     evaluate_autoencoders,
     evaluate_classifier,
     evaluate_diffusion,
+    evaluate_sweep_autoencoders,
+    evaluate_sweep_classifier,
+    evaluate_sweep_diffusion,
     load_autoencoder,
     load_imagefolder,
+    load_sweep_vaes,
 )
 from toy_report import (  # noqa: E402
     results_summary,
     sample_grid,
+    sweep_results_summary,
     write_bundle,
     write_prefix_grids,
     write_report,
+    write_sweep_report,
 )
 from toy_scheduler import Timings, run_jobs, stage_wall_times  # noqa: E402
 from toy_settings import (  # noqa: E402
@@ -66,6 +80,7 @@ from toy_settings import (  # noqa: E402
     EVAL_GUIDANCE_SCALES,
     MODES,
     RUNS,
+    SWEEP_MODES,
     usit_run_dir,
 )
 from toy_stages import (  # noqa: E402
@@ -73,39 +88,54 @@ from toy_stages import (  # noqa: E402
     cache_jobs,
     data_exists,
     finetune_jobs,
+    sweep_jobs,
     trainer_environment,
     usit_jobs,
     write_configs,
     write_data,
     write_diffusion_vae,
+    write_sweep_configs,
 )
 
 from dc_ae_hf.checks import check_int  # noqa: E402
 
 # what tests and callers read from this module besides main (the rest lives in the toy_* modules)
-__all__ = ["CHANNEL_CHOICES", "EVAL_GUIDANCE_SCALES", "MODES", "RUNS", "main", "parse_args", "usit_run_dir"]
+__all__ = [
+    "CHANNEL_CHOICES",
+    "EVAL_GUIDANCE_SCALES",
+    "MODES",
+    "RUNS",
+    "SWEEP_MODES",
+    "main",
+    "parse_args",
+    "usit_run_dir",
+]
 
 SAMPLES_PER_CLASS = 4  # samples_struct_aug.png: one row per class
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=sorted(MODES), default="quick")
+    parser.add_argument("--mode", choices=sorted(MODES) + sorted(SWEEP_MODES), default="quick")
     parser.add_argument("--output_dir", default="outputs/toy", help="runs, logs, checkpoints")
     parser.add_argument("--results_dir", help="where the PNGs/markdown/json go (default: <output_dir>/results)")
-    parser.add_argument("--bundle_to", help="also copy the structured + augmented pipeline (seed 0) here")
+    parser.add_argument("--bundle_to", help="also copy the structured + augmented pipeline (seed 0) here (not sweep)")
     parser.add_argument("--max_parallel", type=int, default=2, help="training subprocesses at once")
     args = parser.parse_args(argv)
     try:
         check_int("--max_parallel", args.max_parallel, minimum=1)
     except ValueError as error:
         parser.error(str(error))
+    if args.bundle_to and args.mode in SWEEP_MODES:
+        parser.error(f"--bundle_to is not available with --mode {args.mode}: the sweep bundles no pipeline")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Run (or continue) the recipe; returns the results dict that `results.json` holds."""
     args = parse_args(argv)
+    if args.mode in SWEEP_MODES:
+        return run_sweep(args)
     settings = MODES[args.mode]
     out = Path(args.output_dir).resolve()
     results_dir = Path(args.results_dir).resolve() if args.results_dir else out / "results"
@@ -165,6 +195,51 @@ def main(argv: list[str] | None = None) -> dict:
         max_parallel=args.max_parallel,
     )
     write_report(results_dir, results)
+    print(f"results in {results_dir}", flush=True)
+    return results
+
+
+def run_sweep(args: argparse.Namespace) -> dict:
+    """Run (or continue) a channel-sweep mode (`SWEEP_MODES`): data, then one job pool (every autoencoder, its
+    latent cache with the scaling factor measured on all training images, its diffusion runs), then the evaluation
+    (reconstruction per c and prefix, one classifier for every autoencoder, every diffusion checkpoint) and the
+    report (`write_sweep_report`). Returns the results dict that `results.json` holds."""
+    settings = SWEEP_MODES[args.mode]
+    out = Path(args.output_dir).resolve()
+    results_dir = Path(args.results_dir).resolve() if args.results_dir else out / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    timings = Timings(out / "timings.json")
+    torch.manual_seed(0)
+
+    if not data_exists(out):
+        timings.timed("data", "data", lambda: write_data(out, settings))
+    write_sweep_configs(out, settings)
+    jobs = sweep_jobs(out, settings)
+    run_jobs(jobs, out / "logs", args.max_parallel, timings, cwd=REPO_ROOT, environment=trainer_environment())
+
+    train = load_imagefolder(out / "data" / "train")
+    heldout = load_imagefolder(out / "data" / "heldout")
+    reconstruction = timings.timed(
+        "eval_autoencoders", "evaluation: autoencoders", lambda: evaluate_sweep_autoencoders(out, settings, heldout[0])
+    )
+    vaes = load_sweep_vaes(out, settings)
+    classifier, references, classifier_info = timings.timed(
+        "classifier", "evaluation: classifier", lambda: evaluate_sweep_classifier(vaes, train, heldout, settings)
+    )
+    rows = evaluate_sweep_diffusion(out, settings, vaes, classifier, references)
+    timings.record_total("eval_diffusion", "evaluation: diffusion samples", sum(r["eval_seconds"] for r in rows))
+
+    results = sweep_results_summary(
+        args.mode,
+        settings,
+        reconstruction,
+        classifier_info,
+        rows,
+        stage_seconds=stage_wall_times(timings.entries),
+        job_seconds=timings.entries,
+        max_parallel=args.max_parallel,
+    )
+    write_sweep_report(results_dir, results)
     print(f"results in {results_dir}", flush=True)
     return results
 

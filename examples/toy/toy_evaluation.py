@@ -11,6 +11,11 @@
    the reconstructions of the held-out images by the run's own AE. The rows are kept in `<out>/eval/
    diffusion.json`, so a resumed run evaluates only the checkpoints it has not evaluated yet.
 
+The channel sweep (`--mode sweep`) has its own three: `evaluate_sweep_autoencoders` (every sweep autoencoder at
+`sweep_reconstruction_prefixes`), `evaluate_sweep_classifier` (one classifier trained on every autoencoder's
+reconstructions in turn, so that generations of different c are scored alike) and `evaluate_sweep_diffusion`; the
+diffusion rows of both come from `evaluate_checkpoints`.
+
 Images are tensors (N, 3, 32, 32) in [-1, 1], as the autoencoders take them.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,8 +35,14 @@ from toy_settings import (
     RESOLUTION,
     RUNS,
     ModeSettings,
+    SweepAutoencoder,
+    SweepSettings,
     passes_per_step,
     run_autoencoder,
+    sweep_autoencoders,
+    sweep_cache_dir,
+    sweep_prefixes,
+    sweep_runs,
     usit_run_dir,
 )
 
@@ -148,48 +160,85 @@ def generate(
     return torch.cat(images), labels
 
 
+@dataclass(frozen=True)
+class EvaluatedRun:
+    """A diffusion run to evaluate: its name and seed (the keys of its rows), its folder, the name of its
+    autoencoder (the key of `vaes` and `references`) and its passes per optimisation step."""
+
+    run: str
+    seed: int
+    folder: Path
+    autoencoder: str
+    passes_per_step: int
+
+
+def evaluate_checkpoints(
+    cache_path: Path,
+    runs: list[EvaluatedRun],
+    vaes: dict[str, AutoencoderDC15],
+    classifier: SmallImageClassifier,
+    references: dict[str, torch.Tensor],
+    num_samples: int,
+    sample_steps: int,
+) -> list[dict]:
+    """Class accuracy and classifier FD at every checkpoint of every run (EMA weights, decoded by the run's
+    autoencoder, against its own reference), one row per guidance scale in `EVAL_GUIDANCE_SCALES`: ``{"run",
+    "seed", "step", "passes", "guidance_scale", "class_accuracy", "classifier_fd", "eval_seconds"}``. Rows already
+    in `cache_path` (JSON) are kept, not recomputed; the file is rewritten after every checkpoint."""
+    rows = json.loads(cache_path.read_text()) if cache_path.exists() else []
+    seen = {(r["run"], r["seed"], r["step"], r["guidance_scale"]) for r in rows}
+    for entry in runs:
+        for checkpoint in list_checkpoints(entry.folder):
+            step = checkpoint_step(checkpoint)
+            scales = [g for g in EVAL_GUIDANCE_SCALES if (entry.run, entry.seed, step, g) not in seen]
+            if not scales:
+                continue
+            transformer = USiTTransformer2DModel.from_pretrained(checkpoint / "transformer_ema").eval()
+            pipe = DCAE15Pipeline(transformer=transformer, vae=vaes[entry.autoencoder])
+            pipe.set_progress_bar_config(disable=True)
+            for scale in scales:
+                start = time.time()
+                samples, labels = generate(
+                    pipe, num_samples, sample_steps, seed=1000 + entry.seed, guidance_scale=scale
+                )
+                metrics = classifier_metrics(classifier, samples, labels, references[entry.autoencoder])
+                rows.append(
+                    {
+                        "run": entry.run,
+                        "seed": entry.seed,
+                        "step": step,
+                        "passes": step * entry.passes_per_step,
+                        "guidance_scale": scale,
+                        **metrics,
+                        "eval_seconds": round(time.time() - start, 1),
+                    }
+                )
+                print(f"[eval] {entry.run} seed {entry.seed} step {step} cfg {scale}: {metrics}", flush=True)
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            cache_path.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
 def evaluate_diffusion(
     out: Path, settings: ModeSettings, classifier: SmallImageClassifier, references: dict[str, torch.Tensor]
 ) -> list[dict]:
-    """Class accuracy and classifier FD at every checkpoint of every run (EMA weights), one row per guidance scale
-    in `EVAL_GUIDANCE_SCALES`: ``{"run", "seed", "step", "passes", "guidance_scale", "class_accuracy",
-    "classifier_fd", "eval_seconds"}``. Rows already in `<out>/eval/diffusion.json` are kept, not recomputed."""
-    cache_path = out / "eval" / "diffusion.json"
-    rows = json.loads(cache_path.read_text()) if cache_path.exists() else []
-    seen = {(r["run"], r["seed"], r["step"], r["guidance_scale"]) for r in rows}
+    """Class accuracy and classifier FD at every checkpoint of every run of `RUNS` (`evaluate_checkpoints`; the
+    autoencoders with their measured scaling factors, `<ae>/vae_diffusion`)."""
     vaes = {ae: load_autoencoder(out / ae / "vae_diffusion") for ae in AUTOENCODERS}
-    for seed in settings.seeds:
-        for run in RUNS:
-            ae = run_autoencoder(run)
-            for checkpoint in list_checkpoints(usit_run_dir(out, run, seed)):
-                step = checkpoint_step(checkpoint)
-                scales = [g for g in EVAL_GUIDANCE_SCALES if (run, seed, step, g) not in seen]
-                if not scales:
-                    continue
-                transformer = USiTTransformer2DModel.from_pretrained(checkpoint / "transformer_ema").eval()
-                pipe = DCAE15Pipeline(transformer=transformer, vae=vaes[ae])
-                pipe.set_progress_bar_config(disable=True)
-                for scale in scales:
-                    start = time.time()
-                    samples, labels = generate(
-                        pipe, settings.num_samples, settings.sample_steps, seed=1000 + seed, guidance_scale=scale
-                    )
-                    metrics = classifier_metrics(classifier, samples, labels, references[ae])
-                    rows.append(
-                        {
-                            "run": run,
-                            "seed": seed,
-                            "step": step,
-                            "passes": step * passes_per_step(run),
-                            "guidance_scale": scale,
-                            **metrics,
-                            "eval_seconds": round(time.time() - start, 1),
-                        }
-                    )
-                    print(f"[eval] {run} seed {seed} step {step} cfg {scale}: {metrics}", flush=True)
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                cache_path.write_text(json.dumps(rows, indent=1))
-    return rows
+    runs = [
+        EvaluatedRun(run, seed, usit_run_dir(out, run, seed), run_autoencoder(run), passes_per_step(run))
+        for seed in settings.seeds
+        for run in RUNS
+    ]
+    return evaluate_checkpoints(
+        out / "eval" / "diffusion.json",
+        runs,
+        vaes,
+        classifier,
+        references,
+        settings.num_samples,
+        settings.sample_steps,
+    )
 
 
 @torch.no_grad()
@@ -204,3 +253,91 @@ def class_samples(pipeline: Path, per_class: int, steps: int, guidance_scale: fl
         num_inference_steps=steps,
         generator=torch.Generator().manual_seed(0),
     ).images
+
+
+# The channel sweep (`--mode sweep`): every sweep autoencoder, one classifier for all of them, every run.
+
+
+def sweep_reconstruction_prefixes(ae: SweepAutoencoder, settings: SweepSettings) -> list[int]:
+    """The prefixes c' a sweep autoencoder is evaluated at: every prefix of a structured one; the full latent of a
+    plain one, and for the plain one at the largest c also every prefix with the trailing channels zeroed (the
+    unstructured counterpart of the structured one's prefixes)."""
+    if ae.structured or ae.latent_channels == settings.largest_channels:
+        return sweep_prefixes(ae.latent_channels)
+    return [ae.latent_channels]
+
+
+def evaluate_sweep_autoencoders(out: Path, settings: SweepSettings, heldout: torch.Tensor) -> dict:
+    """Held-out PSNR/SSIM of every sweep autoencoder (EMA weights) at `sweep_reconstruction_prefixes`:
+    ``{"<ae name>": {"<c'>": {"psnr", "ssim"}}}``."""
+    batches = list(heldout.split(100))
+    results = {}
+    for ae in sweep_autoencoders(settings):
+        vae = load_autoencoder(out / ae.name / "vae_ema")
+        table = evaluate_autoencoder(vae, batches, sweep_reconstruction_prefixes(ae, settings))
+        results[ae.name] = {str(c): values for c, values in table.items()}
+    return results
+
+
+def evaluate_sweep_classifier(
+    vaes: dict[str, AutoencoderDC15],
+    train: tuple[torch.Tensor, torch.Tensor],
+    heldout: tuple[torch.Tensor, torch.Tensor],
+    settings: SweepSettings,
+) -> tuple[SmallImageClassifier, dict[str, torch.Tensor], dict]:
+    """Train one classifier for every sweep autoencoder (`vaes`, by name, in a fixed order): training image i is
+    reconstructed by autoencoder i mod len(vaes), so each contributes equally and from every class (the imagefolder
+    is sorted by class), and none is favoured when the generations of different c are compared.
+
+    Returns the classifier, the references (each autoencoder's reconstructions of the held-out images) and
+    ``{"accuracy", "fd_floor", "steps", "trained_on"}``: held-out accuracy on real images and on each autoencoder's
+    reconstructions; per autoencoder the Frechet distance of as many class-balanced reconstructions of training
+    images as there are samples per checkpoint against its reference (the floor of the diffusion numbers).
+    """
+    (train_images, train_labels), (heldout_images, heldout_labels) = train, heldout
+    names = list(vaes)
+    recon_train = torch.empty_like(train_images)
+    for k, name in enumerate(names):
+        recon_train[k :: len(names)] = reconstruct(vaes[name], train_images[k :: len(names)])
+    model = train_classifier(recon_train, train_labels, len(SHAPE_CLASSES), steps=settings.classifier_steps)
+    references = {name: reconstruct(vaes[name], heldout_images) for name in names}
+    accuracy = {}
+    for name, images in [("held-out real images", heldout_images), *references.items()]:
+        logits, _ = classifier_outputs(model, images)
+        accuracy[name] = (logits.argmax(1) == heldout_labels).float().mean().item()
+    subset = torch.linspace(0, len(train_images) - 1, min(settings.num_samples, len(train_images))).long()
+    floor = {}
+    for name in names:
+        recon = reconstruct(vaes[name], train_images[subset])
+        floor[name] = classifier_metrics(model, recon, train_labels[subset], references[name])["classifier_fd"]
+    info = {"accuracy": accuracy, "fd_floor": floor, "steps": settings.classifier_steps, "trained_on": names}
+    return model, references, info
+
+
+def load_sweep_vaes(out: Path, settings: SweepSettings) -> dict[str, AutoencoderDC15]:
+    """Every sweep autoencoder with its measured scaling factor (`<cache>/vae`, what its diffusion runs decode
+    with), by name, in `sweep_autoencoders` order."""
+    return {ae.name: load_autoencoder(sweep_cache_dir(out, ae) / "vae") for ae in sweep_autoencoders(settings)}
+
+
+def evaluate_sweep_diffusion(
+    out: Path,
+    settings: SweepSettings,
+    vaes: dict[str, AutoencoderDC15],
+    classifier: SmallImageClassifier,
+    references: dict[str, torch.Tensor],
+) -> list[dict]:
+    """`evaluate_checkpoints` for every run of `sweep_runs` (rows kept in `<out>/eval/diffusion.json`)."""
+    runs = [
+        EvaluatedRun(run.name, run.seed, run.folder(out), run.autoencoder.name, run.passes_per_step)
+        for run in sweep_runs(settings)
+    ]
+    return evaluate_checkpoints(
+        out / "eval" / "diffusion.json",
+        runs,
+        vaes,
+        classifier,
+        references,
+        settings.num_samples,
+        settings.sample_steps,
+    )

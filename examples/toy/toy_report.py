@@ -10,12 +10,17 @@ Files of `--results_dir`:
 
 `write_bundle` copies the final `struct_aug` pipeline with a model card (how `dc_ae_hf/assets/toy-dcae15-shapes`
 was made). Diffusion numbers are summarised over seeds by `aggregate`: mean, min and max per run and step.
+
+The channel sweep (`--mode sweep`) writes `results.json` (`sweep_results_summary`), `results.md`
+(`write_sweep_markdown`: reconstruction vs c, generation vs c, the Table 5 cells at equal steps and at equal
+passes, every checkpoint) and `SWEEP_PLOTS` (`make_sweep_plots`), all by `write_sweep_report`.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +36,14 @@ from toy_settings import (
     LATENT_CHANNELS,
     RUN_LABELS,
     RUNS,
+    SWEEP_OBJECTIVE_LABELS,
+    SWEEP_OBJECTIVES,
+    SWEEP_PREFIX_STEP,
     USIT_CONFIG,
     ModeSettings,
+    SweepSettings,
+    sweep_autoencoders,
+    sweep_runs,
 )
 
 from dc_ae_hf.checks import check_int
@@ -46,12 +57,13 @@ AE_COLUMNS = ("structured", "plain_zeroed", "plain_finetuned")  # the reconstruc
 
 
 def aggregate(
-    rows: list[dict], key: str, guidance_scale: float
+    rows: list[dict], key: str, guidance_scale: float, runs: tuple[str, ...] | list[str] = RUNS
 ) -> dict[str, dict[int, tuple[float, float, float, int]]]:
-    """run -> step -> (mean, min, max, passes) of `key` over seeds, for the rows sampled with `guidance_scale`."""
+    """run -> step -> (mean, min, max, passes) of `key` over seeds, for the rows sampled with `guidance_scale`, for
+    every run of `runs` (default: the full and quick modes' `RUNS`)."""
     rows = [r for r in rows if r["guidance_scale"] == guidance_scale]
     table: dict[str, dict[int, tuple]] = {}
-    for run in RUNS:
+    for run in runs:
         table[run] = {}
         for step in sorted({r["step"] for r in rows if r["run"] == run}):
             matching = [r for r in rows if r["run"] == run and r["step"] == step]
@@ -196,26 +208,32 @@ def make_plots(path: Path, ae_results: dict, rows: list[dict]) -> None:
         (axes[1, 3], "class_accuracy", "passes", guided),
     ]
     for ax, key, x, scale in panels:
-        table = aggregate(rows, key, scale)
-        for run in RUNS:
-            steps = sorted(table[run])
-            if not steps:
-                continue
-            xs = [step if x == "step" else table[run][step][3] for step in steps]
-            mean = [table[run][s][0] for s in steps]
-            low = [table[run][s][0] - table[run][s][1] for s in steps]
-            high = [table[run][s][2] - table[run][s][0] for s in steps]
-            ax.errorbar(xs, mean, yerr=[low, high], marker="o", capsize=3, label=RUN_LABELS[run])
-        ax.set_xlabel("optimisation steps" if x == "step" else "forward/backward passes (compute)")
-        ax.set_ylabel(key.replace("_", " "))
-        versus = "steps" if x == "step" else "compute"
-        ax.set_title(f"{key.replace('_', ' ')} (CFG {scale:g}) vs {versus}", fontsize=10)
-        ax.text(0.01, 0.01, "bars: seed min/max", transform=ax.transAxes, fontsize=7)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        plot_curves(ax, rows, key, x, scale, RUN_LABELS)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plot_curves(ax, rows: list[dict], key: str, x: str, scale: float, labels: dict[str, str]) -> None:
+    """One panel: `key` of the runs in `labels` (run -> legend) vs steps (`x` = "step") or passes (`x` =
+    "passes"), sampled with guidance `scale`; the mean over seeds with bars from the seed min to max."""
+    table = aggregate(rows, key, scale, list(labels))
+    for run, label in labels.items():
+        steps = sorted(table[run])
+        if not steps:
+            continue
+        xs = [step if x == "step" else table[run][step][3] for step in steps]
+        mean = [table[run][s][0] for s in steps]
+        low = [table[run][s][0] - table[run][s][1] for s in steps]
+        high = [table[run][s][2] - table[run][s][0] for s in steps]
+        ax.errorbar(xs, mean, yerr=[low, high], marker="o", capsize=3, label=label)
+    ax.set_xlabel("optimisation steps" if x == "step" else "forward/backward passes (compute)")
+    ax.set_ylabel(key.replace("_", " "))
+    versus = "steps" if x == "step" else "compute"
+    ax.set_title(f"{key.replace('_', ' ')} (CFG {scale:g}) vs {versus}", fontsize=10)
+    ax.text(0.01, 0.01, "bars: seed min/max", transform=ax.transAxes, fontsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def write_prefix_grids(
@@ -299,3 +317,296 @@ def write_bundle(
         solver="euler",
         num_inference_steps=settings.sample_steps,
     )
+
+
+# The channel sweep (`--mode sweep`): results.json, results.md and three plots (`write_sweep_report`).
+
+SWEEP_PLOTS = ("reconstruction_vs_c.png", "generation_vs_c.png", "curves.png")
+LATENT_LABELS = {True: "structured", False: "plain"}
+
+
+def sweep_results_summary(
+    mode: str,
+    settings: SweepSettings,
+    reconstruction: dict,
+    classifier_info: dict,
+    rows: list[dict],
+    stage_seconds: dict[str, float],
+    job_seconds: dict[str, dict],
+    max_parallel: int,
+) -> dict:
+    """The results dict of a sweep mode (`results.json`): settings, what each autoencoder and run is, the
+    reconstruction table (`evaluate_sweep_autoencoders`), the classifier, every diffusion row, the wall times."""
+    autoencoders = {
+        ae.name: {
+            "latent_channels": ae.latent_channels,
+            "structured": ae.structured,
+            "channel_choices": ae.channel_choices,
+        }
+        for ae in sweep_autoencoders(settings)
+    }
+    runs: dict[str, dict] = {}
+    for run in sweep_runs(settings):
+        entry = runs.setdefault(
+            run.name,
+            {
+                "autoencoder": run.autoencoder.name,
+                "latent_channels": run.autoencoder.latent_channels,
+                "structured": run.autoencoder.structured,
+                "objective": run.objective,
+                "passes_per_step": run.passes_per_step,
+                "seeds": [],
+            },
+        )
+        entry["seeds"].append(run.seed)
+    return {
+        "mode": mode,
+        "settings": vars(settings),
+        "autoencoder_config": AUTOENCODER_CONFIG,
+        "usit_config": USIT_CONFIG,
+        "prefix_step": SWEEP_PREFIX_STEP,
+        "augmented_passes_per_step": AUGMENTED_PASSES,
+        "autoencoders": autoencoders,
+        "runs": runs,
+        "reconstruction": reconstruction,
+        "classifier": classifier_info,
+        "diffusion": rows,
+        "stage_seconds": stage_seconds,
+        "job_seconds": job_seconds,
+        "max_parallel": max_parallel,
+    }
+
+
+def table5_runs(results: dict) -> list[str]:
+    """The Table 5 cells at the largest c, in table order: structured then plain latent, each with the plain,
+    per_pass and per_sample objective."""
+    largest = results["settings"]["plain_channels"][-1]
+    cells = {
+        (v["structured"], v["objective"]): name
+        for name, v in results["runs"].items()
+        if v["latent_channels"] == largest
+    }
+    return [cells[(structured, objective)] for structured in (True, False) for objective in SWEEP_OBJECTIVES]
+
+
+def channel_runs(results: dict) -> list[str]:
+    """Fig. 1b's runs: the plain objective on every plain autoencoder, by increasing c."""
+    runs = [(v["latent_channels"], name) for name, v in results["runs"].items() if not v["structured"]]
+    return [name for c, name in sorted(runs) if results["runs"][name]["objective"] == "plain"]
+
+
+def run_label(results: dict, run: str) -> str:
+    """A legend for a sweep run: its latent and objective (`SWEEP_OBJECTIVE_LABELS`)."""
+    entry = results["runs"][run]
+    latent = LATENT_LABELS[entry["structured"]]
+    return f"{latent} c={entry['latent_channels']}, {SWEEP_OBJECTIVE_LABELS[entry['objective']]}"
+
+
+def common_step(rows: list[dict], runs: list[str], by: str = "step") -> int | None:
+    """The largest step (`by` = "step") or pass count (`by` = "passes") at which every run of `runs` has an
+    evaluation; None when there is none."""
+    common = None
+    for run in runs:
+        values = {r[by] for r in rows if r["run"] == run}
+        common = values if common is None else common & values
+    return max(common) if common else None
+
+
+def _step_at(rows: list[dict], run: str, by: str, value: int) -> int:
+    """The step of `run` whose `by` ("step" or "passes") is `value`."""
+    return next(r["step"] for r in rows if r["run"] == run and r[by] == value)
+
+
+def _metric_cells(tables: list[tuple[dict, dict]], run: str, step: int) -> list[str]:
+    """`mean [min, max]` of class accuracy and classifier FD at every guidance scale, for one run and step."""
+    cells = []
+    for accuracy, fd in tables:
+        a, f = accuracy[run].get(step), fd[run].get(step)
+        cells += [
+            f"{a[0]:.3f} [{a[1]:.3f}, {a[2]:.3f}]" if a else "-",
+            f"{f[0]:.1f} [{f[1]:.1f}, {f[2]:.1f}]" if f else "-",
+        ]
+    return cells
+
+
+def write_sweep_markdown(path: Path, results: dict) -> None:
+    """`results.md` of a sweep: reconstruction vs c, the classifier, generation vs c, the Table 5 cells at equal
+    steps and at equal passes (mean over seeds [min, max]), every checkpoint, the wall times."""
+    settings, rows, recon = results["settings"], results["diffusion"], results["reconstruction"]
+    largest = settings["plain_channels"][-1]
+    lines = [f"# Toy DC-AE 1.5 channel sweep ({results['mode']} mode)", ""]
+    if results["mode"] != "sweep":
+        lines += ["**A smoke run of a few steps: these numbers test the recipe's plumbing and are not results.**", ""]
+
+    structured = sorted(
+        (name for name, v in results["autoencoders"].items() if v["structured"]),
+        key=lambda name: results["autoencoders"][name]["latent_channels"],
+    )
+    columns = ["plain AE with c = c'"]
+    columns += [f"structured c={results['autoencoders'][name]['latent_channels']}, first c'" for name in structured]
+    columns += [f"plain c={largest}, first c' (rest zeroed)"]
+    prefixes = sorted({int(c) for table in recon.values() for c in table})
+    lines += [
+        "## Reconstruction vs c (held-out PSNR dB / SSIM; EMA weights)",
+        "",
+        "| c' | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for c in prefixes:
+        # the plain AE trained with c channels, each structured AE's first c channels, and the largest plain AE's
+        # first c channels with the rest zeroed (its full latent is the first column's)
+        values = [recon.get(f"ae_plain_c{c}", {}).get(str(c))]
+        values += [recon[name].get(str(c)) for name in structured]
+        values += [recon[f"ae_plain_c{largest}"].get(str(c)) if c != largest else None]
+        cells = [f"{value['psnr']:.2f} / {value['ssim']:.3f}" if value else "-" for value in values]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+
+    classifier = results["classifier"]
+    lines += ["", f"## Classifier ({classifier['steps']} steps; trained on every AE's reconstructions in turn)", ""]
+    lines += ["| images | class accuracy |", "|---|---|"]
+    lines += [f"| {name} | {value:.3f} |" for name, value in classifier["accuracy"].items()]
+    floor = ", ".join(f"{k}: {v:.3f}" for k, v in classifier["fd_floor"].items())
+    lines += ["", f"Classifier FD floor (reconstructions of training images vs the held-out reference): {floor}", ""]
+
+    scales = " | ".join(f"class accuracy, CFG {g:g} | classifier FD, CFG {g:g}" for g in EVAL_GUIDANCE_SCALES)
+    rule = "---|---|" * len(EVAL_GUIDANCE_SCALES)
+    runs = list(results["runs"])
+    tables = [
+        (aggregate(rows, "class_accuracy", g, runs), aggregate(rows, "classifier_fd", g, runs))
+        for g in EVAL_GUIDANCE_SCALES
+    ]
+    sweep = channel_runs(results)
+    step = common_step(rows, sweep)
+    lines += [
+        f"## Generation vs c: the plain objective on every plain AE, at step {step} (euler, "
+        f"{settings['sample_steps']} steps; mean over seeds [min, max])",
+        "",
+        f"| c | seeds | {scales} | FD floor |",
+        f"|---|---|{rule}---|",
+    ]
+    for run in sweep:
+        entry = results["runs"][run]
+        floor_value = classifier["fd_floor"].get(entry["autoencoder"])
+        cells = [str(entry["latent_channels"]), str(len(entry["seeds"])), *_metric_cells(tables, run, step)]
+        lines.append("| " + " | ".join(cells) + f" | {floor_value:.2f} |")
+
+    cells5 = table5_runs(results)
+    for by, title in (("step", "equal steps"), ("passes", "equal passes (compute)")):
+        value = common_step(rows, cells5, by)
+        lines += [
+            "",
+            f"## Table 5 cells at c = {largest}, {title}: {by} {value}",
+            "",
+            f"| latent | objective | step | passes | {scales} |",
+            f"|---|---|---|---|{rule}",
+        ]
+        for run in cells5:
+            entry = results["runs"][run]
+            at = _step_at(rows, run, by, value) if value is not None else None
+            cells = [LATENT_LABELS[entry["structured"]], entry["objective"]]
+            cells += [str(at), str(at * entry["passes_per_step"])] if at else ["-", "-"]
+            cells += _metric_cells(tables, run, at) if at else ["-"] * 2 * len(EVAL_GUIDANCE_SCALES)
+            lines.append("| " + " | ".join(cells) + " |")
+
+    lines += ["", "## Every checkpoint (mean over seeds [min, max])", "", f"| run | step | passes | {scales} |"]
+    lines += [f"|---|---|---|{rule}"]
+    for run in runs:
+        for at in sorted(tables[0][0][run]):
+            cells = [run, str(at), str(tables[0][0][run][at][3]), *_metric_cells(tables, run, at)]
+            lines.append("| " + " | ".join(cells) + " |")
+
+    lines += ["", f"## Wall time per stage (s; one pool of {results['max_parallel']} parallel jobs)", ""]
+    lines += ["| stage | seconds |", "|---|---|"]
+    lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in results["stage_seconds"].items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_sweep_plots(results_dir: Path, results: dict) -> None:
+    """`SWEEP_PLOTS`: reconstruction PSNR / SSIM vs c; class accuracy and classifier FD at the final step vs c
+    (the plain objective on every plain AE, and the other Table 5 cells at the largest c); and the curves vs
+    steps and vs passes of the Table 5 cells (both guidance scales) and of the plain runs of every c."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    recon, rows = results["reconstruction"], results["diffusion"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    plain = sorted((v["latent_channels"], name) for name, v in results["autoencoders"].items() if not v["structured"])
+    for ax, metric in zip(axes, ("psnr", "ssim")):
+        ax.plot(
+            [c for c, _ in plain], [recon[name][str(c)][metric] for c, name in plain], "ko-", label="plain AE, c = c'"
+        )
+        for name, entry in results["autoencoders"].items():
+            if entry["structured"] or entry["latent_channels"] == plain[-1][0]:
+                cs = sorted(int(c) for c in recon[name])
+                style = "s-" if entry["structured"] else "^:"
+                zeroed = "" if entry["structured"] else " (rest zeroed)"
+                label = f"{LATENT_LABELS[entry['structured']]} c={entry['latent_channels']}, first c'{zeroed}"
+                ax.plot(cs, [recon[name][str(c)][metric] for c in cs], style, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("latent channels c (plain AEs) / prefix c' (one AE)")
+        ax.set_ylabel(f"held-out {metric.upper()}")
+        ax.set_title(f"reconstruction {metric.upper()} vs channels")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(results_dir / SWEEP_PLOTS[0], dpi=90)
+    plt.close(fig)
+
+    runs = list(results["runs"])
+    sweep, cells5 = channel_runs(results), table5_runs(results)
+    step = common_step(rows, sweep)
+    final = common_step(rows, cells5)
+    fig, axes = plt.subplots(1, 2 * len(EVAL_GUIDANCE_SCALES), figsize=(22, 4.5))
+    panels = [(key, g) for g in EVAL_GUIDANCE_SCALES for key in ("class_accuracy", "classifier_fd")]
+    for ax, (key, g) in zip(axes, panels):
+        table = aggregate(rows, key, g, runs)
+        cs = [results["runs"][run]["latent_channels"] for run in sweep]
+        points = [table[run].get(step) for run in sweep]
+        mean = [p[0] if p else np.nan for p in points]
+        bars = [[p[0] - p[1] if p else 0 for p in points], [p[2] - p[0] if p else 0 for p in points]]
+        ax.errorbar(
+            cs, mean, yerr=bars, marker="o", color="k", capsize=3, label=f"plain AE, plain objective, step {step}"
+        )
+        for run in cells5:
+            point = table[run].get(final)
+            if point and run not in sweep:
+                entry = results["runs"][run]
+                ax.errorbar(
+                    [entry["latent_channels"]],
+                    [point[0]],
+                    yerr=[[point[0] - point[1]], [point[2] - point[0]]],
+                    marker="s",
+                    capsize=3,
+                    linestyle="none",
+                    label=f"{run_label(results, run)}, step {final}",
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("latent channels c")
+        ax.set_ylabel(key.replace("_", " "))
+        ax.set_title(f"{key.replace('_', ' ')} (CFG {g:g}) vs c", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(results_dir / SWEEP_PLOTS[1], dpi=90)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(3, 4, figsize=(22, 13))
+    labels5 = {run: run_label(results, run) for run in cells5}
+    labels_c = {run: run_label(results, run) for run in sweep}
+    for row, g in enumerate(EVAL_GUIDANCE_SCALES):
+        for column, (key, x) in enumerate(product(("class_accuracy", "classifier_fd"), ("step", "passes"))):
+            plot_curves(axes[row, column], rows, key, x, g, labels5)
+    for column, (key, g) in enumerate(product(("class_accuracy", "classifier_fd"), EVAL_GUIDANCE_SCALES)):
+        plot_curves(axes[2, column], rows, key, "step", g, labels_c)
+    fig.tight_layout()
+    fig.savefig(results_dir / SWEEP_PLOTS[2], dpi=90)
+    plt.close(fig)
+
+
+def write_sweep_report(results_dir: Path, results: dict) -> None:
+    """`results.json`, `results.md` and the `SWEEP_PLOTS` of a sweep results dict (`sweep_results_summary`)."""
+    (results_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    write_sweep_markdown(results_dir / "results.md", results)
+    make_sweep_plots(results_dir, results)

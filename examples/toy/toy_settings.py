@@ -1,6 +1,7 @@
-"""What the toy recipe trains, and with which budget: paths, model configs, the diffusion runs and the three modes.
+"""What the toy recipe trains, and with which budget: paths, model configs, the diffusion runs and the modes.
 
-This module is data only (constants and the frozen `ModeSettings` of each mode); the other modules of the recipe
+This module is data only (constants, the frozen `ModeSettings` of the smoke, quick and full modes, and the
+channel sweep's `SweepSettings`, `SweepAutoencoder`, `SweepRun` and their lists); the other modules of the recipe
 read it:
 
 - `toy_scheduler.py` runs the training subprocesses, `toy_stages.py` builds their command lines,
@@ -182,3 +183,248 @@ def passes_per_step(run: str) -> int:
 def usit_run_dir(out: Path, run: str, seed: int) -> Path:
     """The output folder of one diffusion run: `<out>/usit/<run>_seed<seed>`."""
     return out / "usit" / f"{run}_seed{seed}"
+
+
+# The channel sweep (`--mode sweep`, `sweep-smoke`): the paper's regime of many latent channels at the toy's 4x4
+# latent size. Fig. 1b: plain autoencoders of the same architecture with c channels for every c of the sweep, and
+# a structured one (Eq. 1) at the largest c (and optionally others); the plain diffusion objective on every plain
+# autoencoder; at the largest c the 2x2 of Table 5 (structured or plain latent x augmented or plain objective),
+# with augmentation both as the official schedule (`per_pass`) and as one pass (`per_sample`).
+SWEEP_PREFIX_STEP = 8  # the structured autoencoders' prefixes c' = 8, 16, ..., c (paper: 16, 20, ..., c)
+SWEEP_OBJECTIVES = ("plain", "per_pass", "per_sample")
+SWEEP_OBJECTIVE_LABELS = {
+    "plain": "plain objective (--no_augmented)",
+    "per_pass": f"augmented, per_pass (k = {AUGMENTED_PASSES}, full + one prefix)",
+    "per_sample": "augmented, per_sample (one pass, full latent on half the batch)",
+}
+
+
+def sweep_prefixes(latent_channels: int) -> list[int]:
+    """The prefixes c' of a structured sweep autoencoder (and of augmented diffusion on any sweep latent):
+    `SWEEP_PREFIX_STEP`, 2 x `SWEEP_PREFIX_STEP`, ..., `latent_channels` (a multiple of `SWEEP_PREFIX_STEP`)."""
+    check_int("latent_channels", latent_channels, minimum=SWEEP_PREFIX_STEP)
+    if latent_channels % SWEEP_PREFIX_STEP:
+        raise invalid("latent_channels", latent_channels, f"must be a multiple of {SWEEP_PREFIX_STEP}")
+    return list(range(SWEEP_PREFIX_STEP, latent_channels + 1, SWEEP_PREFIX_STEP))
+
+
+def sweep_passes_per_step(objective: str) -> int:
+    """Forward/backward passes of the transformer per optimisation step (the compute of a step): the official
+    augmented schedule (`per_pass`) runs `AUGMENTED_PASSES` passes over the batch, `per_sample` and `plain` one."""
+    if objective not in SWEEP_OBJECTIVES:
+        raise invalid("objective", objective, f"choose one of {list(SWEEP_OBJECTIVES)}")
+    return AUGMENTED_PASSES if objective == "per_pass" else 1
+
+
+@dataclass(frozen=True)
+class SweepAutoencoder:
+    """One autoencoder of the sweep: `AUTOENCODER_CONFIG` with `latent_channels` channels, trained with random
+    prefixes c' from `sweep_prefixes` (`structured`, paper Eq. 1) or on the full latent only (plain)."""
+
+    latent_channels: int
+    structured: bool
+
+    def __post_init__(self) -> None:
+        check_int("latent_channels", self.latent_channels, minimum=1)
+        if self.structured:
+            sweep_prefixes(self.latent_channels)  # checks that the prefixes exist
+            if self.latent_channels == SWEEP_PREFIX_STEP:
+                raise invalid("latent_channels", self.latent_channels, "a structured autoencoder needs 2+ prefixes")
+
+    @property
+    def kind(self) -> str:
+        return "struct" if self.structured else "plain"
+
+    @property
+    def name(self) -> str:
+        """Its folder under the output dir, e.g. `ae_plain_c64`, `ae_struct_c128`."""
+        return f"ae_{self.kind}_c{self.latent_channels}"
+
+    @property
+    def channel_choices(self) -> list[int]:
+        return sweep_prefixes(self.latent_channels) if self.structured else [self.latent_channels]
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One diffusion run of the sweep: USiT on `autoencoder`'s latents with `objective` (`SWEEP_OBJECTIVES`) and
+    `seed`. The augmented objectives draw c' from `sweep_prefixes` of the latent, structured or not."""
+
+    autoencoder: SweepAutoencoder
+    objective: str
+    seed: int
+
+    def __post_init__(self) -> None:
+        sweep_passes_per_step(self.objective)  # checks the objective
+        check_int("seed", self.seed, minimum=0)
+        if self.objective != "plain":
+            sweep_prefixes(self.autoencoder.latent_channels)
+
+    @property
+    def name(self) -> str:
+        """The run without its seed, e.g. `struct_c128_per_pass` (the `run` of its evaluation rows)."""
+        return f"{self.autoencoder.kind}_c{self.autoencoder.latent_channels}_{self.objective}"
+
+    @property
+    def passes_per_step(self) -> int:
+        return sweep_passes_per_step(self.objective)
+
+    def folder(self, out: Path) -> Path:
+        return usit_run_dir(out, self.name, self.seed)
+
+
+def sweep_cache_dir(out: Path, autoencoder: SweepAutoencoder) -> Path:
+    """The latent cache of a sweep autoencoder, `<out>/latents_<name>`; its `vae/` subfolder is the autoencoder with
+    the scaling factor measured by `training/cache_latents.py --scaling_factor auto` (what its diffusion runs and
+    their pipelines decode with)."""
+    return out / f"latents_{autoencoder.name}"
+
+
+def _check_seeds(name: str, seeds) -> None:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (tuple, list)) or not seeds:
+        raise invalid(name, seeds, "must be a non-empty tuple of ints >= 0")
+    for seed in seeds:
+        check_int(name, seed, minimum=0)
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Budget of a channel-sweep mode. Steps are optimisation steps; `usit_checkpoints` evenly spaced evaluations.
+
+    `plain_channels`: the c of the plain autoencoders (Fig. 1b), each trained with the same data, steps and seed;
+    `structured_channels`: the structured ones, whose largest c must be the largest plain c (Table 5's latent
+    size). `seeds`: the seeds of the Table 5 cells (at the largest c); `channel_seeds`: those of the plain-objective
+    runs on the smaller plain autoencoders. The scaling factor of every autoencoder is measured on all training
+    images (`sweep_cache_dir`; the full and quick modes measure on the first 1000, which are of the first classes
+    only: the imagefolder is sorted by class).
+
+    Checked on construction (ValueError / TypeError naming the field): counts are positive ints, the channel lists
+    strictly increasing multiples of `SWEEP_PREFIX_STEP`, `usit_checkpoints` even and dividing `usit_steps` (so a
+    per_pass run has a checkpoint at half the steps, where its passes equal the one-pass runs' final passes: the
+    equal-compute comparison), seeds ints >= 0, learning rates finite and > 0.
+    """
+
+    num_train_images: int
+    num_heldout_images: int
+    plain_channels: tuple[int, ...]
+    structured_channels: tuple[int, ...]
+    ae_steps: int
+    ae_batch_size: int
+    usit_steps: int
+    usit_checkpoints: int
+    usit_batch_size: int
+    seeds: tuple[int, ...]
+    channel_seeds: tuple[int, ...]
+    num_samples: int
+    sample_steps: int
+    classifier_steps: int
+    ae_learning_rate: float = 1e-3
+    usit_learning_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        for name in ("num_train_images", "num_heldout_images"):
+            check_int(name, getattr(self, name), minimum=len(SHAPE_CLASSES))
+        for name in ("ae_steps", "ae_batch_size", "usit_steps", "usit_batch_size", "num_samples", "sample_steps"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("classifier_steps", self.classifier_steps, minimum=1)
+        check_int("usit_checkpoints", self.usit_checkpoints, minimum=2, maximum=self.usit_steps)
+        if self.usit_checkpoints % 2 or self.usit_steps % self.usit_checkpoints:
+            raise invalid(
+                "usit_checkpoints",
+                self.usit_checkpoints,
+                f"must be even and divide usit_steps={self.usit_steps} (per_pass runs are compared at half the steps)",
+            )
+        for name in ("plain_channels", "structured_channels"):
+            channels = getattr(self, name)
+            if isinstance(channels, (str, bytes)) or not isinstance(channels, (tuple, list)) or not channels:
+                raise invalid(name, channels, "must be a non-empty tuple of channel counts")
+            check_channel_prefixes(name, channels, increasing=True)
+            for c in channels:
+                sweep_prefixes(c)
+        if self.structured_channels[-1] != self.plain_channels[-1]:
+            raise invalid(
+                "structured_channels",
+                self.structured_channels,
+                f"the largest must equal the largest plain_channels {self.plain_channels[-1]} (Table 5's latent)",
+            )
+        _check_seeds("seeds", self.seeds)
+        _check_seeds("channel_seeds", self.channel_seeds)
+        for name in ("ae_learning_rate", "usit_learning_rate"):
+            check_number(name, getattr(self, name), minimum=0, exclusive_minimum=True)
+
+    @property
+    def largest_channels(self) -> int:
+        return self.plain_channels[-1]
+
+
+def sweep_autoencoders(settings: SweepSettings) -> list[SweepAutoencoder]:
+    """The sweep's autoencoders, largest c first (Table 5's latents are needed first): for each c the structured one
+    (when c is in `structured_channels`), then the plain one."""
+    autoencoders = []
+    for c in sorted(set(settings.plain_channels) | set(settings.structured_channels), reverse=True):
+        if c in settings.structured_channels:
+            autoencoders.append(SweepAutoencoder(c, structured=True))
+        if c in settings.plain_channels:
+            autoencoders.append(SweepAutoencoder(c, structured=False))
+    return autoencoders
+
+
+def sweep_runs(settings: SweepSettings) -> list[SweepRun]:
+    """The sweep's diffusion runs, most expensive first (the job pool starts them in this order):
+
+    - Table 5 at the largest c, for every seed of `seeds`: {structured, plain} latent x {per_pass, per_sample,
+      plain} objective (6 cells per seed; the plain-latent plain-objective cell is also Fig. 1b's largest c);
+    - Fig. 1b: the plain objective on every smaller plain autoencoder, for every seed of `channel_seeds`.
+    """
+    largest = settings.largest_channels
+    runs = []
+    for objective in ("per_pass", "per_sample", "plain"):
+        for seed in settings.seeds:
+            for structured in (True, False):
+                runs.append(SweepRun(SweepAutoencoder(largest, structured), objective, seed))
+    for c in sorted(settings.plain_channels[:-1], reverse=True):
+        for seed in settings.channel_seeds:
+            runs.append(SweepRun(SweepAutoencoder(c, structured=False), "plain", seed))
+    return runs
+
+
+# Budget of `--mode sweep` (examples/toy/measure_sweep.py, `--recorded` prints it; how each cost was measured:
+# RECORDED_COSTS there): 7 autoencoders of 2000 steps (~6.5 min each), 7 caches, 20 diffusion runs of 2400 steps
+# (per_pass ~12.5 min, the others 5-7.5 min), 2 jobs at a time on the 2 cores: ~1 h 43 min; then the evaluation
+# in the recipe's process: 80 checkpoints x 2 guidance scales x 500 samples (~21 min), the classifier (~3 min) and
+# 44 prefix reconstructions of the 1000 held-out images (~8 min). Estimated total: ~2 h 15 min (8124 s) on an
+# otherwise idle machine; other work on it slows every stage (the evaluation most: it uses both cores).
+SWEEP_MODES: dict[str, SweepSettings] = {
+    "sweep-smoke": SweepSettings(
+        num_train_images=80,
+        num_heldout_images=20,
+        plain_channels=(8, 32),
+        structured_channels=(32,),
+        ae_steps=3,
+        ae_batch_size=8,
+        usit_steps=4,
+        usit_checkpoints=2,
+        usit_batch_size=8,
+        seeds=(0,),
+        channel_seeds=(0,),
+        num_samples=20,
+        sample_steps=2,
+        classifier_steps=5,
+    ),
+    "sweep": SweepSettings(
+        num_train_images=4000,
+        num_heldout_images=1000,
+        plain_channels=(8, 16, 32, 64, 128),
+        structured_channels=(64, 128),
+        ae_steps=2000,
+        ae_batch_size=32,
+        usit_steps=2400,
+        usit_checkpoints=4,
+        usit_batch_size=64,
+        seeds=(0, 1),
+        channel_seeds=(0, 1),
+        num_samples=500,
+        sample_steps=20,
+        classifier_steps=1000,
+    ),
+}

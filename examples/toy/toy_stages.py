@@ -12,6 +12,11 @@ Layout of `<output_dir>` (every stage is skipped when its final output exists):
 - `usit/<run>_seed<seed>/`: `training/train_usit.py` runs (`toy_settings.RUNS`), with `checkpoint-<step>/` folders
   and the final `pipeline/`.
 
+The channel sweep (`--mode sweep`, `sweep_jobs`: one pool, each cache after its autoencoder, each run after its
+cache) writes `configs/<ae>.json`, `<ae>/` (e.g. `ae_plain_c64`, `ae_struct_c128`), `latents_<ae>/` with
+`latents_<ae>/vae` (the autoencoder with the scaling factor that `cache_latents.py --scaling_factor auto` measured
+on all training images) and `usit/<run>_seed<seed>/` (e.g. `struct_c128_per_pass_seed0`).
+
 The job builders return `toy_scheduler.Job`s whose command lines call the trainers with their documented flags.
 """
 
@@ -34,13 +39,21 @@ from toy_settings import (
     REPO_ROOT,
     RESOLUTION,
     RUNS,
+    SWEEP_OBJECTIVES,
     TRAINING,
     USIT_CONFIG,
     ModeSettings,
+    SweepSettings,
     run_autoencoder,
+    sweep_autoencoders,
+    sweep_cache_dir,
+    sweep_prefixes,
+    sweep_runs,
     usit_run_dir,
 )
 
+from dc_ae_hf.checks import invalid
+from dc_ae_hf.data.latent_cache import shard_path
 from dc_ae_hf.data.shapes import export_imagefolder
 from dc_ae_hf.latents import compute_scaling_factor
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
@@ -107,9 +120,14 @@ def _l1_training(out: Path, settings: ModeSettings) -> dict[str, object]:
     }
 
 
-def autoencoder_jobs(out: Path, settings: ModeSettings) -> list[Job]:
-    """The structured and the plain autoencoder: same size, data, steps and seed; cosine LR, EMA 0.999."""
-    common = {
+def _autoencoder_job(out: Path, settings: ModeSettings | SweepSettings, name: str, choices: list[int]) -> Job:
+    """One autoencoder run from `configs/<name>.json` into `<out>/<name>`: L1, AdamW with a cosine LR after a short
+    warm-up, EMA 0.999, seed 0, prefixes c' drawn from `choices`."""
+    options = {
+        "--model_config": out / "configs" / f"{name}.json",
+        "--latent_channel_choices": choices,
+        "--max_train_steps": settings.ae_steps,
+        "--output_dir": out / name,
         **_l1_training(out, settings),
         "--learning_rate": settings.ae_learning_rate,
         "--lr_scheduler": "cosine",
@@ -122,18 +140,16 @@ def autoencoder_jobs(out: Path, settings: ModeSettings) -> list[Job]:
         "--checkpointing_steps": max(1, settings.ae_steps // 3),
         "--checkpoints_total_limit": 1,
     }
-    jobs = []
-    for name, choices in (("ae_struct", CHANNEL_CHOICES), ("ae_plain", [LATENT_CHANNELS])):
-        options = {
-            "--model_config": out / "configs" / f"{name}.json",
-            "--latent_channel_choices": choices,
-            "--max_train_steps": settings.ae_steps,
-            "--output_dir": out / name,
-            **common,
-        }
-        command = trainer_command("train_dc_ae.py", options)
-        jobs.append(Job(name, "autoencoders", command, out / name / "vae_ema" / "config.json"))
-    return jobs
+    command = trainer_command("train_dc_ae.py", options)
+    return Job(name, "autoencoders", command, out / name / "vae_ema" / "config.json")
+
+
+def autoencoder_jobs(out: Path, settings: ModeSettings) -> list[Job]:
+    """The structured and the plain autoencoder: same size, data, steps and seed; cosine LR, EMA 0.999."""
+    return [
+        _autoencoder_job(out, settings, name, choices)
+        for name, choices in (("ae_struct", CHANNEL_CHOICES), ("ae_plain", [LATENT_CHANNELS]))
+    ]
 
 
 def finetune_jobs(out: Path, settings: ModeSettings) -> list[Job]:
@@ -187,16 +203,49 @@ def cache_jobs(out: Path) -> list[Job]:
     return jobs
 
 
+def _usit_command(
+    out: Path,
+    cache: Path,
+    objective: dict[str, object],
+    folder: Path,
+    seed: int,
+    settings: ModeSettings | SweepSettings,
+) -> list[str]:
+    """`train_usit.py` on the latent cache `cache` with the objective flags `objective`, into `folder`: LR 1e-3
+    after a 5% warm-up, betas (0.9, 0.999), clip 1, EMA 0.999 with the same warm-up (settings for a run of a few
+    thousand steps), `settings.usit_checkpoints` evenly spaced checkpoints, one sample grid at the end."""
+    warmup = max(1, settings.usit_steps // 20)  # LR and EMA warm-up: 5% of the run
+    options = {
+        "--latent_cache_dir": cache,
+        "--model_config": out / "configs" / "usit.json",
+        **objective,
+        "--output_dir": folder,
+        "--seed": seed,
+        "--max_train_steps": settings.usit_steps,
+        "--checkpointing_steps": max(1, settings.usit_steps // settings.usit_checkpoints),
+        "--validation_steps": settings.usit_steps,
+        "--validation_solver": "euler",
+        "--validation_num_inference_steps": max(2, settings.sample_steps),
+        "--train_batch_size": settings.usit_batch_size,
+        "--learning_rate": settings.usit_learning_rate,
+        "--lr_warmup_steps": warmup,
+        "--adam_beta1": 0.9,
+        "--adam_beta2": 0.999,
+        "--max_grad_norm": 1.0,
+        "--ema_decay": 0.999,
+        "--ema_warmup_steps": warmup,
+        "--report_to": "none",
+    }
+    return trainer_command("train_usit.py", options)
+
+
 def usit_jobs(out: Path, settings: ModeSettings) -> list[Job]:
-    """The diffusion runs of `RUNS` for every seed, each after its autoencoder's latent cache.
+    """The diffusion runs of `RUNS` for every seed, each after its autoencoder's latent cache (`_usit_command`).
 
     `struct_aug` trains with paper Eq. 2 (`--num_channel_samples 2 --always_include_full`: the full latent plus one
-    random prefix, `AUGMENTED_PASSES` passes per step), the others with `--no_augmented`. The optimiser settings
-    are for a run of a few thousand steps: LR 1e-3 after a 5% warm-up, betas (0.9, 0.999), clip 1, EMA 0.999 with
-    the same warm-up. The `struct_aug` jobs come first so that the expensive and the cheap runs interleave.
+    random prefix, `AUGMENTED_PASSES` passes per step), the others with `--no_augmented`. The `struct_aug` jobs come
+    first so that the expensive and the cheap runs interleave.
     """
-    every = max(1, settings.usit_steps // settings.usit_checkpoints)
-    warmup = max(1, settings.usit_steps // 20)  # LR and EMA warm-up: 5% of the run
     jobs = []
     for seed in settings.seeds:
         for run in RUNS:
@@ -210,28 +259,7 @@ def usit_jobs(out: Path, settings: ModeSettings) -> list[Job]:
             else:
                 objective = {"--no_augmented": True}
             folder = usit_run_dir(out, run, seed)
-            options = {
-                "--latent_cache_dir": out / f"latents_{ae}",
-                "--model_config": out / "configs" / "usit.json",
-                **objective,
-                "--output_dir": folder,
-                "--seed": seed,
-                "--max_train_steps": settings.usit_steps,
-                "--checkpointing_steps": every,
-                "--validation_steps": settings.usit_steps,
-                "--validation_solver": "euler",
-                "--validation_num_inference_steps": max(2, settings.sample_steps),
-                "--train_batch_size": settings.usit_batch_size,
-                "--learning_rate": settings.usit_learning_rate,
-                "--lr_warmup_steps": warmup,
-                "--adam_beta1": 0.9,
-                "--adam_beta2": 0.999,
-                "--max_grad_norm": 1.0,
-                "--ema_decay": 0.999,
-                "--ema_warmup_steps": warmup,
-                "--report_to": "none",
-            }
-            command = trainer_command("train_usit.py", options)
+            command = _usit_command(out, out / f"latents_{ae}", objective, folder, seed, settings)
             marker = folder / "pipeline" / "model_index.json"
             jobs.append(Job(f"usit_{run}_seed{seed}", "diffusion", command, marker, after=(f"cache_{ae}",)))
     return sorted(jobs, key=lambda job: "struct_aug" not in job.name)  # stable: seeds stay in order
@@ -248,3 +276,90 @@ def write_diffusion_vae(out: Path, ae: str, train_images: torch.Tensor) -> None:
     factor = compute_scaling_factor(vae, train_images[:SCALING_FACTOR_IMAGES].split(200))
     vae.register_to_config(scaling_factor=factor)
     vae.save_pretrained(target)
+
+
+# The channel sweep (`--mode sweep`): its own configs and jobs, in one job pool (autoencoder -> cache -> diffusion).
+
+
+def write_sweep_configs(out: Path, settings: SweepSettings) -> None:
+    """`configs/<ae>.json` for every sweep autoencoder (`AUTOENCODER_CONFIG` with its latent channels and prefixes)
+    and `configs/usit.json` (`USIT_CONFIG`; the latent channels come from each cache)."""
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    for ae in sweep_autoencoders(settings):
+        config = {
+            **AUTOENCODER_CONFIG,
+            "latent_channels": ae.latent_channels,
+            "latent_channel_choices": ae.channel_choices,
+        }
+        (out / "configs" / f"{ae.name}.json").write_text(json.dumps(config, indent=1))
+    (out / "configs" / "usit.json").write_text(json.dumps(USIT_CONFIG, indent=1))
+
+
+def sweep_autoencoder_jobs(out: Path, settings: SweepSettings) -> list[Job]:
+    """Every sweep autoencoder (`sweep_autoencoders`), with the same data, steps, seed and optimiser."""
+    return [_autoencoder_job(out, settings, ae.name, ae.channel_choices) for ae in sweep_autoencoders(settings)]
+
+
+def sweep_cache_jobs(out: Path, settings: SweepSettings) -> list[Job]:
+    """The latent cache of every sweep autoencoder, after it is trained: `cache_latents.py --scaling_factor auto`
+    with `--scaling_factor_images` = all training images measures 1 / std of the full latent on the whole (class
+    balanced) training set and saves the autoencoder with it to `<cache>/vae`. One shard, whose file is the done
+    marker (`metadata.json` is written before any shard, so it cannot say that the cache is complete)."""
+    jobs = []
+    for ae in sweep_autoencoders(settings):
+        cache = sweep_cache_dir(out, ae)
+        options = {
+            "--vae": out / ae.name / "vae_ema",
+            "--train_data_dir": out / "data" / "train",
+            "--resolution": RESOLUTION,
+            "--output_dir": cache,
+            "--batch_size": 100,
+            "--latent_dtype": "float32",
+            "--scaling_factor": "auto",
+            "--scaling_factor_images": settings.num_train_images,
+            "--shard_size": settings.num_train_images,
+        }
+        command = trainer_command("cache_latents.py", options)
+        jobs.append(Job(f"cache_{ae.name}", "latent caches", command, shard_path(cache, 0), after=(ae.name,)))
+    return jobs
+
+
+def sweep_objective_flags(objective: str, channel_choices: list[int]) -> dict[str, object]:
+    """`train_usit.py` flags of a sweep objective: `plain` = `--no_augmented`; `per_pass` = the official augmented
+    schedule with the full latent plus one random prefix per step (`AUGMENTED_PASSES` passes); `per_sample` = one
+    pass, a random prefix per sample and the full latent on half of each batch."""
+    if objective == "plain":
+        return {"--no_augmented": True}
+    if objective == "per_pass":
+        return {
+            "--num_channel_samples": AUGMENTED_PASSES,
+            "--always_include_full": True,
+            "--latent_channel_choices": channel_choices,
+        }
+    if objective == "per_sample":
+        return {
+            "--channel_sampling": "per_sample",
+            "--always_include_full": True,
+            "--latent_channel_choices": channel_choices,
+        }
+    raise invalid("objective", objective, f"choose one of {list(SWEEP_OBJECTIVES)}")
+
+
+def sweep_usit_jobs(out: Path, settings: SweepSettings) -> list[Job]:
+    """Every sweep diffusion run (`sweep_runs`, most expensive first), each after its autoencoder's cache; the
+    augmented ones draw c' from `sweep_prefixes` of their latent (structured or not)."""
+    jobs = []
+    for run in sweep_runs(settings):
+        ae = run.autoencoder
+        objective = sweep_objective_flags(run.objective, sweep_prefixes(ae.latent_channels))
+        folder = run.folder(out)
+        command = _usit_command(out, sweep_cache_dir(out, ae), objective, folder, run.seed, settings)
+        marker = folder / "pipeline" / "model_index.json"
+        jobs.append(Job(f"usit_{run.name}_seed{run.seed}", "diffusion", command, marker, after=(f"cache_{ae.name}",)))
+    return jobs
+
+
+def sweep_jobs(out: Path, settings: SweepSettings) -> list[Job]:
+    """The whole sweep as one job list, in priority order: the autoencoders (largest c first), their caches, the
+    diffusion runs (most expensive first). A cache starts when its autoencoder is done, a run when its cache is."""
+    return sweep_autoencoder_jobs(out, settings) + sweep_cache_jobs(out, settings) + sweep_usit_jobs(out, settings)
