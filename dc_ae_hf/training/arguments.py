@@ -154,5 +154,11 @@ def check_shared_arguments(args: argparse.Namespace) -> None:
     bad = [d for d in args.ema_decays if not 0 < d < 1]
     if bad or len(set(args.ema_decays)) != len(args.ema_decays):
         raise invalid("--ema_decay", args.ema_decays, "each decay must be in (0, 1), and each given once")
+    if args.compile:  # an unknown backend would fail only at the first forward, after the run has started
+        from torch._dynamo import list_backends
+
+        backends = list_backends(exclude_tags=())
+        if args.compile_backend not in backends:
+            raise invalid("--compile_backend", args.compile_backend, f"choose one of torch's {sorted(backends)}")
     if args.report_to != "none" and importlib.util.find_spec(args.report_to) is None:
         raise invalid("--report_to", args.report_to, f"the {args.report_to} package is not installed (or use none)")

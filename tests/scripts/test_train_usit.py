@@ -355,6 +355,13 @@ def test_warm_up_longer_than_the_run_warns(train_script, workspace, tmp_path):
         ({"--train_data_dir": "{workspace}/data"}, "give exactly one data source"),
         ({"--resume_from_checkpoint": "{other}/empty_dir"}, "is not a checkpoint-<step> folder"),
         ({"--channel_sampling": "per_sample", "--num_channel_samples": "2"}, "per_sample draws one c' per sample"),
+        ({"--logging_steps": "0"}, r"--logging_steps=0 is not allowed: must be an int >= 1"),
+        ({"--ema_decay": ["0.9", "0.9"]}, r"--ema_decay=\[0.9, 0.9\] is not allowed: each decay must be in \(0, 1\)"),
+        ({"--ema_decay": ["0.99", "1.5"]}, r"--ema_decay=\[0.99, 1.5\] is not allowed"),
+        (
+            {"--compile": None, "--compile_backend": "inductr"},
+            r"--compile_backend='inductr' is not allowed: choose one",
+        ),
         (
             {"--channel_sampling": "per_sample", "--no_augmented": None},
             "--channel_sampling='per_sample' is not allowed",
