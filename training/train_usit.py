@@ -200,7 +200,9 @@ def resume_settings(args: argparse.Namespace, config: dict) -> dict:
 
 def validate(args, run, model, ema, vae, config, step) -> None:
     """Sample a grid from the EMA weights (one row per validation c'); saved and logged by the main process."""
+    model, emas = run.full_models(model, {"ema": ema})  # sharded: gathered (every process takes part)
     if run.accelerator.is_main_process:
+        ema = emas["ema"]
         id2label = {int(k): v for k, v in config["id2label"].items()} if config["id2label"] else None
         grid = ema_sample_grid(
             model,
@@ -230,14 +232,13 @@ def main(args: argparse.Namespace) -> dict:
     accelerator = run.accelerator
     if accelerator.distributed_type not in SUPPORTED_DISTRIBUTED:
         raise ValueError(
-            f"train_usit.py supports DDP (single- or multi-node, training/configs/ddp.yaml), not "
-            f"{accelerator.distributed_type}: its fp32 EMA of replicated parameters is the official recipe and "
-            "sharded (FSDP/DeepSpeed) EMA is not implemented; see docs/training.md"
+            f"train_usit.py runs DDP (training/configs/ddp.yaml) or its own FSDP2 (--fsdp, "
+            f"training/configs/fsdp2.yaml), not accelerate's {accelerator.distributed_type}: see docs/training.md"
         )
 
     # ---- models: the transformer (same initial weights on every process), the frozen autoencoder ---------------
     set_seed(args.seed)
-    model = build_transformer(args, config)
+    model = run.shard(build_transformer(args, config))  # --fsdp: sharded per block; otherwise DDP in prepare
     on_the_fly = config["data"]["source"] == "images"
     vae = None
     if on_the_fly or accelerator.is_main_process:  # encoder (on the fly) / decoder (validation grids, pipeline)
@@ -263,11 +264,9 @@ def main(args: argparse.Namespace) -> dict:
     # ---- optimisation (official: AdamW, constant LR after warm-up, no clipping, EMA 0.9999 with warm-up) -------
     optimizer = make_adamw(official_parameter_groups(model, args.adam_weight_decay), args)
     lr_scheduler = make_lr_scheduler(args, optimizer, accelerator.num_processes)
-    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
-        model, optimizer, train_dataloader, lr_scheduler
-    )
+    model, optimizer, train_dataloader, lr_scheduler = run.prepare(model, optimizer, train_dataloader, lr_scheduler)
     unwrapped = accelerator.unwrap_model(model)
-    # after prepare: DDP has broadcast the main process's weights; one EMA per --ema_decay
+    # after prepare: DDP has broadcast the main process's weights; one EMA per --ema_decay (sharded with --fsdp)
     emas = {
         name: ExponentialWarmupEMAModel(
             unwrapped.parameters(),
@@ -302,7 +301,7 @@ def main(args: argparse.Namespace) -> dict:
                     latents = encode_to_diffusion_space(vae, batch["pixel_values"])  # (B, C, h, w), scaled
             else:
                 latents = batch["latents"]  # (B, C, h, w), cached already scaled
-            with accelerator.accumulate(model):
+            with run.accumulate(model):
                 with accelerator.autocast():
                     loss, logs = flow_matching_loss(model, latents, labels, channels)
                 run.record(logs)
@@ -327,13 +326,14 @@ def main(args: argparse.Namespace) -> dict:
     # ---- save: the raw and the EMA transformer, the pipeline (EMA) with its model card -------------------------
     accelerator.wait_for_everyone()
     final = run.output_dir / "pipeline"
+    trained, emas = run.full_models(model, emas)  # sharded: gathered on the main process
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(run.output_dir / "transformer")
+        trained.save_pretrained(run.output_dir / "transformer")
         exported = args.ema_decay if args.pipeline_ema_decay is None else args.pipeline_ema_decay
         for name, each in emas.items():  # every EMA as a model folder; the chosen one in the pipeline
             if name != "transformer_ema":
-                save_ema_model(each, unwrapped, run.output_dir / name)
-        save_trained_pipeline(final, unwrapped, emas_by_decay(emas)[exported], vae, args, config, run)
+                save_ema_model(each, trained, run.output_dir / name)
+        save_trained_pipeline(final, trained, emas_by_decay(emas)[exported], vae, args, config, run)
     run.finish(push_folder=final, repo_id=run.repo_id)
     return config
 

@@ -325,7 +325,7 @@ class USiTTransformer2DModel(PretrainedChecksMixin, ModelMixin, ConfigMixin):
         x = x[:, self.num_extra_tokens :]  # (B, N, p*p*c')
         # unpatchify "B (h w) (p1 p2 C) -> B C (h p1) (w p2)"
         x = x.reshape(b, h // p, w // p, p, p, c).permute(0, 5, 1, 3, 2, 4)  # (B, c', h, p1, w, p2)
-        sample = x.reshape(b, c, h, w)  # (B, c', H, W)
+        sample = x.reshape(b, c, h, w).contiguous()  # (B, c', H, W); its own memory, not a view (FSDP2 warns)
 
         if not return_dict:
             return (sample,)

@@ -110,6 +110,12 @@ def add_optimization_arguments(
     group.add_argument(
         "--compile_backend", default="inductor", help="torch.compile backend ('eager': graph capture, no codegen)"
     )
+    group.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="FSDP2: shard parameters, gradients, optimizer states and EMAs over the processes (fully_shard per "
+        "block); launch with training/configs/fsdp2.yaml or any multi-process config",
+    )
     return group
 
 
@@ -154,6 +160,8 @@ def check_shared_arguments(args: argparse.Namespace) -> None:
     bad = [d for d in args.ema_decays if not 0 < d < 1]
     if bad or len(set(args.ema_decays)) != len(args.ema_decays):
         raise invalid("--ema_decay", args.ema_decays, "each decay must be in (0, 1), and each given once")
+    if args.fsdp and args.mixed_precision == "fp16":
+        raise invalid("--mixed_precision", "fp16", "--fsdp trains in bf16 or fp32 (no fp16 loss scaling): use bf16")
     if args.compile:  # an unknown backend would fail only at the first forward, after the run has started
         from torch._dynamo import list_backends
 

@@ -15,15 +15,12 @@ def compile_blocks(model: torch.nn.Module, backend: str = "inductor") -> list[st
     `save_pretrained` are unchanged): the outermost modules whose class is in the model's `_no_split_modules` (the
     units FSDP shards too). Compiling blocks rather than the whole model keeps the graphs small, compiles one block
     kind once, and leaves the training loop's Python (prefix slicing, label dropout) outside. Returns their names."""
-    kinds = set(getattr(model, "_no_split_modules", None) or [])
-    if not kinds:
-        raise ValueError(f"{type(model).__name__} declares no _no_split_modules: nothing to compile block by block")
-    chosen: list[str] = []
-    for name, module in model.named_modules():
-        if type(module).__name__ in kinds and not any(name.startswith(parent + ".") for parent in chosen):
-            module.compile(backend=backend)
-            chosen.append(name)
-    return chosen
+    from dc_ae_hf.training.sharding import block_modules
+
+    chosen = block_modules(model)
+    for _, module in chosen:
+        module.compile(backend=backend)
+    return [name for name, _ in chosen]
 
 
 def make_adamw(parameters, args: argparse.Namespace, lr: float | None = None, betas=None) -> torch.optim.AdamW:

@@ -5,7 +5,7 @@ build the models, data and optimiser, `prepare` them, `run.track(...)` what a ch
 then::
 
     for step, micro_batches in run.steps(train_dataloader):
-        ...  # forward, backward, optimiser step for each micro-batch
+        ...  # for each micro-batch, `with run.accumulate(model):` forward, backward, optimiser step
         run.log(step, lr=...)  # after run.record(losses) for each micro-batch
         run.save_checkpoint_if_due(step)
     run.finish(...)
@@ -22,6 +22,9 @@ What the skeleton guarantees, for both trainers:
   objective or the data order must equal the checkpoint's (`--resume_mismatch_ok` to override deliberately). The
   run's first `training_config.json` is never overwritten.
 - **Stateless randomness.** Each optimisation step reseeds torch from (seed, rank, step) (`seed_step`).
+- **One code path for DDP and FSDP2.** `run.shard(model)` (FSDP2 with `--fsdp`, `dc_ae_hf.training.sharding`),
+  `run.prepare(...)`, `run.accumulate(model)`, `run.track(...)` and `run.full_models(...)` are what a trainer calls
+  either way; only they know whether the parameters are replicated or sharded.
 - **Cheap logging.** Losses are summed on the device and synchronised once every `--logging_steps`.
 - **One message for a user error.** `run_script` prints `error: <message>` once (rank 0) for a configuration error
   and exits with status 2 (with `accelerate launch --quiet`, nothing else is printed).
@@ -42,6 +45,7 @@ from itertools import islice
 from pathlib import Path
 
 import torch
+from accelerate.utils import DistributedType
 
 from dc_ae_hf.hub import HubPushError, push_folder_to_hub
 from dc_ae_hf.training.checkpoints import (
@@ -204,6 +208,13 @@ class TrainingRun:
         }
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.resumed_from: Path | None = None
+        self.sharded = bool(getattr(args, "fsdp", False))
+        if self.sharded and accelerator.distributed_type not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+            raise ValueError(
+                f"--fsdp shards the model itself over the processes of a plain multi-process launch (e.g. "
+                f"accelerate launch --config_file training/configs/fsdp2.yaml), not under {accelerator.distributed_type}"
+            )
+        self._optimizer = None  # the torch optimizer of a sharded run (its state is checkpointed with DCP)
         self._lock = None
         self._claim_output_dir()
         self._losses: dict[str, torch.Tensor] = {}
@@ -258,20 +269,79 @@ class TrainingRun:
         _held_locks[key] = handle
         return handle
 
+    # ---- the model: replicated (DDP) or sharded (--fsdp) ---------------------------------------------------------
+
+    def shard(self, model: torch.nn.Module) -> torch.nn.Module:
+        """With `--fsdp`: move `model` to the device and shard it in place (`sharding.shard_model`), before its
+        optimizer and EMAs are made. Otherwise `model` unchanged (DDP wraps it in `prepare`)."""
+        if not self.sharded:
+            return model
+        from dc_ae_hf.training.sharding import shard_model
+
+        model.to(self.accelerator.device)
+        units = shard_model(model, self.accelerator.device, self.accelerator.mixed_precision)
+        logger.info(
+            f"--fsdp: {type(model).__name__} sharded over {self.accelerator.num_processes} processes in "
+            f"{len(units)} units"
+        )
+        return model
+
+    def prepare(self, model, optimizer, dataloader, lr_scheduler) -> tuple:
+        """`accelerator.prepare` of the model, its optimizer, the data and the LR schedule. A sharded model is left
+        as it is (already sharded by `shard`) and its optimizer is wrapped by accelerate without being registered:
+        accelerate would save its DTensor state from the main process only, so `track` checkpoints it with DCP."""
+        if not self.sharded:
+            return self.accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+        from accelerate.optimizer import AcceleratedOptimizer
+
+        self._optimizer = optimizer
+        dataloader, lr_scheduler = self.accelerator.prepare(dataloader, lr_scheduler)
+        return model, AcceleratedOptimizer(optimizer, device_placement=False), dataloader, lr_scheduler
+
+    @contextlib.contextmanager
+    def accumulate(self, model):
+        """`accelerator.accumulate(model)`; a sharded model reduce-scatters its gradients only on the micro-batch
+        that ends an optimisation step, as DDP's `no_sync` does."""
+        with self.accelerator.accumulate(model):
+            if self.sharded:
+                model.set_requires_gradient_sync(self.accelerator.sync_gradients)
+            yield
+
+    def full_models(self, model, emas: dict) -> tuple:
+        """`(model, emas)` with full weights on the main process, `(None, {})` on the others: the unwrapped model
+        and the EMAs themselves when replicated; gathered plain copies (on the device) when sharded (collective:
+        every process must call it)."""
+        accelerator = self.accelerator
+        if not self.sharded:
+            if not accelerator.is_main_process:
+                return None, {}
+            return accelerator.unwrap_model(model), emas
+        from dc_ae_hf.training.sharding import gather_ema, gather_model
+
+        copy = gather_model(model)
+        gathered = {name: gather_ema(ema, copy) for name, ema in emas.items()}
+        if copy is None:
+            return None, {}
+        copy.to(accelerator.device).train(model.training)
+        for ema in gathered.values():
+            ema.to(accelerator.device)
+        return copy, gathered
+
     # ---- checkpoints -------------------------------------------------------------------------------------------
 
     def track(self, models: dict, emas: dict | None = None) -> None:
         """What a checkpoint holds besides accelerate's state: each prepared model as a `save_pretrained` folder
         `<checkpoint>/<name>/` and each EMA (diffusers `EMAModel`) as `<checkpoint>/<name>/`."""
-        from accelerate.utils import DistributedType
-
         from dc_ae_hf.training.checkpoints import register_pretrained_hooks
 
         emas = emas or {}
         accelerator = self.accelerator
 
-        def save_extras(folder):  # main process
+        def save_settings(folder):  # main process
             (Path(folder) / SETTINGS_FILE).write_text(json.dumps(self.settings, indent=2, default=str))
+
+        def save_extras(folder):  # main process
+            save_settings(folder)
             for name, ema in emas.items():
                 ema.save_pretrained(str(Path(folder) / name))
 
@@ -284,7 +354,19 @@ class TrainingRun:
                 ema.load_state_dict(loaded.state_dict())
                 ema.to(accelerator.device)
 
-        if accelerator.distributed_type == DistributedType.FSDP:  # accelerate writes the sharded models itself
+        if self.sharded:  # DCP shards of the model, its optimizer and the EMAs (`dc_ae_hf.training.sharding`)
+            from dc_ae_hf.training.sharding import register_sharded_hooks
+
+            if len(models) != 1 or self._optimizer is None:
+                raise ValueError("--fsdp checkpoints one sharded model and its optimizer, prepared with run.prepare")
+            register_sharded_hooks(
+                accelerator,
+                next(iter(models.values())),
+                self._optimizer,
+                emas,
+                extra_save=save_settings,
+            )
+        elif accelerator.distributed_type == DistributedType.FSDP:  # accelerate writes the sharded models itself
             accelerator.register_save_state_pre_hook(
                 lambda m, w, folder: accelerator.is_main_process and save_extras(folder)
             )
