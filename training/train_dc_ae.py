@@ -125,6 +125,10 @@ def resolve_config(args: argparse.Namespace) -> dict:
     gan_weight = args.gan_weight if args.gan_weight is not None else DEFAULT_PHASE3_GAN_WEIGHT * (args.phase == 3)
     if args.l1_weight == 0 and args.lpips_weight == 0:
         raise ValueError("--l1_weight and --lpips_weight are both 0: there is no reconstruction loss")
+    if args.fsdp and gan_weight > 0:  # the discriminator's step is written for DDP (models/discriminator.py)
+        raise invalid(
+            "--gan_weight", gan_weight, "the GAN loss (phase 3) needs DDP, not --fsdp: train phase 3 with DDP"
+        )
     if (args.dataset_name is None) == (args.train_data_dir is None):
         raise ValueError(
             "missing or ambiguous data: give exactly one of --dataset_name (a Hub dataset) and --train_data_dir "
@@ -195,8 +199,8 @@ def validate(args, run, vae, ema, loader, channels, lpips_model, step):
         ema.store(unwrapped.parameters())
         ema.copy_to(unwrapped.parameters())
     results = grid = None
-    # FSDP: every rank must take part in the forward passes (parameters are sharded); otherwise the main process only.
-    if accelerator.is_main_process or accelerator.distributed_type == DistributedType.FSDP:
+    # sharded: every rank must take part in the forward passes; otherwise the main process only.
+    if accelerator.is_main_process or run.sharded or accelerator.distributed_type == DistributedType.FSDP:
         results = evaluate_autoencoder(unwrapped, loader, channels, lpips_model=lpips_model, device=accelerator.device)
         images = torch.cat([batch["pixel_values"] for _, batch in zip(range(4), loader)])[:4]  # the grid's rows
         grid = prefix_reconstruction_grid(unwrapped, images, channels)
@@ -220,16 +224,22 @@ def main(args: argparse.Namespace) -> dict:
         return config
     run = TrainingRun(args, config, SCRIPT, resume_settings(args, config))
     accelerator = run.accelerator
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    accelerate_sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     gan_weight = config["loss_weights"]["gan"]
-    if sharded and gan_weight > 0:
+    if accelerate_sharded and gan_weight > 0:  # phase 3: the discriminator's step is DDP's
         raise ValueError(f"the GAN loss (--gan_weight {gan_weight}) needs DDP, not {accelerator.distributed_type}")
     if accelerator.distributed_type == DistributedType.FSDP and args.use_ema:
-        raise ValueError("--use_ema is not supported with FSDP (sharded parameters); use DDP or DeepSpeed ZeRO-2")
+        raise ValueError(
+            "--use_ema is not supported with accelerate's FSDP config; use --fsdp (training/configs/fsdp2.yaml: "
+            "sharded EMAs), DDP or DeepSpeed ZeRO-2"
+        )
 
     # ---- models: the autoencoder (only this phase's parameters train), LPIPS, the discriminator, the EMA ---------
     set_seed(args.seed)
     vae, trainable = build_autoencoder(args, config)
+    # --fsdp: the encoder and decoder are units too, since the narrower prefixes are decoded outside `forward`
+    vae = run.shard(vae, extra_units=("encoder", "decoder"))
+    trainable = {name: p for name, p in vae.named_parameters() if name in trainable}  # sharded ones with --fsdp
     lpips_model = load_lpips(args.lpips_net, accelerator.device) if args.lpips_weight > 0 else None
     disc = None
     if gan_weight > 0:
@@ -265,9 +275,7 @@ def main(args: argparse.Namespace) -> dict:
     # ---- optimisation ------------------------------------------------------------------------------------------
     optimizer = make_adamw(list(trainable.values()), args)
     lr_scheduler = make_lr_scheduler(args, optimizer, accelerator.num_processes)
-    vae, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
-        vae, optimizer, train_dataloader, lr_scheduler
-    )
+    vae, optimizer, train_dataloader, lr_scheduler = run.prepare(vae, optimizer, train_dataloader, lr_scheduler)
     models = {"vae": vae}
     if disc is not None:
         disc_optimizer = make_adamw(disc.parameters(), args, lr=args.disc_learning_rate, betas=DISC_BETAS)
@@ -287,10 +295,12 @@ def main(args: argparse.Namespace) -> dict:
         gan_active = disc is not None and step > args.disc_start_step
         for batch in micro_batches:
             images = batch["pixel_values"]  # (B, 3, R, R) in [-1, 1]
-            with accelerator.accumulate(*models.values()):
+            with run.accumulate(*models.values()):
                 # autoencoder: every prefix's reconstruction against the same images (+ the fixed discriminator)
                 with accelerator.autocast():
-                    reconstructions = reconstruct_prefixes(vae, images, channels, decoder=unwrapped_vae)
+                    reconstructions = reconstruct_prefixes(
+                        vae, images, channels, decoder=unwrapped_vae, decode_repeats=run.sharded
+                    )
                     losses = reconstruction_loss(
                         reconstructions, images, lpips_model, args.l1_weight, args.lpips_weight
                     )
@@ -320,13 +330,12 @@ def main(args: argparse.Namespace) -> dict:
 
     # ---- save: vae, vae_ema, discriminator folders with their model cards ------------------------------------------
     accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(vae) if sharded else None  # collective for sharded models
+    state_dict = accelerator.get_state_dict(vae) if accelerate_sharded else None  # collective for sharded models
+    trained, emas = run.full_models(vae, emas)  # --fsdp: gathered on the main process
     folders = []
     if accelerator.is_main_process:
         disc_model = accelerator.unwrap_model(disc) if disc is not None else None
-        folders = save_trained_autoencoders(
-            run, unwrapped_vae, state_dict, emas, disc_model, config, validation_results
-        )
+        folders = save_trained_autoencoders(run, trained, state_dict, emas, disc_model, config, validation_results)
     run.finish(push_folder=folders[-1] if folders else None, repo_id=run.repo_id)  # the EMA weights with --use_ema
     return config
 

@@ -172,20 +172,27 @@ def freeze_frozen_norm_statistics(model: nn.Module) -> None:
 
 
 def reconstruct_prefixes(
-    model: nn.Module, images: torch.Tensor, channels: Sequence[int], decoder: nn.Module | None = None
+    model: nn.Module,
+    images: torch.Tensor,
+    channels: Sequence[int],
+    decoder: nn.Module | None = None,
+    decode_repeats: bool = False,
 ) -> list[torch.Tensor]:
     """Encode `images` once and reconstruct them from each channel prefix in `channels` (paper Eq. 1).
 
     The widest prefix goes through `model`'s forward (so a DDP/FSDP wrapper sees a forward pass and synchronises
     the gradients); it returns that reconstruction and the latent prefix, and the narrower prefixes are decoded from
     slices of it with `decoder.decode` (the unwrapped model). Decoding the first c' channels equals decoding the
-    latent with channels c'.. zeroed (official `AdaptiveInputConvLayer`). A prefix drawn twice is decoded once.
+    latent with channels c'.. zeroed (official `AdaptiveInputConvLayer`). A prefix drawn twice is decoded once,
+    unless `decode_repeats`: sharded models (`--fsdp`) must run the decoder the same number of times on every
+    process (each run gathers its parameters), whatever c' each process drew.
 
     Args:
         model: the (possibly wrapped) `AutoencoderDC15`.
         images: (B, 3, H, W) in [-1, 1].
         channels: the sampled prefixes c', e.g. `[128, 48]`.
         decoder: the unwrapped model (default: `model`).
+        decode_repeats: decode every entry of `channels` after the first widest one, repeats included.
 
     Returns:
         one reconstruction (B, 3, H, W) per entry of `channels`, in the same order.
@@ -195,6 +202,11 @@ def reconstruct_prefixes(
     decoder = model if decoder is None else decoder
     widest = max(channels)
     reconstruction, latent = model(images, latent_channels=widest, return_dict=False)  # (B,3,H,W), (B,c'max,h,w)
+    if decode_repeats:
+        rest = list(channels)
+        rest.remove(widest)
+        decoded = iter([decoder.decode(latent[:, :c]).sample for c in rest])  # (B, 3, H, W) each
+        return [reconstruction if i == channels.index(widest) else next(decoded) for i in range(len(channels))]
     decoded = {widest: reconstruction}
     for c in sorted(set(channels), reverse=True)[1:]:
         decoded[c] = decoder.decode(latent[:, :c]).sample  # (B, 3, H, W)

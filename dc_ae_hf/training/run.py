@@ -271,15 +271,16 @@ class TrainingRun:
 
     # ---- the model: replicated (DDP) or sharded (--fsdp) ---------------------------------------------------------
 
-    def shard(self, model: torch.nn.Module) -> torch.nn.Module:
-        """With `--fsdp`: move `model` to the device and shard it in place (`sharding.shard_model`), before its
-        optimizer and EMAs are made. Otherwise `model` unchanged (DDP wraps it in `prepare`)."""
+    def shard(self, model: torch.nn.Module, extra_units: tuple[str, ...] = ()) -> torch.nn.Module:
+        """With `--fsdp`: move `model` to the device and shard it in place (`sharding.shard_model`, with its
+        `extra_units`), before its optimizer and EMAs are made. Otherwise `model` unchanged (DDP wraps it in
+        `prepare`)."""
         if not self.sharded:
             return model
         from dc_ae_hf.training.sharding import shard_model
 
         model.to(self.accelerator.device)
-        units = shard_model(model, self.accelerator.device, self.accelerator.mixed_precision)
+        units = shard_model(model, self.accelerator.device, self.accelerator.mixed_precision, extra_units)
         logger.info(
             f"--fsdp: {type(model).__name__} sharded over {self.accelerator.num_processes} processes in "
             f"{len(units)} units"
@@ -299,12 +300,13 @@ class TrainingRun:
         return model, AcceleratedOptimizer(optimizer, device_placement=False), dataloader, lr_scheduler
 
     @contextlib.contextmanager
-    def accumulate(self, model):
-        """`accelerator.accumulate(model)`; a sharded model reduce-scatters its gradients only on the micro-batch
+    def accumulate(self, *models):
+        """`accelerator.accumulate(*models)`; a sharded model reduce-scatters its gradients only on the micro-batch
         that ends an optimisation step, as DDP's `no_sync` does."""
-        with self.accelerator.accumulate(model):
-            if self.sharded:
-                model.set_requires_gradient_sync(self.accelerator.sync_gradients)
+        with self.accelerator.accumulate(*models):
+            for model in models:
+                if self.sharded and hasattr(model, "set_requires_gradient_sync"):
+                    model.set_requires_gradient_sync(self.accelerator.sync_gradients)
             yield
 
     def full_models(self, model, emas: dict) -> tuple:

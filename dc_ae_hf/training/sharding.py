@@ -54,10 +54,20 @@ def block_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     return chosen
 
 
-def shard_model(model: torch.nn.Module, device: torch.device, mixed_precision: str | None = None) -> list[str]:
-    """`fully_shard` each block of `model` (`block_modules`) and then the root, in place, over all processes of the
-    default process group, on `device`'s type. Call it after the model is built and on the device, before the
-    optimizer and the EMAs are made (they must hold the sharded parameters). Returns the names of the units."""
+def shard_model(
+    model: torch.nn.Module,
+    device: torch.device,
+    mixed_precision: str | None = None,
+    extra_units: tuple[str, ...] = (),
+) -> list[str]:
+    """`fully_shard` each block of `model` (`block_modules`), then each submodule named in `extra_units`, then the
+    root, in place, over all processes of the default process group, on `device`'s type. Call it after the model
+    is built and on the device, before the optimizer and the EMAs are made (they must hold the sharded parameters).
+
+    A unit gathers its parameters when its `forward` runs. A trainer that calls submodules outside the model's
+    `forward` (train_dc_ae decodes the narrower prefixes with `model.decode`) names them in `extra_units` (there:
+    the encoder and the decoder), so that every parameter belongs to a unit that gathers itself. Returns the
+    names of the units."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -74,7 +84,7 @@ def shard_model(model: torch.nn.Module, device: torch.device, mixed_precision: s
         )
     else:
         block_policy = root_policy = MixedPrecisionPolicy()
-    units = block_modules(model)
+    units = block_modules(model) + [(name, model.get_submodule(name)) for name in extra_units]
     for _, module in units:
         fully_shard(module, mesh=mesh, mp_policy=block_policy)
     fully_shard(model, mesh=mesh, mp_policy=root_policy)
