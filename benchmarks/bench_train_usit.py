@@ -172,6 +172,38 @@ def shape_comparison(args) -> dict[str, float]:
     return {**compare(steps, args), **params}
 
 
+def fsdp_comparison(args) -> dict[str, float]:
+    """The trainers' FSDP2 path (`train_usit.py --fsdp`: `shard_model`, sharded AdamW and EMA) on one process vs the
+    plain model, f64c128-shaped latents. One process shards over a group of one: this times FSDP's own overhead
+    (DTensor parameters, the units' gather and reduce hooks, bf16 parameter casts), not communication."""
+    import socket
+
+    import torch.distributed as dist
+
+    from dc_ae_hf.training.sharding import shard_model
+
+    if not dist.is_initialized():
+        with socket.socket() as probe:  # a free local port for the group of one
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        backend = "nccl" if args.device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(args.batch_size, 128, 8, 8, generator=generator).to(args.device)
+    labels = torch.randint(0, 10, (args.batch_size,), generator=generator).to(args.device)
+    choices = list(range(16, 129, 16))
+    steps = {}
+    for name in ("fsdp", "plain"):
+        model = build_usit(128, 8, args)
+        if name == "fsdp":
+            shard_model(model, torch.device(args.device), "bf16" if args.bf16 else None)
+        batches = iter(lambda batch={"latents": latents, "labels": labels}: batch, None)
+        steps[name] = train_step(model, batches, lambda b: (b["latents"], b["labels"]), args, choices)
+    result = compare(steps, args)
+    dist.destroy_process_group()
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--hidden", type=int, default=256)
@@ -189,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--num_threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="batch 8, 128 px, autoencoder width / 8, 3 timed steps")
+    p.add_argument("--fsdp", action="store_true", help="only: FSDP2 on one process vs the plain model (f64c128)")
     args = p.parse_args(argv)
     if args.quick:
         args.batch_size, args.resolution, args.ae_width_divisor, args.steps, args.warmup = 8, 128, 8, 3, 1
@@ -197,6 +230,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.hidden % args.heads:
         p.error(f"--hidden {args.hidden} must be divisible by --heads {args.heads}")
 
+    if args.fsdp:
+        fsdp = fsdp_comparison(args)
+        print(
+            f"\n# USiT hidden {args.hidden}, {args.num_layers} layers, f64c128 8x8x128, batch {args.batch_size}, "
+            f"{'bf16' if args.bf16 else 'fp32'} on {args.device} (torch {torch.__version__}); median of {args.steps} "
+            f"interleaved steps; {load_average()}\n"
+        )
+        print("| setting | train img/s | ratio |\n|---|---|---|")
+        print(f"| FSDP2 (fully_shard per block, one process) | {fsdp['fsdp']:.1f} | {fsdp['ratio']:.2f}x |")
+        print(f"| plain model | {fsdp['plain']:.1f} | 1.00x |")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         data = data_comparison(args, Path(tmp))
     shapes = shape_comparison(args)

@@ -9,7 +9,7 @@
 #      (paper Table 4, H100: 450 vs 112 img/s), then the same with every block compiled (--compile);
 #   2. the f64c128 autoencoder's decode at 512 / 1024 px and tiled 2048 px vs diffusers' AutoencoderDC;
 #   3. 50-step sampling of 512 px latents (USiT-2B, guidance 1.5, euler);
-#   4. FSDP: not built yet (see docs/training.md); the step is reported as not run.
+#   4. one FSDP2 training step (train_usit.py --fsdp's sharding, sharded AdamW and EMA) on one GPU vs the plain model.
 # Each step's output goes into the results file as it comes; a failing step is recorded and the next one runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +60,5 @@ step "USiT-2B training, f64c128 vs f32c32" "$PY" bench_train_usit.py $USIT --dev
 step "USiT-2B training, blocks compiled" "$PY" bench_train_usit.py $USIT --device $DEVICE --compile --compile_backend $COMPILE_BACKEND
 step "f64c128 autoencoder vs diffusers AutoencoderDC" "$PY" bench_autoencoder.py --preset dc-ae-1.5-f64c128 $AE --device $DEVICE
 step "50-step sampling, 512 px latents" "$PY" bench_guidance_interval.py $SAMPLE --device $DEVICE
-echo "## FSDP" >> "$OUT"
-echo "not run: FSDP is not built yet (docs/training.md, Memory per GPU)" | tee -a "$OUT"
+step "USiT-2B training, FSDP2 on one GPU vs plain" "$PY" bench_train_usit.py $USIT --device $DEVICE --fsdp
 echo "wrote $OUT"

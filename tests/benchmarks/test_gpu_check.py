@@ -29,7 +29,8 @@ def test_gpu_check_runs_every_step_at_tiny_sizes(tmp_path):
         "USiT-2B training, blocks compiled",
         "f64c128 autoencoder vs diffusers AutoencoderDC",
         "50-step sampling, 512 px latents",
+        "USiT-2B training, FSDP2 on one GPU vs plain",
     ):
         assert f"{title}: ok in" in text, text[-3000:]
     assert "| latent shape | f64c128-shaped 8x8x128" in text and "blocks compiled (eager)" in text
-    assert "## FSDP" in text and "tiny mode on the CPU: the steps run, the numbers mean nothing" in text
+    assert "| FSDP2 (fully_shard per block, one process) |" in text and "tiny mode on the CPU: the steps run, the numbers mean nothing" in text
