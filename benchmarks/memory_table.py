@@ -29,6 +29,7 @@ from diffusers.utils import logging as diffusers_logging
 from torch import nn
 
 from dc_ae_hf import AUTOENCODER_PRESETS, USIT_PRESETS, AutoencoderDC15, USiTTransformer2DModel
+from dc_ae_hf.training.sharding import block_modules
 
 GIB = 1024**3
 
@@ -54,11 +55,8 @@ def saved_activation_bytes(model: nn.Module, run) -> int:
 
 
 def largest_block(model: nn.Module) -> nn.Module:
-    """The largest module whose class is in the model's `_no_split_modules` (an FSDP unit)."""
-    names = set(getattr(model, "_no_split_modules", None) or [])
-    blocks = [m for m in model.modules() if type(m).__name__ in names]
-    if not blocks:
-        raise ValueError(f"{type(model).__name__} declares no _no_split_modules")
+    """The largest FSDP unit of `--fsdp`: a block of `dc_ae_hf.training.sharding.block_modules`."""
+    blocks = [module for _, module in block_modules(model)]
     return max(blocks, key=lambda m: sum(p.numel() for p in m.parameters()))
 
 
