@@ -7,7 +7,8 @@ never imports it.
 | `run` | `TrainingRun`: the run folder (ownership, lock), accelerator, resume, the step loop, logging, the end |
 | `checkpoints` | atomic `checkpoint-<step>` folders of `save_pretrained` models; resume candidates and settings |
 | `randomness` | stateless (seed, rank, step) seeding and the c' draw `LatentChannelSampler` (paper Eq. 1/2) |
-| `optimization` | AdamW and the LR schedule from the flags |
+| `optimization` | AdamW and the LR schedule from the flags, `compile_blocks` (`--compile`) |
+| `sharding` | FSDP2 (`--fsdp`): `shard_model`, DCP checkpoints of the shards, gathered export |
 | `ema` | `ExponentialWarmupEMAModel` (the official EMA warm-up) |
 | `autoencoder` | DC-AE training phases, encode-once/decode-every-prefix reconstruction (Eq. 1) |
 | `losses` | L1 + LPIPS reconstruction, hinge GAN |
