@@ -41,6 +41,7 @@ This file is the entry point; the work is in its sibling modules: `toy_settings.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -121,6 +122,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--results_dir", help="where the PNGs/markdown/json go (default: <output_dir>/results)")
     parser.add_argument("--bundle_to", help="also copy the structured + augmented pipeline (seed 0) here (not sweep)")
     parser.add_argument("--max_parallel", type=int, default=2, help="training subprocesses at once")
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="sweep modes: rewrite results.md and the plots from the results_dir's results.json (no training)",
+    )
     args = parser.parse_args(argv)
     try:
         check_int("--max_parallel", args.max_parallel, minimum=1)
@@ -128,6 +134,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(error))
     if args.bundle_to and args.mode in SWEEP_MODES:
         parser.error(f"--bundle_to is not available with --mode {args.mode}: the sweep bundles no pipeline")
+    if args.report_only and args.mode not in SWEEP_MODES:
+        parser.error(f"--report_only is for the sweep modes {sorted(SWEEP_MODES)}, not --mode {args.mode}")
     return args
 
 
@@ -207,6 +215,14 @@ def run_sweep(args: argparse.Namespace) -> dict:
     settings = SWEEP_MODES[args.mode]
     out = Path(args.output_dir).resolve()
     results_dir = Path(args.results_dir).resolve() if args.results_dir else out / "results"
+    if args.report_only:
+        path = results_dir / "results.json"
+        if not path.is_file():
+            raise SystemExit(f"error: --report_only needs {path}: run the sweep first")
+        results = json.loads(path.read_text())
+        write_sweep_report(results_dir, results)
+        print(f"results in {results_dir}", flush=True)
+        return results
     results_dir.mkdir(parents=True, exist_ok=True)
     timings = Timings(out / "timings.json")
     torch.manual_seed(0)

@@ -429,6 +429,69 @@ def _metric_cells(tables: list[tuple[dict, dict]], run: str, step: int) -> list[
     return cells
 
 
+def steps_to_reach(curve: dict[int, tuple], target: float, higher_is_better: bool = True) -> float | None:
+    """The first step at which a seed-mean curve (step -> (mean, ...), `aggregate`) reaches `target`, linearly
+    interpolated between checkpoints; the first checkpoint's step when it is reached there already (an upper bound:
+    nothing earlier was measured); None when it is never reached."""
+    sign = 1.0 if higher_is_better else -1.0
+    previous = None
+    for step in sorted(curve):
+        value = curve[step][0]
+        if sign * (value - target) >= 0:
+            if previous is None:
+                return float(step)
+            (p_step, p_value) = previous
+            return p_step + (step - p_step) * (target - p_value) / (value - p_value)
+        previous = (step, value)
+    return None
+
+
+def speedup_rows(results: dict) -> list[dict]:
+    """How much sooner each augmented Table 5 cell reaches the plain objective's final value on the same latent, in
+    steps and in passes (compute), for class accuracy and classifier FD at every guidance scale (the paper's 6x is
+    this ratio in steps, at a fixed FID). Rows: latent, objective, metric, guidance, target, the plain run's final
+    step and passes, the step and passes at which the augmented run reached the target (None: never within the
+    run), and the two ratios (> 1: faster than the plain objective)."""
+    rows, out = results["diffusion"], []
+    cells = table5_runs(results)
+    for structured, name in ((True, cells[0]), (False, cells[3])):
+        baseline = results["runs"][name]
+        for objective in ("per_pass", "per_sample"):
+            run = next(
+                r
+                for r in cells
+                if results["runs"][r]["structured"] == structured and results["runs"][r]["objective"] == objective
+            )
+            passes = results["runs"][run]["passes_per_step"]
+            for metric, higher in (("class_accuracy", True), ("classifier_fd", False)):
+                for g in EVAL_GUIDANCE_SCALES:
+                    table = aggregate(rows, metric, g, [name, run])
+                    if not table[name] or not table[run]:
+                        continue
+                    final = max(table[name])
+                    target = table[name][final][0]
+                    reached = steps_to_reach(table[run], target, higher)
+                    out.append(
+                        {
+                            "latent": LATENT_LABELS[structured],
+                            "objective": objective,
+                            "metric": metric,
+                            "guidance_scale": g,
+                            "target": target,
+                            "plain_steps": final,
+                            "plain_passes": final * baseline["passes_per_step"],
+                            "reached_step": reached,
+                            "reached_passes": None if reached is None else reached * passes,
+                            "speedup_steps": None if reached is None else final / reached,
+                            "speedup_passes": None
+                            if reached is None
+                            else final * baseline["passes_per_step"] / (reached * passes),
+                            "first_checkpoint": min(table[run]),
+                        }
+                    )
+    return out
+
+
 def write_sweep_markdown(path: Path, results: dict) -> None:
     """`results.md` of a sweep: reconstruction vs c, the classifier, generation vs c, the Table 5 cells at equal
     steps and at equal passes (mean over seeds [min, max]), every checkpoint, the wall times."""
@@ -507,6 +570,32 @@ def write_sweep_markdown(path: Path, results: dict) -> None:
             cells += [str(at), str(at * entry["passes_per_step"])] if at else ["-", "-"]
             cells += _metric_cells(tables, run, at) if at else ["-"] * 2 * len(EVAL_GUIDANCE_SCALES)
             lines.append("| " + " | ".join(cells) + " |")
+
+    lines += [
+        "",
+        f"## Speed-up of augmented training at c = {largest}: when it reaches the plain objective's final value",
+        "",
+        "Seed means, linear interpolation between checkpoints; `<=` where the first checkpoint already reached it "
+        "(the ratio is then a lower bound); ratios > 1 are faster than the plain objective on the same latent.",
+        "",
+        "| latent | objective | metric | CFG | target (plain, final) | reached at step | speed-up in steps | "
+        "speed-up in passes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in speedup_rows(results):
+        target = f"{row['target']:.3f}" if row["metric"] == "class_accuracy" else f"{row['target']:.1f}"
+        if row["reached_step"] is None:
+            reached, steps, passes = f"not by {row['plain_steps']}", "< 1", "< 1"
+        else:
+            bound = "<= " if row["reached_step"] == row["first_checkpoint"] else ""
+            more = ">= " if bound else ""
+            reached = f"{bound}{row['reached_step']:.0f}"
+            steps, passes = f"{more}{row['speedup_steps']:.2f}x", f"{more}{row['speedup_passes']:.2f}x"
+        metric = "class accuracy" if row["metric"] == "class_accuracy" else "classifier FD"
+        lines.append(
+            f"| {row['latent']} | {row['objective']} | {metric} | {row['guidance_scale']:g} | {target} | {reached} | "
+            f"{steps} | {passes} |"
+        )
 
     lines += ["", "## Every checkpoint (mean over seeds [min, max])", "", f"| run | step | passes | {scales} |"]
     lines += [f"|---|---|---|{rule}"]

@@ -298,6 +298,49 @@ def test_write_sweep_report_writes_every_table_and_plot(sweep_results, tmp_path)
             assert plot.size == tuple(int(v) for v in size), name
 
 
+def test_steps_to_reach_interpolates_between_checkpoints():
+    curve = {600: (0.2,), 1200: (0.4,), 1800: (0.5,)}
+    assert toy_report.steps_to_reach(curve, 0.3) == pytest.approx(900.0)
+    assert toy_report.steps_to_reach(curve, 0.1) == 600.0  # already at the first checkpoint: an upper bound
+    assert toy_report.steps_to_reach(curve, 0.6) is None
+    fd = {600: (40.0,), 1200: (20.0,)}
+    assert toy_report.steps_to_reach(fd, 30.0, higher_is_better=False) == pytest.approx(900.0)
+
+
+def test_the_speed_up_table_of_the_report(sweep_results, tmp_path):
+    rows = {
+        (r["latent"], r["objective"], r["metric"], r["guidance_scale"]): r
+        for r in toy_report.speedup_rows(sweep_results)
+    }
+    assert len(rows) == 2 * 2 * 2 * len(EVAL_GUIDANCE_SCALES)
+    # per_pass is ahead by 0.05: it passes the plain run's final 0.19 at its first checkpoint (step 2, 4 passes)
+    per_pass = rows[("plain", "per_pass", "class_accuracy", 3.0)]
+    assert per_pass["target"] == pytest.approx(0.19) and per_pass["reached_step"] == 2.0
+    assert per_pass["speedup_steps"] == 2.0 and per_pass["speedup_passes"] == 1.0
+    per_sample = rows[("structured", "per_sample", "class_accuracy", 1.0)]  # the plain run's own curve
+    assert per_sample["reached_step"] == 4.0 and per_sample["speedup_steps"] == 1.0
+    toy_report.write_sweep_report(tmp_path, sweep_results)
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    assert "| plain | per_pass | class accuracy | 3 | 0.190 | <= 2 | >= 2.00x | >= 1.00x |" in lines
+    assert "| structured | per_sample | class accuracy | 1 | 0.190 | 4 | 1.00x | 1.00x |" in lines
+
+
+def test_report_only_rewrites_the_report_from_results_json(sweep_results, tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("run_recipe", REPO_ROOT / "examples" / "toy" / "run_recipe.py")
+    recipe = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "run_recipe", recipe)
+    spec.loader.exec_module(recipe)
+    toy_report.write_sweep_report(tmp_path, sweep_results)
+    before = (tmp_path / "results.md").read_text()
+    (tmp_path / "results.md").unlink()
+    argv = ["--mode", "sweep-smoke", "--output_dir", str(tmp_path / "nothing"), "--results_dir", str(tmp_path)]
+    recipe.main([*argv, "--report_only"])
+    assert (tmp_path / "results.md").read_text() == before
+    assert not (tmp_path / "nothing").exists()  # nothing trained or written there
+    with pytest.raises(SystemExit, match="--report_only needs"):
+        recipe.main(["--mode", "sweep-smoke", "--results_dir", str(tmp_path / "empty"), "--report_only"])
+
+
 def test_entry_point_takes_the_sweep_modes(monkeypatch, capsys):
     spec = importlib.util.spec_from_file_location("run_recipe", REPO_ROOT / "examples" / "toy" / "run_recipe.py")
     recipe = importlib.util.module_from_spec(spec)
