@@ -33,4 +33,7 @@ def test_gpu_check_runs_every_step_at_tiny_sizes(tmp_path):
     ):
         assert f"{title}: ok in" in text, text[-3000:]
     assert "| latent shape | f64c128-shaped 8x8x128" in text and "blocks compiled (eager)" in text
-    assert "| FSDP2 (fully_shard per block, one process) |" in text and "tiny mode on the CPU: the steps run, the numbers mean nothing" in text
+    assert (
+        "| FSDP2 (fully_shard per block, one process) |" in text
+        and "tiny mode on the CPU: the steps run, the numbers mean nothing" in text
+    )
