@@ -298,6 +298,15 @@ def test_write_sweep_report_writes_every_table_and_plot(sweep_results, tmp_path)
             assert plot.size == tuple(int(v) for v in size), name
 
 
+def _load_recipe(monkeypatch):
+    """examples/toy/run_recipe.py as the module `run_recipe` (dataclasses resolve annotations through sys.modules)."""
+    spec = importlib.util.spec_from_file_location("run_recipe", REPO_ROOT / "examples" / "toy" / "run_recipe.py")
+    recipe = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "run_recipe", recipe)
+    spec.loader.exec_module(recipe)
+    return recipe
+
+
 def test_steps_to_reach_interpolates_between_checkpoints():
     curve = {600: (0.2,), 1200: (0.4,), 1800: (0.5,)}
     assert toy_report.steps_to_reach(curve, 0.3) == pytest.approx(900.0)
@@ -326,10 +335,7 @@ def test_the_speed_up_table_of_the_report(sweep_results, tmp_path):
 
 
 def test_report_only_rewrites_the_report_from_results_json(sweep_results, tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("run_recipe", REPO_ROOT / "examples" / "toy" / "run_recipe.py")
-    recipe = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "run_recipe", recipe)
-    spec.loader.exec_module(recipe)
+    recipe = _load_recipe(monkeypatch)
     toy_report.write_sweep_report(tmp_path, sweep_results)
     before = (tmp_path / "results.md").read_text()
     (tmp_path / "results.md").unlink()
@@ -342,10 +348,7 @@ def test_report_only_rewrites_the_report_from_results_json(sweep_results, tmp_pa
 
 
 def test_entry_point_takes_the_sweep_modes(monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("run_recipe", REPO_ROOT / "examples" / "toy" / "run_recipe.py")
-    recipe = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "run_recipe", recipe)
-    spec.loader.exec_module(recipe)
+    recipe = _load_recipe(monkeypatch)
     assert recipe.parse_args(["--mode", "sweep"]).mode == "sweep"
     with pytest.raises(SystemExit) as exit_info:
         recipe.main(["--mode", "sweep-smoke", "--bundle_to", "/tmp/bundle"])
