@@ -5,6 +5,9 @@
     python examples/toy/run_recipe.py --mode smoke --output_dir /tmp/toy-smoke      # a few steps (the test)
     python examples/toy/run_recipe.py --mode sweep --output_dir outputs/toy-sweep   # ~2 h 15 min, resumable
     python examples/toy/run_recipe.py --mode sweep-smoke --output_dir /tmp/sweep    # a few steps (the test)
+    python examples/toy/run_recipe.py --mode default --output_dir outputs/toy-default \
+        --bundle_to dc_ae_hf/assets/toy-dcae15-shapes                                # the built-in default, ~1.5 h
+    python examples/toy/run_recipe.py --mode default-smoke --output_dir /tmp/default  # a few steps (the test)
 
 Stages (each skipped when its final output exists; the trainers resume from their checkpoints when re-run):
 
@@ -33,6 +36,11 @@ autoencoders with c = 8 ... 128 latent channels and structured ones at c = 64 an
 (structured or plain latent x augmented or plain objective, augmentation both per_pass and per_sample) with two
 seeds, at equal steps and at equal passes (`toy_settings.SWEEP_MODES`; its budget: `measure_sweep.py`).
 
+The built-in default (`--mode default`, `run_default`) trains what `dc_ae_hf/assets/toy-dcae15-shapes` ships: the
+structured autoencoder on 20000 images, then a larger USiT (`toy_settings.DEFAULT_USIT_CONFIG`, ~1.5M parameters)
+for 16000 steps with one-pass augmented training (`--channel_sampling per_sample --always_include_full`), every
+checkpoint scored by a classifier trained for 4000 steps; `--bundle_to` copies the final pipeline with its card.
+
 This file is the entry point; the work is in its sibling modules: `toy_settings.py` (modes, configs),
 `toy_scheduler.py` (the job pool), `toy_stages.py` (data and trainer command lines), `toy_evaluation.py` and
 `toy_report.py` (tables, plots, pictures, bundle).
@@ -57,6 +65,8 @@ from toy_evaluation import (  # noqa: E402
     class_samples,
     evaluate_autoencoders,
     evaluate_classifier,
+    evaluate_default_autoencoder,
+    evaluate_default_diffusion,
     evaluate_diffusion,
     evaluate_sweep_autoencoders,
     evaluate_sweep_classifier,
@@ -66,10 +76,12 @@ from toy_evaluation import (  # noqa: E402
     load_sweep_vaes,
 )
 from toy_report import (  # noqa: E402
+    default_results_summary,
     results_summary,
     sample_grid,
     sweep_results_summary,
     write_bundle,
+    write_default_report,
     write_prefix_grids,
     write_report,
     write_sweep_report,
@@ -78,6 +90,9 @@ from toy_scheduler import Timings, run_jobs, stage_wall_times  # noqa: E402
 from toy_settings import (  # noqa: E402
     AUTOENCODERS,
     CHANNEL_CHOICES,
+    DEFAULT_MODES,
+    DEFAULT_RUN,
+    DEFAULT_USIT_CONFIG,
     EVAL_GUIDANCE_SCALES,
     MODES,
     RUNS,
@@ -88,6 +103,7 @@ from toy_stages import (  # noqa: E402
     autoencoder_jobs,
     cache_jobs,
     data_exists,
+    default_jobs,
     finetune_jobs,
     sweep_jobs,
     trainer_environment,
@@ -103,6 +119,7 @@ from dc_ae_hf.checks import check_int  # noqa: E402
 # what tests and callers read from this module besides main (the rest lives in the toy_* modules)
 __all__ = [
     "CHANNEL_CHOICES",
+    "DEFAULT_MODES",
     "EVAL_GUIDANCE_SCALES",
     "MODES",
     "RUNS",
@@ -113,14 +130,19 @@ __all__ = [
 ]
 
 SAMPLES_PER_CLASS = 4  # samples_struct_aug.png: one row per class
+DEFAULT_SAMPLES_PER_CLASS = 8  # samples.png of the built-in default (the README's grid): one row per class
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=sorted(MODES) + sorted(SWEEP_MODES), default="quick")
+    parser.add_argument("--mode", choices=sorted(MODES) + sorted(SWEEP_MODES) + sorted(DEFAULT_MODES), default="quick")
     parser.add_argument("--output_dir", default="outputs/toy", help="runs, logs, checkpoints")
     parser.add_argument("--results_dir", help="where the PNGs/markdown/json go (default: <output_dir>/results)")
-    parser.add_argument("--bundle_to", help="also copy the structured + augmented pipeline (seed 0) here (not sweep)")
+    parser.add_argument(
+        "--bundle_to",
+        help="also copy the final structured + augmented pipeline (seed 0) here, with its model card (not sweep); "
+        "--mode default makes the built-in default dc_ae_hf/assets/toy-dcae15-shapes",
+    )
     parser.add_argument("--max_parallel", type=int, default=2, help="training subprocesses at once")
     parser.add_argument(
         "--report_only",
@@ -144,6 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.mode in SWEEP_MODES:
         return run_sweep(args)
+    if args.mode in DEFAULT_MODES:
+        return run_default(args)
     settings = MODES[args.mode]
     out = Path(args.output_dir).resolve()
     results_dir = Path(args.results_dir).resolve() if args.results_dir else out / "results"
@@ -256,6 +280,67 @@ def run_sweep(args: argparse.Namespace) -> dict:
         max_parallel=args.max_parallel,
     )
     write_sweep_report(results_dir, results)
+    print(f"results in {results_dir}", flush=True)
+    return results
+
+
+def run_default(args: argparse.Namespace) -> dict:
+    """Run (or continue) a built-in-default mode (`DEFAULT_MODES`): data, the structured autoencoder, its scaling
+    factor (measured on class-balanced training images) and latent cache, one long diffusion run of
+    `DEFAULT_USIT_CONFIG` with one-pass augmented training, then the evaluation (reconstruction per c', a classifier
+    trained for `classifier_steps`, every checkpoint with and without guidance), the report (`write_default_report`)
+    and, with `--bundle_to`, the pipeline with its card. Returns the results dict that `results.json` holds."""
+    settings = DEFAULT_MODES[args.mode]
+    out = Path(args.output_dir).resolve()
+    results_dir = Path(args.results_dir).resolve() if args.results_dir else out / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    timings = Timings(out / "timings.json")
+    torch.manual_seed(0)
+
+    def run_pool(jobs: list) -> None:
+        run_jobs(jobs, out / "logs", args.max_parallel, timings, cwd=REPO_ROOT, environment=trainer_environment())
+
+    if not data_exists(out):
+        timings.timed("data", "data", lambda: write_data(out, settings))
+    write_configs(out, DEFAULT_USIT_CONFIG)
+    run_pool(autoencoder_jobs(out, settings, ("ae_struct",)))
+    train_images, train_labels = load_imagefolder(out / "data" / "train")
+    heldout_images, heldout_labels = load_imagefolder(out / "data" / "heldout")
+    # the imagefolder is sorted by class: evenly spaced images are class balanced
+    balanced = torch.linspace(0, len(train_images) - 1, min(len(train_images), 1000)).long()
+    write_diffusion_vae(out, "ae_struct", train_images[balanced])
+    run_pool(default_jobs(out, settings))
+
+    heldout = (heldout_images, heldout_labels)
+    reconstruction = timings.timed(
+        "eval_autoencoders", "evaluation: autoencoder", lambda: evaluate_default_autoencoder(out, heldout_images)
+    )
+    vaes = {"ae_struct": load_autoencoder(out / "ae_struct" / "vae_ema")}
+    classifier, references, classifier_info = timings.timed(
+        "classifier",
+        "evaluation: classifier",
+        lambda: evaluate_sweep_classifier(vaes, (train_images, train_labels), heldout, settings),
+    )
+    rows = evaluate_default_diffusion(out, settings, classifier, references)
+    timings.record_total("eval_diffusion", "evaluation: diffusion samples", sum(r["eval_seconds"] for r in rows))
+
+    source = usit_run_dir(out, DEFAULT_RUN, settings.seed) / "pipeline"
+    samples = class_samples(
+        source, DEFAULT_SAMPLES_PER_CLASS, steps=settings.sample_steps, guidance_scale=EVAL_GUIDANCE_SCALES[-1]
+    )
+    sample_grid(samples, columns=DEFAULT_SAMPLES_PER_CLASS).save(results_dir / "samples.png")
+    if args.bundle_to:
+        write_bundle(source, args.bundle_to, args.mode, settings, reconstruction, rows, DEFAULT_RUN, classifier_info)
+    results = default_results_summary(
+        args.mode,
+        settings,
+        reconstruction,
+        classifier_info,
+        rows,
+        stage_seconds=stage_wall_times(timings.entries),
+        job_seconds=timings.entries,
+    )
+    write_default_report(results_dir, results)
     print(f"results in {results_dir}", flush=True)
     return results
 

@@ -11,6 +11,9 @@
    the reconstructions of the held-out images by the run's own AE. The rows are kept in `<out>/eval/
    diffusion.json`, so a resumed run evaluates only the checkpoints it has not evaluated yet.
 
+The built-in default (`--mode default`) reuses them for its one autoencoder and run: `evaluate_default_autoencoder`,
+`evaluate_sweep_classifier` (with that one autoencoder) and `evaluate_default_diffusion`.
+
 The channel sweep (`--mode sweep`) has its own three: `evaluate_sweep_autoencoders` (every sweep autoencoder at
 `sweep_reconstruction_prefixes`), `evaluate_sweep_classifier` (one classifier trained on every autoencoder's
 reconstructions in turn, so that generations of different c are scored alike) and `evaluate_sweep_diffusion`; the
@@ -31,9 +34,11 @@ from PIL import Image
 from toy_settings import (
     AUTOENCODERS,
     CHANNEL_CHOICES,
+    DEFAULT_RUN,
     EVAL_GUIDANCE_SCALES,
     RESOLUTION,
     RUNS,
+    DefaultSettings,
     ModeSettings,
     SweepAutoencoder,
     SweepSettings,
@@ -283,9 +288,9 @@ def evaluate_sweep_classifier(
     vaes: dict[str, AutoencoderDC15],
     train: tuple[torch.Tensor, torch.Tensor],
     heldout: tuple[torch.Tensor, torch.Tensor],
-    settings: SweepSettings,
+    settings: SweepSettings | DefaultSettings,
 ) -> tuple[SmallImageClassifier, dict[str, torch.Tensor], dict]:
-    """Train one classifier for every sweep autoencoder (`vaes`, by name, in a fixed order): training image i is
+    """Train one classifier for every sweep autoencoder (or for the built-in default's one) (`vaes`, by name, in a fixed order): training image i is
     reconstructed by autoencoder i mod len(vaes), so each contributes equally and from every class (the imagefolder
     is sorted by class), and none is favoured when the generations of different c are compared.
 
@@ -335,6 +340,36 @@ def evaluate_sweep_diffusion(
     return evaluate_checkpoints(
         out / "eval" / "diffusion.json",
         runs,
+        vaes,
+        classifier,
+        references,
+        settings.num_samples,
+        settings.sample_steps,
+    )
+
+
+# The built-in default (`--mode default`): one structured autoencoder and one diffusion run.
+
+
+def evaluate_default_autoencoder(out: Path, heldout: torch.Tensor) -> dict:
+    """Held-out PSNR/SSIM of the structured autoencoder (EMA weights) from every prefix c' of `CHANNEL_CHOICES`:
+    ``{"structured": {"<c'>": {"psnr", "ssim"}}}`` (the shape of `evaluate_autoencoders`' results)."""
+    vae = load_autoencoder(out / "ae_struct" / "vae_ema")
+    table = evaluate_autoencoder(vae, list(heldout.split(100)), CHANNEL_CHOICES)
+    return {"structured": {str(c): values for c, values in table.items()}}
+
+
+def evaluate_default_diffusion(
+    out: Path, settings: DefaultSettings, classifier: SmallImageClassifier, references: dict[str, torch.Tensor]
+) -> list[dict]:
+    """`evaluate_checkpoints` for the `DEFAULT_RUN` run (one pass per step; decoded by `ae_struct/vae_diffusion`,
+    the autoencoder with its measured scaling factor; rows kept in `<out>/eval/diffusion.json`)."""
+    folder = usit_run_dir(out, DEFAULT_RUN, settings.seed)
+    run = EvaluatedRun(DEFAULT_RUN, settings.seed, folder, "ae_struct", passes_per_step=1)
+    vaes = {"ae_struct": load_autoencoder(out / "ae_struct" / "vae_diffusion")}
+    return evaluate_checkpoints(
+        out / "eval" / "diffusion.json",
+        [run],
         vaes,
         classifier,
         references,

@@ -31,6 +31,8 @@ from toy_settings import (
     AUGMENTED_PASSES,
     AUTOENCODER_CONFIG,
     CHANNEL_CHOICES,
+    DEFAULT_RUN,
+    DEFAULT_USIT_CONFIG,
     EVAL_GUIDANCE_SCALES,
     GRID_CHANNELS,
     LATENT_CHANNELS,
@@ -40,6 +42,7 @@ from toy_settings import (
     SWEEP_OBJECTIVES,
     SWEEP_PREFIX_STEP,
     USIT_CONFIG,
+    DefaultSettings,
     ModeSettings,
     SweepSettings,
     sweep_autoencoders,
@@ -262,12 +265,34 @@ def sample_grid(images: list[Image.Image], columns: int, border: int = 1, upscal
     return grid.resize((grid.width * upscale, grid.height * upscale), Image.NEAREST)
 
 
+BUNDLE_TRAINING = {  # how each bundled run's transformer was trained, for its card
+    "struct_aug": "the full latent plus one random prefix per step",
+    DEFAULT_RUN: "one pass per step: a random prefix c' per sample, the full latent on half of each batch",
+}
+
+
 def write_bundle(
-    source: Path, target: str | Path, mode: str, settings: ModeSettings, ae_results: dict, rows: list[dict]
+    source: Path,
+    target: str | Path,
+    mode: str,
+    settings: ModeSettings | DefaultSettings,
+    ae_results: dict,
+    rows: list[dict],
+    run: str = "struct_aug",
+    classifier_info: dict | None = None,
 ) -> None:
-    """Copy the final struct_aug pipeline to `target` and give it a model card that says what it is: the toy
-    recipe's model, loaded from `target` as typed, sampled the way the recipe evaluates it, with its measured
-    numbers (the final checkpoint of seed `settings.seeds[0]`). Local paths are removed from its configs."""
+    """Copy the final pipeline of `run` (`BUNDLE_TRAINING`: `struct_aug` of the full and quick modes, or the
+    built-in default's `DEFAULT_RUN`) to `target` and give it a model card that says what it is: the toy recipe's
+    model, loaded from `target` as typed, sampled the way the recipe evaluates it, with its measured numbers (the
+    final checkpoint of seed `settings.seeds[0]`; with `classifier_info`, also the classifier's own held-out
+    accuracy, and for a `DefaultSettings` the target accuracy and whether it is met). Local paths are removed
+    from its configs."""
+    if run not in BUNDLE_TRAINING:
+        raise ValueError(f"run={run!r} cannot be bundled: choose one of {list(BUNDLE_TRAINING)}")
+    seed, step = settings.seeds[0], settings.usit_steps
+    final = {r["guidance_scale"]: r for r in rows if (r["run"], r["seed"], r["step"]) == (run, seed, step)}
+    if not final:
+        raise ValueError(f"no evaluation of run {run}, seed {seed}, step {step} among the rows to bundle")
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target)
     configs = [Path(target) / "model_index.json", *Path(target).glob("*/config.json")]
@@ -276,23 +301,36 @@ def write_bundle(
         if config.pop("_name_or_path", None) is not None:
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     pipe = DCAE15Pipeline.from_pretrained(target)
-    seed, step = settings.seeds[0], settings.usit_steps
-    final = {r["guidance_scale"]: r for r in rows if (r["run"], r["seed"], r["step"]) == ("struct_aug", seed, step)}
-    if not final:
-        raise ValueError(f"no evaluation of run struct_aug, seed {seed}, step {step} among the rows to bundle")
     table = ["| guidance | class accuracy | classifier FD |", "|---|---|---|"]
     table += [f"| {g:g} | {final[g]['class_accuracy']:.3f} | {final[g]['classifier_fd']:.1f} |" for g in sorted(final)]
     psnr = ae_results["structured"]
     prefixes = ", ".join(f"c'={c}: {psnr[str(c)]['psnr']:.2f} dB" for c in (4, 8, 16, LATENT_CHANNELS))
+    scorer = "small classifier trained on the autoencoder's reconstructions (`dc_ae_hf/metrics/classifier.py`"
+    if classifier_info is not None:
+        real = classifier_info["accuracy"]["held-out real images"]
+        scorer += f", {classifier_info['steps']} steps; {real:.3f} accuracy on held-out real images"
+    guided = final[EVAL_GUIDANCE_SCALES[-1]]["class_accuracy"]
+    verdict = []
+    if isinstance(settings, DefaultSettings):
+        target_accuracy = settings.target_accuracy
+        reached = "met" if guided >= target_accuracy else f"missed by {target_accuracy - guided:.3f}"
+        verdict = [
+            f"Target: guided (CFG {EVAL_GUIDANCE_SCALES[-1]:g}) class accuracy >= {target_accuracy:g}; measured "
+            f"{guided:.3f}: {reached}."
+        ]
     metrics = "\n\n".join(
         [
             f"{settings.num_samples} class-balanced samples (euler, {settings.sample_steps} steps), scored by a "
-            "small classifier trained on the autoencoder's reconstructions (`dc_ae_hf/metrics/classifier.py`; "
-            "chance = 0.1):",
+            f"{scorer}; chance = 0.1):",
             "\n".join(table),
+            *verdict,
             f"Autoencoder, held-out PSNR from the first c' channels: {prefixes}. Comparison with the baselines: "
             "`examples/toy/README.md`.",
         ]
+    )
+    quality = (
+        f"It gives the requested shape class {guided:.0%} of the time at guidance {EVAL_GUIDANCE_SCALES[-1]:g} "
+        "(by the recipe's classifier)."
     )
     write_pipeline_card(
         target,
@@ -302,21 +340,127 @@ def write_bundle(
         description=(
             "The built-in default of `dc_ae_hf`: a tiny DC-AE 1.5 (structured latent, paper Eq. 1) and a USiT "
             "trained with augmented diffusion training (paper Eq. 2) on the procedural 32 px shapes dataset "
-            "(`dc_ae_hf/data/shapes.py`), for trying the API offline. It is not a good generator."
+            f"(`dc_ae_hf/data/shapes.py`), for trying the API offline. {quality}"
         ),
-        source=f"`examples/toy/run_recipe.py --mode {mode}`, run `struct_aug`, seed {seed}",
+        source=f"`examples/toy/run_recipe.py --mode {mode}`, run `{run}`, seed {seed}",
         provenance=(
             f"Autoencoder: {settings.ae_steps} steps of `training/train_dc_ae.py` (L1, c' in {CHANNEL_CHOICES}) "
             f"on {settings.num_train_images} images. Transformer: {step} steps of `training/train_usit.py` on the "
-            f"cached latents (batch {settings.usit_batch_size}, the full latent plus one random prefix per step), "
-            "EMA weights. Every command and setting: `examples/toy/toy_stages.py` and "
-            "`examples/toy/toy_settings.py`."
+            f"cached latents (batch {settings.usit_batch_size}, {BUNDLE_TRAINING[run]}), EMA weights. Every "
+            "command and setting: `examples/toy/toy_stages.py` and `examples/toy/toy_settings.py`."
         ),
         metrics_table=metrics,
         guidance_scale=EVAL_GUIDANCE_SCALES[-1],
         solver="euler",
         num_inference_steps=settings.sample_steps,
     )
+
+
+# The built-in default (`--mode default`): results.json, results.md and curves.png (`write_default_report`).
+
+
+def default_results_summary(
+    mode: str,
+    settings: DefaultSettings,
+    ae_results: dict,
+    classifier_info: dict,
+    rows: list[dict],
+    stage_seconds: dict[str, float],
+    job_seconds: dict[str, dict],
+) -> dict:
+    """The results dict of a built-in-default mode (`run_recipe.run_default` returns it, `results.json` holds it),
+    with ``"final"``: the last checkpoint's row per guidance scale, and ``"target_met"``: whether its guided class
+    accuracy reaches `settings.target_accuracy`."""
+    final = {str(r["guidance_scale"]): r for r in rows if (r["run"], r["step"]) == (DEFAULT_RUN, settings.usit_steps)}
+    guided = final.get(str(EVAL_GUIDANCE_SCALES[-1]))
+    return {
+        "mode": mode,
+        "settings": vars(settings),
+        "autoencoder_config": AUTOENCODER_CONFIG,
+        "usit_config": DEFAULT_USIT_CONFIG,
+        "channel_choices": CHANNEL_CHOICES,
+        "run": DEFAULT_RUN,
+        "autoencoders": ae_results,
+        "classifier": classifier_info,
+        "diffusion": rows,
+        "final": final,
+        "target_met": guided is not None and guided["class_accuracy"] >= settings.target_accuracy,
+        "stage_seconds": stage_seconds,
+        "job_seconds": job_seconds,
+    }
+
+
+def write_default_report(results_dir: Path, results: dict) -> None:
+    """`results.json`, `results.md` (reconstruction per c', the classifier, every checkpoint, the target) and
+    `curves.png` (class accuracy and classifier FD vs steps, both guidance scales) of `default_results_summary`."""
+    (results_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    settings, rows = results["settings"], results["diffusion"]
+    lines = [
+        f"# The built-in default ({results['mode']} mode)",
+        "",
+        "## Reconstruction on held-out images (structured autoencoder, PSNR dB / SSIM)",
+        "",
+        "| c' | " + " | ".join(str(c) for c in CHANNEL_CHOICES) + " |",
+        "|---|" + "---|" * len(CHANNEL_CHOICES),
+    ]
+    table = results["autoencoders"]["structured"]
+    lines.append(
+        "| PSNR / SSIM | "
+        + " | ".join(f"{table[str(c)]['psnr']:.2f} / {table[str(c)]['ssim']:.3f}" for c in CHANNEL_CHOICES)
+        + " |"
+    )
+    classifier = results["classifier"]
+    lines += ["", f"## Classifier ({classifier['steps']} steps on the reconstructions of the training images)", ""]
+    lines += ["| images | class accuracy |", "|---|---|"]
+    for name, value in classifier["accuracy"].items():  # real images, then each autoencoder's reconstructions
+        label = name if name.startswith("held-out") else f"held-out reconstructions ({name})"
+        lines.append(f"| {label} | {value:.3f} |")
+    floor = ", ".join(f"{value:.3f}" for value in classifier["fd_floor"].values())
+    lines += ["", f"Classifier FD floor (reconstructions of training images vs the held-out reference): {floor}", ""]
+    header = " | ".join(f"class accuracy, CFG {g:g} | classifier FD, CFG {g:g}" for g in EVAL_GUIDANCE_SCALES)
+    lines += [
+        f"## Diffusion (`{results['run']}`, seed {settings['seed']}; EMA weights; {settings['num_samples']} "
+        f"class-balanced samples, euler, {settings['sample_steps']} steps)",
+        "",
+        f"| step | {header} |",
+        "|---|" + "---|---|" * len(EVAL_GUIDANCE_SCALES),
+    ]
+    by_step: dict[int, dict[float, dict]] = {}
+    for row in rows:
+        by_step.setdefault(row["step"], {})[row["guidance_scale"]] = row
+    for step in sorted(by_step):
+        cells = [str(step)]
+        for g in EVAL_GUIDANCE_SCALES:
+            row = by_step[step].get(g)
+            cells += [f"{row['class_accuracy']:.3f}", f"{row['classifier_fd']:.1f}"] if row else ["-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    guided = results["final"].get(str(EVAL_GUIDANCE_SCALES[-1]))
+    target = settings["target_accuracy"]
+    if guided is None:
+        verdict = f"The final step {settings['usit_steps']} has not been evaluated."
+    else:
+        accuracy = guided["class_accuracy"]
+        met = "met" if results["target_met"] else f"missed by {target - accuracy:.3f}"
+        verdict = f"Target (guided class accuracy >= {target:g} at the final step): {met} ({accuracy:.3f})."
+    lines += ["", verdict, "", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {stage} | {seconds:.0f} |" for stage, seconds in results["stage_seconds"].items()]
+    (results_dir / "results.md").write_text("\n".join(lines) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    labels = {results["run"]: "structured AE + one-pass augmented diffusion"}
+    for ax, key in zip(axes, ("class_accuracy", "classifier_fd")):
+        for scale in EVAL_GUIDANCE_SCALES:
+            plot_curves(ax, rows, key, "step", scale, {results["run"]: f"{labels[results['run']]}, CFG {scale:g}"})
+        ax.set_title(f"{key.replace('_', ' ')} vs steps", fontsize=10)
+    axes[0].axhline(target, color="grey", linestyle="--", linewidth=1)
+    fig.tight_layout()
+    fig.savefig(results_dir / "curves.png", dpi=90)
+    plt.close(fig)
 
 
 # The channel sweep (`--mode sweep`): results.json, results.md and three plots (`write_sweep_report`).

@@ -428,3 +428,91 @@ SWEEP_MODES: dict[str, SweepSettings] = {
         classifier_steps=1000,
     ),
 }
+
+
+# The built-in default (`--mode default`, `default-smoke`): the pipeline bundled as dc_ae_hf/assets/toy-dcae15-shapes.
+# One structured autoencoder (Eq. 1, `CHANNEL_CHOICES`) and one longer diffusion run of a larger USiT with one-pass
+# augmented training (Eq. 2 as `--channel_sampling per_sample --always_include_full`: the cost of plain training,
+# the full latent on half of each batch), evaluated at every checkpoint by a classifier trained for longer than in
+# the other modes (its held-out accuracy on real images is reported beside every number).
+DEFAULT_RUN = "struct_per_sample"  # the `run` of the evaluation rows; folder `usit/struct_per_sample_seed<seed>`
+# num_layers 6 = 3 in-blocks, 1 mid-block, 3 out-blocks, hidden 128 (4 heads of 32): ~1.5M parameters; one
+# training step at batch 64 takes ~2.2x the time of one of USIT_CONFIG's (4.2 vs 9.5 steps/s on the 2 cores).
+DEFAULT_USIT_CONFIG = {**USIT_CONFIG, "num_layers": 6, "attention_head_dim": 32}
+
+
+@dataclass(frozen=True)
+class DefaultSettings:
+    """Budget of a built-in-default mode. Steps are optimisation steps; `usit_checkpoints` evenly spaced
+    evaluations; `seed` seeds the diffusion run (the autoencoder uses seed 0 as in every mode); `target_accuracy`
+    is the guided (CFG 3) class accuracy the bundled pipeline is meant to reach, stated in its card either way.
+
+    Checked on construction (ValueError / TypeError naming the field): counts are positive ints, the image sets
+    hold at least one image per class, at most one checkpoint per step, the seed an int >= 0, the learning rates
+    finite numbers > 0 and the target in (0, 1].
+    """
+
+    num_train_images: int
+    num_heldout_images: int
+    ae_steps: int
+    ae_batch_size: int
+    usit_steps: int
+    usit_checkpoints: int
+    usit_batch_size: int
+    seed: int
+    num_samples: int
+    sample_steps: int
+    classifier_steps: int
+    ae_learning_rate: float = 1e-3
+    usit_learning_rate: float = 1e-3
+    target_accuracy: float = 0.8
+
+    def __post_init__(self) -> None:
+        for name in ("num_train_images", "num_heldout_images"):
+            check_int(name, getattr(self, name), minimum=len(SHAPE_CLASSES))
+        for name in _POSITIVE_FIELDS:
+            if name != "finetune_steps":
+                check_int(name, getattr(self, name), minimum=1)
+        check_int("usit_checkpoints", self.usit_checkpoints, minimum=1, maximum=self.usit_steps)
+        check_int("seed", self.seed, minimum=0)
+        for name in ("ae_learning_rate", "usit_learning_rate"):
+            check_number(name, getattr(self, name), minimum=0, exclusive_minimum=True)
+        check_number("target_accuracy", self.target_accuracy, minimum=0, exclusive_minimum=True, maximum=1)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seeds of its diffusion runs (one), as the other modes name them."""
+        return (self.seed,)
+
+
+# Budget of `--mode default` on the 2-core CPU: data (20000 + 1000 images, ~1 min), the autoencoder (3000 steps,
+# ~5 min), its cache (~1 min), 16000 diffusion steps (~75 min at ~3.7 steps/s with the trainer's overheads), the
+# classifier (4000 steps, ~7 min) and 8 checkpoints x 2 guidance scales x 500 samples (~3 min): ~1 h 35 min.
+DEFAULT_MODES: dict[str, DefaultSettings] = {
+    "default-smoke": DefaultSettings(
+        num_train_images=80,
+        num_heldout_images=20,
+        ae_steps=3,
+        ae_batch_size=8,
+        usit_steps=4,
+        usit_checkpoints=2,
+        usit_batch_size=8,
+        seed=0,
+        num_samples=20,
+        sample_steps=2,
+        classifier_steps=5,
+    ),
+    "default": DefaultSettings(
+        num_train_images=20000,
+        num_heldout_images=1000,
+        ae_steps=3000,
+        ae_batch_size=32,
+        usit_steps=16000,
+        usit_checkpoints=8,
+        usit_batch_size=64,
+        seed=0,
+        num_samples=500,
+        sample_steps=20,
+        classifier_steps=4000,
+    ),
+}

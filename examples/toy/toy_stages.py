@@ -35,6 +35,7 @@ from toy_settings import (
     AUTOENCODER_CONFIG,
     AUTOENCODERS,
     CHANNEL_CHOICES,
+    DEFAULT_RUN,
     LATENT_CHANNELS,
     REPO_ROOT,
     RESOLUTION,
@@ -42,6 +43,7 @@ from toy_settings import (
     SWEEP_OBJECTIVES,
     TRAINING,
     USIT_CONFIG,
+    DefaultSettings,
     ModeSettings,
     SweepSettings,
     run_autoencoder,
@@ -59,6 +61,9 @@ from dc_ae_hf.latents import compute_scaling_factor
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 
 SCALING_FACTOR_IMAGES = 1000  # training images the scaling factor is measured on
+CACHE_SHARD_SIZE = (
+    1024  # images per latent-cache shard (`cache_latents.py`'s default, named so a job can find its last)
+)
 
 
 def data_exists(out: Path) -> bool:
@@ -76,13 +81,14 @@ def write_data(out: Path, settings: ModeSettings) -> None:
             export_imagefolder(out / "data" / split, count, seed=seed, resolution=RESOLUTION)
 
 
-def write_configs(out: Path) -> None:
-    """The trainers' model configs: both autoencoders (`AUTOENCODER_CONFIG` with their prefixes) and the USiT."""
+def write_configs(out: Path, usit_config: Mapping[str, object] = USIT_CONFIG) -> None:
+    """The trainers' model configs: both autoencoders (`AUTOENCODER_CONFIG` with their prefixes) and the USiT
+    (`usit_config`: `USIT_CONFIG`, or `DEFAULT_USIT_CONFIG` for the built-in default)."""
     (out / "configs").mkdir(parents=True, exist_ok=True)
     for name, choices in (("ae_struct", CHANNEL_CHOICES), ("ae_plain", [LATENT_CHANNELS])):
         config = {**AUTOENCODER_CONFIG, "latent_channel_choices": choices}
         (out / "configs" / f"{name}.json").write_text(json.dumps(config, indent=1))
-    (out / "configs" / "usit.json").write_text(json.dumps(USIT_CONFIG, indent=1))
+    (out / "configs" / "usit.json").write_text(json.dumps(dict(usit_config), indent=1))
 
 
 def trainer_environment() -> dict[str, str]:
@@ -109,7 +115,7 @@ def trainer_command(script: str, options: Mapping[str, object]) -> list[str]:
     return command
 
 
-def _l1_training(out: Path, settings: ModeSettings) -> dict[str, object]:
+def _l1_training(out: Path, settings: ModeSettings | SweepSettings | DefaultSettings) -> dict[str, object]:
     """Data and loss flags shared by every autoencoder run (L1 only: no perceptual weights offline)."""
     return {
         "--train_data_dir": out / "data" / "train",
@@ -120,7 +126,9 @@ def _l1_training(out: Path, settings: ModeSettings) -> dict[str, object]:
     }
 
 
-def _autoencoder_job(out: Path, settings: ModeSettings | SweepSettings, name: str, choices: list[int]) -> Job:
+def _autoencoder_job(
+    out: Path, settings: ModeSettings | SweepSettings | DefaultSettings, name: str, choices: list[int]
+) -> Job:
     """One autoencoder run from `configs/<name>.json` into `<out>/<name>`: L1, AdamW with a cosine LR after a short
     warm-up, EMA 0.999, seed 0, prefixes c' drawn from `choices`."""
     options = {
@@ -144,12 +152,16 @@ def _autoencoder_job(out: Path, settings: ModeSettings | SweepSettings, name: st
     return Job(name, "autoencoders", command, out / name / "vae_ema" / "config.json")
 
 
-def autoencoder_jobs(out: Path, settings: ModeSettings) -> list[Job]:
-    """The structured and the plain autoencoder: same size, data, steps and seed; cosine LR, EMA 0.999."""
-    return [
-        _autoencoder_job(out, settings, name, choices)
-        for name, choices in (("ae_struct", CHANNEL_CHOICES), ("ae_plain", [LATENT_CHANNELS]))
-    ]
+def autoencoder_jobs(
+    out: Path, settings: ModeSettings | DefaultSettings, names: tuple[str, ...] = AUTOENCODERS
+) -> list[Job]:
+    """The structured and the plain autoencoder (or those of `names`): same size, data, steps and seed; cosine LR,
+    EMA 0.999."""
+    choices = {"ae_struct": CHANNEL_CHOICES, "ae_plain": [LATENT_CHANNELS]}
+    for name in names:
+        if name not in choices:
+            raise invalid("names", names, f"choose from {list(AUTOENCODERS)}")
+    return [_autoencoder_job(out, settings, name, choices[name]) for name in names]
 
 
 def finetune_jobs(out: Path, settings: ModeSettings) -> list[Job]:
@@ -186,10 +198,10 @@ def finetune_jobs(out: Path, settings: ModeSettings) -> list[Job]:
     return jobs
 
 
-def cache_jobs(out: Path) -> list[Job]:
+def cache_jobs(out: Path, autoencoders: tuple[str, ...] = AUTOENCODERS) -> list[Job]:
     """fp32 latent caches of the training images, one per autoencoder (after `write_diffusion_vae`)."""
     jobs = []
-    for ae in AUTOENCODERS:
+    for ae in autoencoders:
         options = {
             "--vae": out / ae / "vae_diffusion",
             "--train_data_dir": out / "data" / "train",
@@ -209,7 +221,7 @@ def _usit_command(
     objective: dict[str, object],
     folder: Path,
     seed: int,
-    settings: ModeSettings | SweepSettings,
+    settings: ModeSettings | SweepSettings | DefaultSettings,
 ) -> list[str]:
     """`train_usit.py` on the latent cache `cache` with the objective flags `objective`, into `folder`: LR 1e-3
     after a 5% warm-up, betas (0.9, 0.999), clip 1, EMA 0.999 with the same warm-up (settings for a run of a few
@@ -276,6 +288,25 @@ def write_diffusion_vae(out: Path, ae: str, train_images: torch.Tensor) -> None:
     factor = compute_scaling_factor(vae, train_images[:SCALING_FACTOR_IMAGES].split(200))
     vae.register_to_config(scaling_factor=factor)
     vae.save_pretrained(target)
+
+
+# The built-in default (`--mode default`): one structured autoencoder, its cache, one diffusion run (one job pool).
+
+
+def default_jobs(out: Path, settings: DefaultSettings) -> list[Job]:
+    """After `autoencoder_jobs(out, settings, ("ae_struct",))` and `write_diffusion_vae`: the structured latent
+    cache (done when its last shard is written; `metadata.json` comes first) and, after it, the `DEFAULT_RUN`
+    diffusion run: `configs/usit.json` (`write_configs(out, DEFAULT_USIT_CONFIG)`) with one-pass augmented training,
+    c' drawn from `CHANNEL_CHOICES` per sample and the full latent on half of each batch."""
+    (cache,) = cache_jobs(out, ("ae_struct",))
+    last_shard = shard_path(out / "latents_ae_struct", -(-settings.num_train_images // CACHE_SHARD_SIZE) - 1)
+    command = cache.command + ["--shard_size", str(CACHE_SHARD_SIZE)]
+    cache = Job(cache.name, cache.stage, command, last_shard)
+    objective = sweep_objective_flags("per_sample", CHANNEL_CHOICES)
+    folder = usit_run_dir(out, DEFAULT_RUN, settings.seed)
+    command = _usit_command(out, out / "latents_ae_struct", objective, folder, settings.seed, settings)
+    marker = folder / "pipeline" / "model_index.json"
+    return [cache, Job(f"usit_{DEFAULT_RUN}_seed{settings.seed}", "diffusion", command, marker, after=(cache.name,))]
 
 
 # The channel sweep (`--mode sweep`): its own configs and jobs, in one job pool (autoencoder -> cache -> diffusion).

@@ -1,17 +1,16 @@
 """The toy DC-AE 1.5 recipe (examples/toy/run_recipe.py) end to end in smoke mode, and the bundled default pipeline
-(dc_ae_hf/assets/toy-dcae15-shapes) that its full mode produced."""
+(dc_ae_hf/assets/toy-dcae15-shapes) that its default mode produced."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT
+from helpers import load_toy_recipe
 
 from dc_ae_hf.data.shapes import SHAPE_CLASSES
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
@@ -20,17 +19,9 @@ from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 BUNDLED = REPO_ROOT / "dc_ae_hf" / "assets" / "toy-dcae15-shapes"
 
 
-def _load_recipe(monkeypatch):
-    spec = importlib.util.spec_from_file_location("run_recipe", REPO_ROOT / "examples" / "toy" / "run_recipe.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "run_recipe", module)  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    recipe = _load_recipe(monkeypatch)
+    recipe = load_toy_recipe(monkeypatch)
     out, bundle = tmp_path / "toy", tmp_path / "bundle"
     results = recipe.main(
         ["--mode", "smoke", "--output_dir", str(out), "--bundle_to", str(bundle), "--max_parallel", "3"]
@@ -99,7 +90,7 @@ def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
 def bundled_pipeline():
     if not (BUNDLED / "model_index.json").is_file():
         raise FileNotFoundError(
-            f"the bundled pipeline is missing: run examples/toy/run_recipe.py --mode full --bundle_to {BUNDLED}"
+            f"the bundled pipeline is missing: run examples/toy/run_recipe.py --mode default --bundle_to {BUNDLED}"
         )
     pipe = DCAE15Pipeline.from_pretrained(BUNDLED)
     pipe.set_progress_bar_config(disable=True)

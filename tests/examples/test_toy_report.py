@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT
+from helpers import load_toy_recipe
 from PIL import Image
 
 from dc_ae_hf.data.shapes import SHAPE_CLASSES
@@ -165,12 +166,7 @@ def test_bundle_copies_the_pipeline_with_a_card(results, tmp_path):
 
 
 def test_entry_point_checks_its_flags(monkeypatch, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("run_recipe", REPO_ROOT / "examples" / "toy" / "run_recipe.py")
-    recipe = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "run_recipe", recipe)
-    spec.loader.exec_module(recipe)
+    recipe = load_toy_recipe(monkeypatch)
     args = recipe.parse_args(["--mode", "smoke", "--output_dir", "/tmp/x"])
     assert (args.mode, args.output_dir, args.results_dir, args.bundle_to, args.max_parallel) == (
         "smoke",

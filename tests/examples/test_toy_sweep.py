@@ -5,7 +5,6 @@ evaluation's pure pieces and the report from a fake results dict."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import re
 import sys
@@ -13,6 +12,7 @@ import sys
 import pytest
 import torch
 from conftest import REPO_ROOT
+from helpers import load_toy_recipe
 from PIL import Image
 
 from dc_ae_hf.data.latent_cache import shard_path
@@ -298,15 +298,6 @@ def test_write_sweep_report_writes_every_table_and_plot(sweep_results, tmp_path)
             assert plot.size == tuple(int(v) for v in size), name
 
 
-def _load_recipe(monkeypatch):
-    """examples/toy/run_recipe.py as the module `run_recipe` (dataclasses resolve annotations through sys.modules)."""
-    spec = importlib.util.spec_from_file_location("run_recipe", REPO_ROOT / "examples" / "toy" / "run_recipe.py")
-    recipe = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "run_recipe", recipe)
-    spec.loader.exec_module(recipe)
-    return recipe
-
-
 def test_steps_to_reach_interpolates_between_checkpoints():
     curve = {600: (0.2,), 1200: (0.4,), 1800: (0.5,)}
     assert toy_report.steps_to_reach(curve, 0.3) == pytest.approx(900.0)
@@ -335,7 +326,7 @@ def test_the_speed_up_table_of_the_report(sweep_results, tmp_path):
 
 
 def test_report_only_rewrites_the_report_from_results_json(sweep_results, tmp_path, monkeypatch):
-    recipe = _load_recipe(monkeypatch)
+    recipe = load_toy_recipe(monkeypatch)
     toy_report.write_sweep_report(tmp_path, sweep_results)
     before = (tmp_path / "results.md").read_text()
     (tmp_path / "results.md").unlink()
@@ -348,7 +339,7 @@ def test_report_only_rewrites_the_report_from_results_json(sweep_results, tmp_pa
 
 
 def test_entry_point_takes_the_sweep_modes(monkeypatch, capsys):
-    recipe = _load_recipe(monkeypatch)
+    recipe = load_toy_recipe(monkeypatch)
     assert recipe.parse_args(["--mode", "sweep"]).mode == "sweep"
     with pytest.raises(SystemExit) as exit_info:
         recipe.main(["--mode", "sweep-smoke", "--bundle_to", "/tmp/bundle"])

@@ -3,28 +3,18 @@ every artefact, every evaluation row, the objectives the trainers really ran, an
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import load_toy_recipe
 
 pytestmark = pytest.mark.slow  # 13 trainer subprocesses: about 3 minutes on 2 CPU cores
 
 
-def _load_recipe(monkeypatch):
-    spec = importlib.util.spec_from_file_location("run_recipe", REPO_ROOT / "examples" / "toy" / "run_recipe.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "run_recipe", module)  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_sweep_smoke_produces_every_artefact_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    recipe = _load_recipe(monkeypatch)
+    recipe = load_toy_recipe(monkeypatch)
     import toy_report  # importable once the recipe has put its folder on sys.path
     from toy_evaluation import sweep_reconstruction_prefixes
     from toy_settings import sweep_autoencoders, sweep_cache_dir, sweep_runs
