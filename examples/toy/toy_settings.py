@@ -64,16 +64,38 @@ USIT_CONFIG = {
     "patch_size": 1,
 }
 
-_POSITIVE_FIELDS = (
+# the counts every mode has (`_check_budget` wants them >= 1); the smoke, quick and full modes add the fine-tunes'
+_BUDGET_FIELDS = (
     "ae_steps",
     "ae_batch_size",
-    "finetune_steps",
     "usit_steps",
     "usit_batch_size",
     "num_samples",
     "sample_steps",
     "classifier_steps",
 )
+_POSITIVE_FIELDS = (*_BUDGET_FIELDS, "finetune_steps")
+
+
+def _check_seeds(name: str, seeds) -> None:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (tuple, list)) or not seeds:
+        raise invalid(name, seeds, "must be a non-empty tuple of ints >= 0")
+    for seed in seeds:
+        check_int(name, seed, minimum=0)
+
+
+def _check_budget(settings, positive: tuple[str, ...], min_checkpoints: int = 1) -> None:
+    """The checks every mode's settings share (ValueError / TypeError naming the field): both image sets hold at
+    least one image per class, the fields of `positive` are ints >= 1, `usit_checkpoints` is in
+    [`min_checkpoints`, `usit_steps`] and the learning rates are finite numbers > 0."""
+    for name in ("num_train_images", "num_heldout_images"):
+        # the evaluation takes class-balanced subsets and one held-out image per class for the grids
+        check_int(name, getattr(settings, name), minimum=len(SHAPE_CLASSES))
+    for name in positive:
+        check_int(name, getattr(settings, name), minimum=1)
+    check_int("usit_checkpoints", settings.usit_checkpoints, minimum=min_checkpoints, maximum=settings.usit_steps)
+    for name in ("ae_learning_rate", "usit_learning_rate"):
+        check_number(name, getattr(settings, name), minimum=0, exclusive_minimum=True)
 
 
 @dataclass(frozen=True)
@@ -102,19 +124,9 @@ class ModeSettings:
     usit_learning_rate: float = 1e-3
 
     def __post_init__(self) -> None:
-        for name in ("num_train_images", "num_heldout_images"):
-            # the evaluation takes class-balanced subsets and one held-out image per class for the grids
-            check_int(name, getattr(self, name), minimum=len(SHAPE_CLASSES))
-        for name in _POSITIVE_FIELDS:
-            check_int(name, getattr(self, name), minimum=1)
-        check_int("usit_checkpoints", self.usit_checkpoints, minimum=1, maximum=self.usit_steps)
+        _check_budget(self, _POSITIVE_FIELDS)
         check_channel_prefixes("finetune_channels", self.finetune_channels, LATENT_CHANNELS)
-        if isinstance(self.seeds, (str, bytes)) or not isinstance(self.seeds, (tuple, list)) or not self.seeds:
-            raise invalid("seeds", self.seeds, "must be a non-empty tuple of ints >= 0")
-        for seed in self.seeds:
-            check_int("seeds", seed, minimum=0)
-        for name in ("ae_learning_rate", "usit_learning_rate"):
-            check_number(name, getattr(self, name), minimum=0, exclusive_minimum=True)
+        _check_seeds("seeds", self.seeds)
 
 
 MODES: dict[str, ModeSettings] = {
@@ -280,13 +292,6 @@ def sweep_cache_dir(out: Path, autoencoder: SweepAutoencoder) -> Path:
     return out / f"latents_{autoencoder.name}"
 
 
-def _check_seeds(name: str, seeds) -> None:
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (tuple, list)) or not seeds:
-        raise invalid(name, seeds, "must be a non-empty tuple of ints >= 0")
-    for seed in seeds:
-        check_int(name, seed, minimum=0)
-
-
 @dataclass(frozen=True)
 class SweepSettings:
     """Budget of a channel-sweep mode. Steps are optimisation steps; `usit_checkpoints` evenly spaced evaluations.
@@ -322,12 +327,7 @@ class SweepSettings:
     usit_learning_rate: float = 1e-3
 
     def __post_init__(self) -> None:
-        for name in ("num_train_images", "num_heldout_images"):
-            check_int(name, getattr(self, name), minimum=len(SHAPE_CLASSES))
-        for name in ("ae_steps", "ae_batch_size", "usit_steps", "usit_batch_size", "num_samples", "sample_steps"):
-            check_int(name, getattr(self, name), minimum=1)
-        check_int("classifier_steps", self.classifier_steps, minimum=1)
-        check_int("usit_checkpoints", self.usit_checkpoints, minimum=2, maximum=self.usit_steps)
+        _check_budget(self, _BUDGET_FIELDS, min_checkpoints=2)
         if self.usit_checkpoints % 2 or self.usit_steps % self.usit_checkpoints:
             raise invalid(
                 "usit_checkpoints",
@@ -349,8 +349,6 @@ class SweepSettings:
             )
         _check_seeds("seeds", self.seeds)
         _check_seeds("channel_seeds", self.channel_seeds)
-        for name in ("ae_learning_rate", "usit_learning_rate"):
-            check_number(name, getattr(self, name), minimum=0, exclusive_minimum=True)
 
     @property
     def largest_channels(self) -> int:
@@ -468,15 +466,8 @@ class DefaultSettings:
     target_accuracy: float = 0.8
 
     def __post_init__(self) -> None:
-        for name in ("num_train_images", "num_heldout_images"):
-            check_int(name, getattr(self, name), minimum=len(SHAPE_CLASSES))
-        for name in _POSITIVE_FIELDS:
-            if name != "finetune_steps":
-                check_int(name, getattr(self, name), minimum=1)
-        check_int("usit_checkpoints", self.usit_checkpoints, minimum=1, maximum=self.usit_steps)
+        _check_budget(self, _BUDGET_FIELDS)
         check_int("seed", self.seed, minimum=0)
-        for name in ("ae_learning_rate", "usit_learning_rate"):
-            check_number(name, getattr(self, name), minimum=0, exclusive_minimum=True)
         check_number("target_accuracy", self.target_accuracy, minimum=0, exclusive_minimum=True, maximum=1)
 
     @property
