@@ -61,9 +61,8 @@ from dc_ae_hf.latents import compute_scaling_factor
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 
 SCALING_FACTOR_IMAGES = 1000  # training images the scaling factor is measured on
-CACHE_SHARD_SIZE = (
-    1024  # images per latent-cache shard (`cache_latents.py`'s default, named so a job can find its last)
-)
+# images per latent-cache shard (`cache_latents.py`'s default, named here so that a job can find its last shard)
+CACHE_SHARD_SIZE = 1024
 
 
 def data_exists(out: Path) -> bool:
