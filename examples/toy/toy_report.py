@@ -217,9 +217,12 @@ def make_plots(path: Path, ae_results: dict, rows: list[dict]) -> None:
     plt.close(fig)
 
 
-def plot_curves(ax, rows: list[dict], key: str, x: str, scale: float, labels: dict[str, str]) -> None:
-    """One panel: `key` of the runs in `labels` (run -> legend) vs steps (`x` = "step") or passes (`x` =
-    "passes"), sampled with guidance `scale`; the mean over seeds with bars from the seed min to max."""
+def plot_curves(
+    ax, rows: list[dict], key: str, x: str, scale: float, labels: dict[str, str], legend: bool = True
+) -> None:
+    """One panel: `key` of the runs in `labels` (run -> legend label) vs steps (`x` = "step") or passes (`x` =
+    "passes"), sampled with guidance `scale`; the mean over seeds with bars from the seed min to max. With
+    `legend=False` the caller places the legend (the labels stay on the lines)."""
     table = aggregate(rows, key, scale, list(labels))
     for run, label in labels.items():
         steps = sorted(table[run])
@@ -236,7 +239,8 @@ def plot_curves(ax, rows: list[dict], key: str, x: str, scale: float, labels: di
     ax.set_title(f"{key.replace('_', ' ')} (CFG {scale:g}) vs {versus}", fontsize=10)
     ax.text(0.01, 0.01, "bars: seed min/max", transform=ax.transAxes, fontsize=7)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if legend:
+        ax.legend(fontsize=7)
 
 
 def write_prefix_grids(
@@ -820,8 +824,10 @@ def make_sweep_plots(results_dir: Path, results: dict) -> None:
         ax.set_ylabel(key.replace("_", " "))
         ax.set_title(f"{key.replace('_', ' ')} (CFG {g:g}) vs c", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+    # one legend for the four panels, below them (inside a panel it covered the points)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(results_dir / SWEEP_PLOTS[1], dpi=90)
     plt.close(fig)
 
@@ -830,10 +836,12 @@ def make_sweep_plots(results_dir: Path, results: dict) -> None:
     labels_c = {run: run_label(results, run) for run in sweep}
     for row, g in enumerate(EVAL_GUIDANCE_SCALES):
         for column, (key, x) in enumerate(product(("class_accuracy", "classifier_fd"), ("step", "passes"))):
-            plot_curves(axes[row, column], rows, key, x, g, labels5)
+            plot_curves(axes[row, column], rows, key, x, g, labels5, legend=False)
     for column, (key, g) in enumerate(product(("class_accuracy", "classifier_fd"), EVAL_GUIDANCE_SCALES)):
-        plot_curves(axes[2, column], rows, key, "step", g, labels_c)
-    fig.tight_layout()
+        plot_curves(axes[2, column], rows, key, "step", g, labels_c, legend=False)
+    fig.tight_layout(rect=(0, 0, 0.76, 1))
+    for row in range(3):  # one legend per row, right of its panels (inside a panel it covered the curves)
+        axes[row, -1].legend(loc="upper left", bbox_to_anchor=(1.03, 1), fontsize=8, frameon=False)
     fig.savefig(results_dir / SWEEP_PLOTS[2], dpi=90)
     plt.close(fig)
 
