@@ -74,6 +74,8 @@ from toy_evaluation import (  # noqa: E402
     load_autoencoder,
     load_imagefolder,
     load_sweep_vaes,
+    reconstruct,
+    saved_classifier,
 )
 from toy_report import (  # noqa: E402
     default_results_summary,
@@ -316,11 +318,15 @@ def run_default(args: argparse.Namespace) -> dict:
         "eval_autoencoders", "evaluation: autoencoder", lambda: evaluate_default_autoencoder(out, heldout_images)
     )
     vaes = {"ae_struct": load_autoencoder(out / "ae_struct" / "vae_ema")}
-    classifier, references, classifier_info = timings.timed(
-        "classifier",
-        "evaluation: classifier",
-        lambda: evaluate_sweep_classifier(vaes, (train_images, train_labels), heldout, settings),
+    classifier, classifier_info = saved_classifier(
+        out / "eval" / "classifier",
+        lambda: timings.timed(
+            "classifier",
+            "evaluation: classifier",
+            lambda: evaluate_sweep_classifier(vaes, (train_images, train_labels), heldout, settings),
+        ),
     )
+    references = {"ae_struct": reconstruct(vaes["ae_struct"], heldout_images)}
     rows = evaluate_default_diffusion(out, settings, classifier, references)
     timings.record_total("eval_diffusion", "evaluation: diffusion samples", sum(r["eval_seconds"] for r in rows))
 

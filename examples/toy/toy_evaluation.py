@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -349,6 +350,20 @@ def evaluate_sweep_diffusion(
 
 
 # The built-in default (`--mode default`): one structured autoencoder and one diffusion run.
+
+
+def saved_classifier(
+    folder: Path, train: Callable[[], tuple[SmallImageClassifier, dict[str, torch.Tensor], dict]]
+) -> tuple[SmallImageClassifier, dict]:
+    """The classifier saved in `folder` (`save_pretrained`, safetensors) with its info (`info.json`), or, when none
+    is saved yet, ``train()``'s (classifier, references, info), saved there first. A re-run of the recipe and
+    `score_pipeline.py` then use the very classifier that scored the run."""
+    if (folder / "info.json").is_file():
+        return SmallImageClassifier.from_pretrained(folder).eval(), json.loads((folder / "info.json").read_text())
+    classifier, _, info = train()
+    classifier.save_pretrained(folder)
+    (folder / "info.json").write_text(json.dumps(info, indent=1))
+    return classifier, info
 
 
 def evaluate_default_autoencoder(out: Path, heldout: torch.Tensor) -> dict:

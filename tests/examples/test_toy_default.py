@@ -15,11 +15,14 @@ from helpers import load_toy_recipe
 from PIL import Image
 
 from dc_ae_hf.data.shapes import SHAPE_CLASSES
+from dc_ae_hf.metrics.classifier import train_classifier
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 
 sys.path.insert(0, str(REPO_ROOT / "examples" / "toy"))  # the recipe's modules sit beside its script
+import score_pipeline  # noqa: E402
+import toy_evaluation  # noqa: E402
 import toy_report  # noqa: E402
 import toy_stages  # noqa: E402
 from toy_settings import (  # noqa: E402
@@ -207,5 +210,44 @@ def test_default_smoke_recipe_end_to_end_and_resumes(tmp_path, monkeypatch):
     assert "run_recipe.py --mode default-smoke" in (bundle / "README.md").read_text()
     assert not (out / "ae_plain").exists()  # the default trains the structured autoencoder only
 
-    again = recipe.main(argv)  # every stage is skipped, the evaluation rows are read back
+    assert (out / "eval" / "classifier" / "info.json").is_file()  # the judge is kept for re-runs and scoring
+
+    again = recipe.main(argv)  # every stage is skipped, the evaluation rows and the classifier are read back
     assert again["diffusion"] == rows and again["autoencoders"] == results["autoencoders"]
+    assert again["classifier"] == results["classifier"]
+
+    # score_pipeline.py judges the bundled pipeline exactly as the recipe judged its final checkpoint
+    scored = score_pipeline.main(
+        ["--output_dir", str(out), "--pipeline", str(bundle), "--num_samples", "20", "--sample_steps", "2"]
+    )
+    for row in scored:
+        final = results["final"][str(row["guidance_scale"])]
+        assert row["class_accuracy"] == pytest.approx(final["class_accuracy"])
+        assert row["classifier_fd"] == pytest.approx(final["classifier_fd"], rel=1e-4)
+        per_class = row["class_accuracy_per_class"]  # 2 samples per class: the overall accuracy is their mean
+        assert list(per_class) == list(SHAPE_CLASSES)
+        assert sum(per_class.values()) / len(per_class) == pytest.approx(row["class_accuracy"])
+
+
+def test_score_pipeline_refuses_a_folder_without_a_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        score_pipeline.main(["--output_dir", str(tmp_path), "--pipeline", str(tmp_path)])
+    assert "has no eval/classifier/config.json: run --mode default there first" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        score_pipeline.main(["--output_dir", str(tmp_path), "--pipeline", str(tmp_path), "--num_samples", "0"])
+    assert "--num_samples" in capsys.readouterr().err
+
+
+def test_saved_classifier_trains_once_then_loads(tmp_path):
+    images, labels = torch.rand(20, 3, 32, 32) * 2 - 1, torch.arange(20) % 10
+    calls = []
+
+    def train():
+        calls.append(1)
+        return train_classifier(images, labels, 10, steps=2), {}, {"steps": 2, "accuracy": {"x": 0.5}}
+
+    first, info = toy_evaluation.saved_classifier(tmp_path / "classifier", train)
+    second, again = toy_evaluation.saved_classifier(tmp_path / "classifier", train)
+    assert len(calls) == 1 and info == again == {"steps": 2, "accuracy": {"x": 0.5}}
+    with torch.no_grad():
+        torch.testing.assert_close(first(images), second(images), rtol=0, atol=0)
