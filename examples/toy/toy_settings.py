@@ -476,9 +476,10 @@ class DefaultSettings:
         return (self.seed,)
 
 
-# Budget of `--mode default` on the 2-core CPU: data (20000 + 1000 images, ~1 min), the autoencoder (3000 steps,
-# ~5 min), its cache (~1 min), 16000 diffusion steps (~75 min at ~3.7 steps/s with the trainer's overheads), the
-# classifier (4000 steps, ~7 min) and 8 checkpoints x 2 guidance scales x 500 samples (~3 min): ~1 h 35 min.
+# Budget of `--mode default` on the 2-core CPU, measured on 2026-12-01 (examples/toy/results/default/results.md):
+# data 31 s, the autoencoder 640 s (3000 steps; slowed by other work for a few minutes), its cache 67 s, 16000
+# diffusion steps 3614 s (~4.4 steps/s), then in the recipe's process the reconstruction 78 s, the classifier 438 s
+# (4000 steps) and 8 checkpoints x 2 guidance scales x 500 samples 227 s: ~85 minutes.
 DEFAULT_MODES: dict[str, DefaultSettings] = {
     "default-smoke": DefaultSettings(
         num_train_images=80,
