@@ -534,6 +534,9 @@ class TrainingRun:
                 logger.info(f"pushed {push_folder} to {repo_id}")
             except HubPushError as error:
                 failure = error
+        # every process tears its process group down together: a rank that destroyed it and exited while the main
+        # one was still exporting was once seen to abort ("terminate called without an active exception", gloo)
+        self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
         if self._lock is not None:
             _held_locks.pop(str(self.output_dir.resolve()), None)
