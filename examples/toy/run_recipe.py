@@ -163,6 +163,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _folders(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The run's output folder and its results folder (`--results_dir`, default `<output_dir>/results`)."""
+    out = Path(args.output_dir).resolve()
+    return out, Path(args.results_dir).resolve() if args.results_dir else out / "results"
+
+
+def _start(results_dir: Path, out: Path) -> Timings:
+    """Start (or continue) a run: create `results_dir`, seed torch, and return the timings kept in
+    `<out>/timings.json`."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    return Timings(out / "timings.json")
+
+
+def _run_pool(args: argparse.Namespace, out: Path, timings: Timings, jobs: list) -> None:
+    """Run `jobs` (`toy_scheduler.run_jobs`): `--max_parallel` at a time, logs in `<out>/logs`, from the checkout's
+    root with the trainers' environment."""
+    run_jobs(jobs, out / "logs", args.max_parallel, timings, cwd=REPO_ROOT, environment=trainer_environment())
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run (or continue) the recipe; returns the results dict that `results.json` holds."""
     args = parse_args(argv)
@@ -171,29 +191,22 @@ def main(argv: list[str] | None = None) -> dict:
     if args.mode in DEFAULT_MODES:
         return run_default(args)
     settings = MODES[args.mode]
-    out = Path(args.output_dir).resolve()
-    results_dir = Path(args.results_dir).resolve() if args.results_dir else out / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    timings = Timings(out / "timings.json")
-    torch.manual_seed(0)
+    out, results_dir = _folders(args)
+    timings = _start(results_dir, out)
 
     # 1. data and configs; 2. autoencoders
     if not data_exists(out):
         timings.timed("data", "data", lambda: write_data(out, settings))
     write_configs(out)
 
-    def run_pool(jobs: list) -> None:
-        environment = trainer_environment()
-        run_jobs(jobs, out / "logs", args.max_parallel, timings, cwd=REPO_ROOT, environment=environment)
-
-    run_pool(autoencoder_jobs(out, settings))
+    _run_pool(args, out, timings, autoencoder_jobs(out, settings))
 
     # 3./4. scaling factors, then caches, diffusion runs and plain fine-tunes (one job pool)
     train_images, train_labels = load_imagefolder(out / "data" / "train")
     heldout_images, heldout_labels = load_imagefolder(out / "data" / "heldout")
     for ae in AUTOENCODERS:
         write_diffusion_vae(out, ae, train_images)
-    run_pool(cache_jobs(out) + usit_jobs(out, settings) + finetune_jobs(out, settings))
+    _run_pool(args, out, timings, cache_jobs(out) + usit_jobs(out, settings) + finetune_jobs(out, settings))
 
     # 5. evaluation
     ae_results = timings.timed(
@@ -239,8 +252,7 @@ def run_sweep(args: argparse.Namespace) -> dict:
     (reconstruction per c and prefix, one classifier for every autoencoder, every diffusion checkpoint) and the
     report (`write_sweep_report`). Returns the results dict that `results.json` holds."""
     settings = SWEEP_MODES[args.mode]
-    out = Path(args.output_dir).resolve()
-    results_dir = Path(args.results_dir).resolve() if args.results_dir else out / "results"
+    out, results_dir = _folders(args)
     if args.report_only:
         path = results_dir / "results.json"
         if not path.is_file():
@@ -249,15 +261,12 @@ def run_sweep(args: argparse.Namespace) -> dict:
         write_sweep_report(results_dir, results)
         print(f"results in {results_dir}", flush=True)
         return results
-    results_dir.mkdir(parents=True, exist_ok=True)
-    timings = Timings(out / "timings.json")
-    torch.manual_seed(0)
+    timings = _start(results_dir, out)
 
     if not data_exists(out):
         timings.timed("data", "data", lambda: write_data(out, settings))
     write_sweep_configs(out, settings)
-    jobs = sweep_jobs(out, settings)
-    run_jobs(jobs, out / "logs", args.max_parallel, timings, cwd=REPO_ROOT, environment=trainer_environment())
+    _run_pool(args, out, timings, sweep_jobs(out, settings))
 
     train = load_imagefolder(out / "data" / "train")
     heldout = load_imagefolder(out / "data" / "heldout")
@@ -293,25 +302,19 @@ def run_default(args: argparse.Namespace) -> dict:
     trained for `classifier_steps`, every checkpoint with and without guidance), the report (`write_default_report`)
     and, with `--bundle_to`, the pipeline with its card. Returns the results dict that `results.json` holds."""
     settings = DEFAULT_MODES[args.mode]
-    out = Path(args.output_dir).resolve()
-    results_dir = Path(args.results_dir).resolve() if args.results_dir else out / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    timings = Timings(out / "timings.json")
-    torch.manual_seed(0)
-
-    def run_pool(jobs: list) -> None:
-        run_jobs(jobs, out / "logs", args.max_parallel, timings, cwd=REPO_ROOT, environment=trainer_environment())
+    out, results_dir = _folders(args)
+    timings = _start(results_dir, out)
 
     if not data_exists(out):
         timings.timed("data", "data", lambda: write_data(out, settings))
     write_configs(out, DEFAULT_USIT_CONFIG)
-    run_pool(autoencoder_jobs(out, settings, ("ae_struct",)))
+    _run_pool(args, out, timings, autoencoder_jobs(out, settings, ("ae_struct",)))
     train_images, train_labels = load_imagefolder(out / "data" / "train")
     heldout_images, heldout_labels = load_imagefolder(out / "data" / "heldout")
     # the imagefolder is sorted by class: evenly spaced images are class balanced
     balanced = torch.linspace(0, len(train_images) - 1, min(len(train_images), 1000)).long()
     write_diffusion_vae(out, "ae_struct", train_images[balanced])
-    run_pool(default_jobs(out, settings))
+    _run_pool(args, out, timings, default_jobs(out, settings))
 
     heldout = (heldout_images, heldout_labels)
     reconstruction = timings.timed(
