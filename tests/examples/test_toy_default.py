@@ -236,6 +236,16 @@ def test_score_pipeline_refuses_a_folder_without_a_run(tmp_path, capsys):
     with pytest.raises(SystemExit):
         score_pipeline.main(["--output_dir", str(tmp_path), "--pipeline", str(tmp_path), "--num_samples", "0"])
     assert "--num_samples" in capsys.readouterr().err
+    # a run folder that has the classifier and the data, but a --pipeline that is not a pipeline folder
+    (tmp_path / "eval" / "classifier").mkdir(parents=True)
+    (tmp_path / "eval" / "classifier" / "config.json").write_text("{}")
+    (tmp_path / "data" / "heldout" / "train").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        score_pipeline.main(["--output_dir", str(tmp_path), "--pipeline", str(tmp_path / "data")])
+    assert "is not a pipeline folder (no model_index.json)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        score_pipeline.main(["--output_dir", str(tmp_path), "--pipeline", str(tmp_path), "--seed", "-1"])
+    assert "--seed" in capsys.readouterr().err
 
 
 def test_saved_classifier_trains_once_then_loads(tmp_path):
