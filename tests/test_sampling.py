@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import fixture_path
@@ -208,3 +211,49 @@ def test_bad_arguments(model, io):
         sample_ode(model, noise, labels, "dopri5", step_callback=lambda i, t, x: None)
     with pytest.raises(ValueError, match="class_labels"):
         sample_ode(model, noise, labels[:1], "euler", 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_euler_is_bit_identical_to_torchdiffeq_euler(model, io, dtype):
+    # sample_ode's euler is written out (no torchdiffeq); torchdiffeq's euler over the same grid gives the same bits,
+    # with guidance, a guidance interval and a callback that edits the latents between steps.
+    labels = io["sample_labels"]
+    noise = io["sample_noise"].to(dtype)
+    mixed = model.to(dtype)
+    func = make_ode_func(mixed, labels, guidance_scale=1.5, guidance_interval=(0.25, 0.75))
+    grid = flow_time_grid(5)
+
+    def halve_at_step_1(i, t, x):
+        return x / 2 if i == 1 else None
+
+    try:
+        with torch.no_grad():
+            ours = sample_ode(mixed, noise, labels, "euler", 5, 1.5, (0.25, 0.75), step_callback=halve_at_step_1)
+            reference = noise
+            for i in range(5):
+                reference = odeint(func, reference, grid[i : i + 2], method="euler", atol=[1e-6], rtol=[1e-3])[-1]
+                reference = reference / 2 if i == 1 else reference
+            plain = sample_ode(mixed, noise, labels, "euler", 5, 1.5)
+            whole = odeint(make_ode_func(mixed, labels, guidance_scale=1.5), noise, grid, method="euler")[-1]
+    finally:
+        model.float()
+    assert ours.dtype == dtype and torch.equal(ours, reference)
+    assert torch.equal(plain, whole)
+
+
+def test_torchdiffeq_is_needed_by_heun2_and_dopri5_only(model, io, monkeypatch):
+    noise, labels = io["sample_noise"], io["sample_labels"]
+    monkeypatch.setitem(sys.modules, "torchdiffeq", None)  # makes `import torchdiffeq` fail
+    with torch.no_grad():
+        sample = sample_ode(model, noise, labels, "euler", 2, guidance_scale=1.5)
+    assert sample.shape == noise.shape
+    for solver, steps in (("heun2", 2), ("dopri5", None)):
+        with pytest.raises(ImportError, match=rf"solver='{solver}' needs torchdiffeq.*pip install torchdiffeq"):
+            sample_ode(model, noise, labels, solver, steps)
+
+
+def test_importing_the_samplers_does_not_import_torchdiffeq():
+    check = "import sys, dc_ae_hf, dc_ae_hf.sampling; print('torchdiffeq' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
