@@ -122,8 +122,16 @@ class PretrainedChecksMixin:
     """Put first in a ``ModelMixin`` subclass's bases: ``from_pretrained`` checks a local folder before loading it.
 
     Reports a missing local folder as such, a folder without ``config.json``, and a truncated or corrupt weights
-    file by name; Hub repo ids go to diffusers unchanged.
+    file by name; Hub repo ids go to diffusers unchanged. The ``auto_map`` of a self-contained folder's config (see
+    ``dc_ae_hf.self_contained``) is not taken for a config argument.
     """
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        # `auto_map` (config.json of a self-contained folder: which file holds the class, for diffusers' AutoModel)
+        # says where the code is, it is not an argument of the class: not reported as an unexpected config key
+        config_dict = {key: value for key, value in config_dict.items() if key != "auto_map"}
+        return super().extract_init_dict(config_dict, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):

@@ -34,6 +34,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from dc_ae_hf.latents import check_scaling_factor
 from dc_ae_hf.loading import PretrainedChecksMixin
+from dc_ae_hf.self_contained import SelfContainedModelMixin
 
 # ---------------------------------------------------------------------------------------------------------------
 # Named presets for the official models (dc_gen/aecore/models/dc_ae.py, dc_gen/ae_model_zoo.py;
@@ -176,7 +177,7 @@ class _CheckpointableStage(nn.Sequential):
         return hidden_states
 
 
-class AutoencoderDC15(PretrainedChecksMixin, AutoencoderDC):
+class AutoencoderDC15(PretrainedChecksMixin, SelfContainedModelMixin, AutoencoderDC):
     r"""DC-AE with a structured latent space (DC-AE 1.5), loadable and savable like diffusers' `AutoencoderDC`.
 
     All of `AutoencoderDC`'s arguments are accepted with the same meaning (see its docstring); they are re-declared

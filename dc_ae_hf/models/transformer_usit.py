@@ -22,6 +22,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from dc_ae_hf.loading import PretrainedChecksMixin
+from dc_ae_hf.self_contained import SelfContainedModelMixin
 
 # Official sizes (dc_gen/c2i_model_zoo.py, uvit.py bottom). `num_layers` is the official `depth`: 28 -> 14 in-blocks,
 # 1 mid-block, 14 out-blocks. All presets use the DC-AE-f64c128-1.5 latent at 512px (128 channels, 8x8); the
@@ -131,7 +132,7 @@ class USiTBlock(nn.Module):
         return x
 
 
-class USiTTransformer2DModel(PretrainedChecksMixin, ModelMixin, ConfigMixin):
+class USiTTransformer2DModel(PretrainedChecksMixin, SelfContainedModelMixin, ModelMixin, ConfigMixin):
     r"""USiT (U-ViT + SiT) class-conditional velocity model with DC-AE 1.5 adaptive channels.
 
     Time convention (SiT, *not* diffusers' flow-match sigma): ``timestep`` is the flow time t in [0, 1] with

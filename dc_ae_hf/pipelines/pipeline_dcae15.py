@@ -35,6 +35,7 @@ from dc_ae_hf.loading import check_pretrained_folder, resolve_pretrained_path
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.sampling import SOLVERS, check_guidance_interval, flow_time_grid, guided_velocity, sample_ode
+from dc_ae_hf.self_contained import SelfContainedPipelineMixin
 
 IMAGENET_ID2LABEL_PATH = Path(__file__).resolve().parents[1] / "data" / "imagenet_id2label.json"
 
@@ -88,7 +89,7 @@ EXAMPLE_DOC_STRING = """
 """
 
 
-class DCAE15Pipeline(DiffusionPipeline):
+class DCAE15Pipeline(SelfContainedPipelineMixin, DiffusionPipeline):
     r"""Class-conditional generation with ``USiTTransformer2DModel`` + ``AutoencoderDC15`` (or ``AutoencoderDC``).
 
     Time conventions: the transformer uses the SiT flow time t (0 = noise, 1 = data) and predicts the velocity
