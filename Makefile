@@ -11,7 +11,7 @@ DEMO_ARGS ?=
 
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo app space browser test smoke-base lint style quality bench clean
+.PHONY: venv demo app space browser test smoke-base smoke-plain lint style quality bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -86,8 +86,23 @@ smoke-base:
 	$(BASE_VENV)/bin/pip install -q .
 	cd $(BASE_VENV) && HF_HUB_OFFLINE=1 bin/python $(CURDIR)/scripts/smoke_base_install.py
 
+# A self-contained folder in plain diffusers: a virtual environment (.venv-plain) with torch and diffusers' own
+# requirements only (no dc_ae_hf, no torchdiffeq) loads the folders that `prepare` writes with dc_ae_hf (a tiny
+# pipeline saved with self_contained=True, the bundled toy pipeline), samples with the scheduler and the euler solver,
+# decodes with AutoModel, and compares with what dc_ae_hf's own classes give (scripts/smoke_plain_diffusers.py).
+PLAIN_VENV ?= .venv-plain
+PLAIN_DIR ?= outputs/smoke-plain
+smoke-plain: venv
+	$(PYTHON) -m venv $(PLAIN_VENV)
+	$(PLAIN_VENV)/bin/pip install -q --upgrade pip
+	$(PLAIN_VENV)/bin/pip install -q $(TORCH_SPEC)
+	$(PLAIN_VENV)/bin/pip install -q "diffusers>=0.36"
+	rm -rf $(PLAIN_DIR)
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/smoke_plain_diffusers.py prepare $(PLAIN_DIR)
+	cd $(PLAIN_VENV) && HF_HUB_OFFLINE=1 bin/python $(CURDIR)/scripts/smoke_plain_diffusers.py check $(abspath $(PLAIN_DIR))
+
 bench: venv
 	$(BIN)/python benchmarks/bench_autoencoder.py --quick
 
 clean:
-	rm -rf $(VENV) $(BASE_VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BASE_VENV) $(PLAIN_VENV) build dist *.egg-info .pytest_cache .ruff_cache
