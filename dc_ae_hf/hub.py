@@ -16,6 +16,8 @@ from huggingface_hub import ModelCard, ModelCardData, upload_folder
 from huggingface_hub import create_repo as _create_repo
 from huggingface_hub import errors as _hub_errors
 
+from dc_ae_hf.self_contained import code_version, is_self_contained
+
 MODEL_CARD_TEMPLATES = ("autoencoder", "pipeline")
 
 
@@ -32,6 +34,12 @@ def write_model_card(folder: str | os.PathLike, template: str, card_data: ModelC
     path = Path(folder) / "README.md"
     render_model_card(template, card_data, **variables).save(path)
     return path
+
+
+def _code_variables(folder: str | os.PathLike) -> dict:
+    """What a card says about loading: whether `folder` carries its code (`save_pretrained(..., self_contained=True)`:
+    the plain-diffusers snippet comes first) and the dc_ae_hf version the code came from."""
+    return {"self_contained": is_self_contained(folder), "code_version": code_version(folder)}
 
 
 def transformer_summary(model) -> str:
@@ -77,6 +85,7 @@ def write_autoencoder_card(
         folder,
         "autoencoder",
         card_data,
+        **_code_variables(folder),
         model_name=model_name,
         description=description
         + (" with a structured latent space (decode from any channel prefix)." if structured else "."),
@@ -123,6 +132,7 @@ def write_pipeline_card(
         ModelCardData(
             library_name="diffusers", license="other", tags=["dc-ae", "usit", "class-conditional", "dc_ae_hf"]
         ),
+        **_code_variables(folder),
         model_name=model_name,
         description=description,
         source=source,

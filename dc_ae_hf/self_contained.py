@@ -49,6 +49,7 @@ __all__ = [
     "PIPELINE_MODULES",
     "SelfContainedModelMixin",
     "SelfContainedPipelineMixin",
+    "code_version",
     "is_self_contained",
     "make_self_contained",
     "model_code",
@@ -540,16 +541,34 @@ def make_self_contained(folder: str | os.PathLike) -> Path:
     return folder
 
 
-def is_self_contained(folder: str | os.PathLike) -> bool:
-    """Whether a saved pipeline or model folder carries its code (loads with plain diffusers)."""
-    folder = Path(folder)
+def _code_file(folder: Path) -> Path | None:
+    """The generated module a saved folder names (pipeline: `_class_name`, model: `auto_map`), if it is there."""
     if (folder / "model_index.json").is_file():
         name = _read_json(folder / "model_index.json").get("_class_name")
-        return isinstance(name, list) and (folder / f"{name[0]}.py").is_file()
-    if (folder / "config.json").is_file():
-        reference = _read_json(folder / "config.json").get("auto_map", {}).get("AutoModel", "")
-        return bool(reference) and (folder / f"{reference.split('.')[0]}.py").is_file()
-    return False
+        stem = name[0] if isinstance(name, list) and len(name) == 2 else None
+    elif (folder / "config.json").is_file():
+        reference = _read_json(folder / "config.json").get("auto_map", {}).get("AutoModel")
+        stem = reference.split(".")[0] if isinstance(reference, str) else None
+    else:
+        return None
+    return folder / f"{stem}.py" if stem and (folder / f"{stem}.py").is_file() else None
+
+
+def is_self_contained(folder: str | os.PathLike) -> bool:
+    """Whether a saved pipeline or model folder carries its code (loads with plain diffusers)."""
+    return _code_file(Path(folder)) is not None
+
+
+def code_version(folder: str | os.PathLike) -> str | None:
+    """The dc_ae_hf version whose code a self-contained folder carries (its module's `DC_AE_HF_VERSION`); None for a
+    folder without code."""
+    code = _code_file(Path(folder))
+    if code is None:
+        return None
+    for node in ast.parse(code.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["DC_AE_HF_VERSION"]:
+            return ast.literal_eval(node.value)
+    return None
 
 
 def package_index(index: dict) -> dict:

@@ -1,4 +1,5 @@
-"""Hub uploads fail as one clear line that names the repo and the (complete) local folder, never a traceback."""
+"""Model cards say how to load a folder (plain diffusers first when it carries its code); Hub uploads fail as one clear
+line that names the repo and the (complete) local folder, never a traceback."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 from conftest import REPO_ROOT, fixture_path
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
 
+import dc_ae_hf
 import dc_ae_hf.hub as hub
-from dc_ae_hf.hub import HubPushError, push_folder_to_hub
+from dc_ae_hf.hub import HubPushError, push_folder_to_hub, write_autoencoder_card, write_pipeline_card
 
 
 @pytest.fixture
@@ -89,3 +91,29 @@ def test_converter_cli_push_failure_keeps_the_folder_and_prints_one_error(tmp_pa
     for name in ("config.json", "diffusion_pytorch_model.safetensors", "README.md"):
         assert (out / name).is_file(), name
     assert result.stdout.index(f"wrote {out}") < result.stdout.index("uploading")
+
+
+@pytest.mark.parametrize("self_contained", [True, False])
+def test_cards_say_how_to_load_the_folder(tmp_path, self_contained):
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        from smoke_base_install import tiny_pipeline
+    finally:
+        sys.path.remove(str(REPO_ROOT / "scripts"))
+    pipe = tiny_pipeline()
+    folder = tmp_path / "pipe"
+    pipe.save_pretrained(folder, self_contained=self_contained)
+    text = dict(description="d", source="s", provenance="p", solver="dopri5")
+    card = write_pipeline_card(folder, pipe, model_name="tiny", repo_id="me/tiny", **text).read_text()
+    pipe.vae.save_pretrained(folder / "ae", self_contained=self_contained)
+    ae_card = write_autoencoder_card(folder / "ae", pipe.vae, "ae", "me/ae", "s", "p").read_text()
+    package = card.index('DCAE15Pipeline.from_pretrained("me/tiny")')
+    if self_contained:  # the plain-diffusers snippet first; what the scheduler/euler/dopri5 need
+        assert card.index('DiffusionPipeline.from_pretrained("me/tiny", trust_remote_code=True)') < package
+        assert f"generated from dc_ae_hf {dc_ae_hf.__version__}" in card and "pip install torchdiffeq" in card
+        plain_ae = ae_card.index('AutoModel.from_pretrained("me/ae", trust_remote_code=True)')
+        assert plain_ae < ae_card.index('AutoencoderDC15.from_pretrained("me/ae")')
+    else:  # needs dc_ae_hf, and says how to re-save it for plain diffusers
+        assert "It needs `dc_ae_hf` (`pip install dc-ae-hf`)" in card and "trust_remote_code" in card
+        assert 'from_pretrained("me/tiny").save_pretrained("<folder>", self_contained=True)' in card
+        assert 'AutoencoderDC15.from_pretrained("me/ae").save_pretrained("<folder>", self_contained=True)' in ae_card

@@ -53,6 +53,7 @@ from dc_ae_hf.checks import check_int
 from dc_ae_hf.data.shapes import SHAPE_CLASSES
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from dc_ae_hf.self_contained import make_self_contained
 from dc_ae_hf.training.cards import write_pipeline_card
 from dc_ae_hf.visualization import prefix_reconstruction_grid
 
@@ -286,11 +287,11 @@ def write_bundle(
     classifier_info: dict | None = None,
 ) -> None:
     """Copy the final pipeline of `run` (`BUNDLE_TRAINING`: `struct_aug` of the full and quick modes, or the
-    built-in default's `DEFAULT_RUN`) to `target` and give it a model card that says what it is: the toy recipe's
-    model, loaded from `target` as typed, sampled the way the recipe evaluates it, with its measured numbers (the
-    final checkpoint of seed `settings.seeds[0]`; with `classifier_info`, also the classifier's own held-out
-    accuracy, and for a `DefaultSettings` the target accuracy and whether it is met). Local paths are removed
-    from its configs."""
+    built-in default's `DEFAULT_RUN`) to `target`, self-contained (its code generated from dc_ae_hf, so plain
+    diffusers loads it), and give it a model card that says what it is: the toy recipe's model, loaded from `target`
+    as typed, sampled the way the recipe evaluates it, with its measured numbers (the final checkpoint of seed
+    `settings.seeds[0]`; with `classifier_info`, also the classifier's own held-out accuracy, and for a
+    `DefaultSettings` the target accuracy and whether it is met). Local paths are removed from its configs."""
     if run not in BUNDLE_TRAINING:
         raise ValueError(f"run={run!r} cannot be bundled: choose one of {list(BUNDLE_TRAINING)}")
     seed, step = settings.seeds[0], settings.usit_steps
@@ -304,6 +305,7 @@ def write_bundle(
         config = json.loads(config_file.read_text())
         if config.pop("_name_or_path", None) is not None:
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    make_self_contained(target)  # loads with plain diffusers too (trust_remote_code=True); the weights are untouched
     pipe = DCAE15Pipeline.from_pretrained(target)
     table = ["| guidance | class accuracy | classifier FD |", "|---|---|---|"]
     table += [f"| {g:g} | {final[g]['class_accuracy']:.3f} | {final[g]['classifier_fd']:.1f} |" for g in sorted(final)]

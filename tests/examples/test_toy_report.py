@@ -17,6 +17,7 @@ from dc_ae_hf.data.shapes import SHAPE_CLASSES
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from dc_ae_hf.self_contained import is_self_contained
 
 sys.path.insert(0, str(REPO_ROOT / "examples" / "toy"))  # the recipe's modules sit beside its script
 import toy_report  # noqa: E402
@@ -155,8 +156,10 @@ def test_bundle_copies_the_pipeline_with_a_card(results, tmp_path):
     bundled = DCAE15Pipeline.from_pretrained(target)
     assert bundled.get_label_ids("star") == [SHAPE_CLASSES.index("star")]
     assert not any(str(tmp_path) in path.read_text() for path in target.rglob("*.json"))  # no local paths
+    assert is_self_contained(target) and is_self_contained(target / "vae")  # plain diffusers loads it too
     card = (target / "README.md").read_text()
-    assert f'DCAE15Pipeline.from_pretrained("{target}")' in card
+    plain = card.index(f'DiffusionPipeline.from_pretrained("{target}", trust_remote_code=True)')
+    assert plain < card.index(f'DCAE15Pipeline.from_pretrained("{target}")')  # the plain-diffusers snippet first
     assert "`examples/toy/run_recipe.py --mode smoke`, run `struct_aug`, seed 0" in card
     assert "| 3 | 0.140 | 30.0 |" in card and "| 1 | 0.140 | 30.0 |" in card  # seed 0, step 4, both scales
     assert "c'=4: 20.50 dB, c'=8: 21.00 dB, c'=16: 22.00 dB, c'=32: 24.00 dB" in card
