@@ -1,10 +1,13 @@
 """`python -m dc_ae_hf.convert ...`: turn official DC-Gen / efficientvit releases into diffusers folders.
 
     python -m dc_ae_hf.convert autoencoder --checkpoint dc-ai/dc-ae-f64c128-1.5 --preset dc-ae-1.5-f64c128 \
-        --output converted/dc-ae-1.5-f64c128 [--push_to_hub user/dc-ae-1.5-f64c128-diffusers]
+        --output converted/dc-ae-1.5-f64c128 [--push_to_hub user/dc-ae-1.5-f64c128-diffusers] [--self_contained]
     python -m dc_ae_hf.convert pipeline --autoencoder dc-ai/dc-ae-f64c128-1.5 \
         --transformer mit-han-lab/dc-ae-f64c128-1.5-usit-2b-in-512px --preset dc-ae-1.5-f64c128-usit-2b \
-        --output converted/dc-ae-1.5-f64c128-usit-2b [--push_to_hub user/dc-ae-1.5-usit-2b-diffusers]
+        --output converted/dc-ae-1.5-f64c128-usit-2b [--push_to_hub user/dc-ae-1.5-usit-2b-diffusers] [--self_contained]
+
+`--self_contained` writes the folder with its code (generated from dc_ae_hf), so plain diffusers loads it with
+`trust_remote_code=True`, no dc_ae_hf needed (see `dc_ae_hf.self_contained`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def convert_autoencoder(
     *,
     scaling_factor: float | None = None,
     latent_channel_choices=NOT_GIVEN,
+    self_contained: bool = False,
     log: Callable[[str], None] = logger.info,
 ) -> Path:
     """Convert an official autoencoder checkpoint to a diffusers folder with a model card; returns the folder.
@@ -52,8 +56,10 @@ def convert_autoencoder(
     Without `preset` the architecture is inferred (`infer_autoencoder_config`): an official one brings its
     `latent_channel_choices` and scaling factor; a DC-AE 1.5-style one of no official architecture needs
     `latent_channel_choices` (prefixes, or None for an unstructured model). `scaling_factor` (finite, > 0) replaces
-    the config's. `log` receives one line per step (the recognised architecture; where the folder was written,
-    before any upload). A failed upload raises `dc_ae_hf.hub.HubPushError`; the folder is complete by then.
+    the config's. `self_contained` writes the model's code into the folder too (`AutoModel.from_pretrained(folder,
+    trust_remote_code=True)` loads it with plain diffusers). `log` receives one line per step (the recognised
+    architecture; where the folder was written, before any upload). A failed upload raises
+    `dc_ae_hf.hub.HubPushError`; the folder is complete by then.
     """
     torch_dtype = parse_dtype("dtype", dtype)
     dtype = SHORT_DTYPE_NAMES[torch_dtype]  # one spelling for the weight variant: fp32 / bf16 / fp16
@@ -71,7 +77,12 @@ def convert_autoencoder(
         log(f"recognised the official architecture {source_preset} ({describe_latent_config(vae.config)})")
     scaling_known = scaling_factor is not None or scaling_factor_is_published(source_preset)
     output_dir = Path(output)
-    vae.save_pretrained(output_dir, safe_serialization=True, variant=None if dtype == "fp32" else dtype)
+    vae.save_pretrained(
+        output_dir,
+        safe_serialization=True,
+        variant=None if dtype == "fp32" else dtype,
+        self_contained=self_contained,
+    )
 
     write_autoencoder_card(
         output_dir,
@@ -91,6 +102,7 @@ def convert_autoencoder(
                 if latent_channel_choices is not NOT_GIVEN
                 else ""
             )
+            + (" --self_contained" if self_contained else "")
             + "`: official keys mapped one rule per module kind, loaded with `strict=True` after a key-by-key shape "
             "check. The converter is tested against tensors produced by the official DC-Gen code (max abs "
             "difference below 1e-5 in fp32)."
@@ -188,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     ae.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     _add_structure_flags(ae)
     ae.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="also upload the folder to this Hub repo")
+    _add_self_contained_flag(ae)
 
     pipe = commands.add_parser("pipeline", help="official autoencoder + USiT checkpoints -> DCAE15Pipeline folder")
     pipe.add_argument("--autoencoder", required=True, help="Hub id or file of the official autoencoder")
@@ -216,7 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--id2label", default=None, help="JSON file {class id: name} (default: ImageNet-1k for 1000 classes)"
     )
     pipe.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="also upload the folder to this Hub repo")
+    _add_self_contained_flag(pipe)
     return parser
+
+
+def _add_self_contained_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--self_contained",
+        action="store_true",
+        help="write the folder with its code (generated from dc_ae_hf): plain diffusers loads it with "
+        "trust_remote_code=True, no dc_ae_hf needed",
+    )
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
@@ -230,6 +253,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
             args.push_to_hub,
             scaling_factor=args.scaling_factor,
             latent_channel_choices=choices,
+            self_contained=args.self_contained,
             log=print,
         )
     id2label = None
@@ -242,6 +266,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
         args.output,
         preset=args.preset,
         push_to_hub=args.push_to_hub,
+        self_contained=args.self_contained,
         log=print,
         num_attention_heads=args.num_attention_heads,
         scaling_factor=args.scaling_factor,

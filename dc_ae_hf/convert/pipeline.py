@@ -123,9 +123,13 @@ def convert_pipeline(
     preset: str | None = None,
     push_to_hub: str | None = None,
     log: Callable[[str], None] = logger.info,
+    self_contained: bool = False,
     **kwargs,
 ) -> Path:
     """`build_official_pipeline` + `save_pretrained` + model card (+ upload); returns the output folder.
+
+    `self_contained` writes the folder with its code (generated from dc_ae_hf): plain diffusers loads it with
+    `DiffusionPipeline.from_pretrained(output, trust_remote_code=True)`.
 
     `log` receives one line per step (the recognised autoencoder architecture, where the folder was written, before
     any upload). A failed upload raises `dc_ae_hf.hub.HubPushError`; the folder is complete by then.
@@ -137,7 +141,7 @@ def convert_pipeline(
     if preset is None and ae_preset is not None:
         log(f"autoencoder: recognised the official architecture {ae_preset} ({describe_latent_config(vae.config)})")
     scaling_known = kwargs.get("scaling_factor") is not None or scaling_factor_is_published(ae_preset)
-    pipe.save_pretrained(output, safe_serialization=True)
+    pipe.save_pretrained(output, safe_serialization=True, self_contained=self_contained)
     labels = pipe.id2label or {}
     write_pipeline_card(
         output,

@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 from conftest import TINY_AE10_CONFIG, TINY_AE15_CONFIG, fixture_path
-from diffusers import AutoencoderDC
+from diffusers import AutoencoderDC, AutoModel
 from safetensors.torch import load_file, save_file
 
 from dc_ae_hf import AUTOENCODER_PRESETS, AutoencoderDC15, convert_autoencoder_state_dict, infer_autoencoder_config
@@ -18,6 +18,7 @@ from dc_ae_hf.convert import load_official_autoencoder, load_original_checkpoint
 from dc_ae_hf.convert.autoencoder import LatentStructureError, ScalingFactorUnknownWarning, match_autoencoder_presets
 from dc_ae_hf.convert.cli import convert_autoencoder
 from dc_ae_hf.convert.cli import main as convert_main
+from dc_ae_hf.self_contained import is_self_contained
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 # The fixture's official structure (tests/fixtures/reference/ae15_a.json, "adaptive_latent_channels"): not in the
@@ -183,6 +184,24 @@ def test_cli_writes_a_loadable_folder_with_a_model_card(ae15_a, tmp_path, capsys
         for cls in (AutoencoderDC15, AutoencoderDC):
             vae = cls.from_pretrained(tmp_path / "out").eval()
             torch.testing.assert_close(vae.decode(io["latent"]).sample, io["recon"], **TOL)
+    # --self_contained: the same weights, with the model's code; plain diffusers' AutoModel loads it
+    convert_main(
+        [
+            "autoencoder",
+            "--checkpoint",
+            str(checkpoint),
+            "--output",
+            str(tmp_path / "sc"),
+            *structure,
+            "--self_contained",
+        ]
+    )
+    assert is_self_contained(tmp_path / "sc") and not is_self_contained(tmp_path / "out")
+    assert "AutoModel.from_pretrained" in (tmp_path / "sc" / "README.md").read_text()
+    with torch.no_grad():
+        vae = AutoModel.from_pretrained(str(tmp_path / "sc"), trust_remote_code=True).eval()
+        assert type(vae).__module__.startswith("diffusers_modules")
+        torch.testing.assert_close(vae.decode(io["latent"]).sample, io["recon"], **TOL)
     with pytest.raises(SystemExit):
         convert_main(["autoencoder", "--checkpoint", str(checkpoint)])  # --output missing
     with pytest.raises(SystemExit) as exit_info:

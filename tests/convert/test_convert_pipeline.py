@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 from conftest import fixture_path
+from diffusers import DiffusionPipeline
 from safetensors.torch import load_file
 
 from dc_ae_hf import AutoencoderDC15, DCAE15Pipeline
@@ -15,6 +16,7 @@ from dc_ae_hf.convert import load_original_checkpoint
 from dc_ae_hf.convert.cli import main as convert_main
 from dc_ae_hf.convert.pipeline import PIPELINE_PRESETS, build_official_pipeline
 from dc_ae_hf.convert.usit import AttentionHeadsError, EmaDecayError, convert_usit_state_dict, infer_usit_config
+from dc_ae_hf.self_contained import is_self_contained
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 AE = str(fixture_path("ae15_a.original.safetensors"))
@@ -63,6 +65,30 @@ def test_converted_pipeline_reproduces_the_official_sampler(converted):
     torch.testing.assert_close(latents, io["sample_euler"], **TOL)
     images = pipe([2], num_inference_steps=2, solver="euler", output_type="np", generator=torch.manual_seed(0)).images
     assert images.shape == (1, 32, 32, 3) and 0 <= images.min() and images.max() <= 1
+
+
+def test_self_contained_conversion_loads_in_plain_diffusers(converted, tmp_path):
+    # --self_contained: the same folder plus its code; DiffusionPipeline (remote code) reproduces the official sampler
+    out = tmp_path / "self-contained"
+    flags = ["--num_attention_heads", "4", *AE_STRUCTURE_FLAGS, "--output", str(out), "--self_contained"]
+    convert_main(["pipeline", "--autoencoder", AE, "--transformer", USIT, *flags])
+    assert is_self_contained(out) and not is_self_contained(converted)
+    card = (out / "README.md").read_text()
+    assert card.index("DiffusionPipeline.from_pretrained") < card.index("DCAE15Pipeline.from_pretrained")
+    io = load_file(fixture_path("usit_a.io.safetensors"))
+    pipe = DiffusionPipeline.from_pretrained(out, trust_remote_code=True)
+    assert type(pipe).__module__.startswith("diffusers_modules")
+    pipe.set_progress_bar_config(disable=True)
+    labels = io["sample_labels"].tolist()
+    latents = pipe(
+        labels,
+        guidance_scale=1.5,
+        num_inference_steps=8,
+        latents=io["sample_noise"],
+        solver="euler",
+        output_type="latent",
+    ).images
+    torch.testing.assert_close(latents, io["sample_euler"], **TOL)
 
 
 def test_mismatched_checkpoints_and_presets_fail_clearly(tmp_path):
