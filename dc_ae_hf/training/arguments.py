@@ -120,7 +120,8 @@ def add_optimization_arguments(
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str, checkpointing_steps: int, every: int):
-    """Output folder, checkpoints and resuming, validation cadence, logging, Hub, dry run."""
+    """Output folder, checkpoints and resuming, validation cadence, logging, Hub and self-contained exports, dry
+    run."""
     group = parser.add_argument_group("checkpoints, validation, logging")
     group.add_argument("--output_dir", default=output_dir, help="a new folder, or this trainer's run (resumed)")
     group.add_argument("--checkpointing_steps", type=int, default=checkpointing_steps)
@@ -139,6 +140,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str, checkpoi
     group.add_argument("--logging_dir", default="logs", help="relative to --output_dir")
     group.add_argument("--push_to_hub", action="store_true")
     group.add_argument("--hub_model_id", help="default: the name of --output_dir")
+    group.add_argument(
+        "--self_contained",
+        action="store_true",
+        help="write the exported folders (train_dc_ae.py: vae/ and its EMAs; train_usit.py: pipeline/) with their "
+        "code, generated from dc_ae_hf: plain diffusers loads them with trust_remote_code=True, no dc_ae_hf needed",
+    )
     group.add_argument("--dry_run", action="store_true", help="print the resolved configuration (JSON) and exit")
     return group
 

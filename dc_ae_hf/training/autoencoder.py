@@ -287,7 +287,8 @@ def build_autoencoder(args, config: dict) -> tuple[nn.Module, dict[str, nn.Param
 def save_trained_autoencoders(run, vae, state_dict, emas, discriminator, config: dict, results) -> list[Path]:
     """Main process, end of `train_dc_ae.py`: save `vae/` (from `state_dict` when the model was sharded), each EMA
     (`vae_ema/` for the first `--ema_decay`, `vae_ema-<decay>/` for the others), `discriminator/` with the GAN, the
-    last validation results, and the model cards. Returns the autoencoder folders, the first EMA's last."""
+    last validation results, and the model cards. With `--self_contained` the autoencoder folders carry their code.
+    Returns the autoencoder folders, the first EMA's last."""
     from dc_ae_hf.metrics.autoencoder import format_markdown_table
     from dc_ae_hf.training.cards import write_trained_autoencoder_card
 
@@ -297,12 +298,12 @@ def save_trained_autoencoders(run, vae, state_dict, emas, discriminator, config:
         final.load_state_dict(state_dict)
     else:
         final = vae
-    final.save_pretrained(output_dir / "vae")
+    final.save_pretrained(output_dir / "vae", self_contained=args.self_contained)
     folders = [output_dir / "vae"]
     for name, ema in reversed(list(emas.items())):  # the first decay's folder last: it is the one pushed
         ema_model = AutoencoderDC15.from_config(vae.config)
         ema.copy_to(ema_model.parameters())
-        ema_model.save_pretrained(output_dir / name)
+        ema_model.save_pretrained(output_dir / name, self_contained=args.self_contained)
         folders.append(output_dir / name)
     if discriminator is not None:
         discriminator.save_pretrained(output_dir / "discriminator")

@@ -54,17 +54,25 @@ def write_trained_autoencoder_card(
     )
 
 
-def save_pipeline(folder: str | os.PathLike, transformer, vae, id2label: dict[int, str] | None = None, **card) -> Path:
+def save_pipeline(
+    folder: str | os.PathLike,
+    transformer,
+    vae,
+    id2label: dict[int, str] | None = None,
+    self_contained: bool = False,
+    **card,
+) -> Path:
     """Save ``DCAE15Pipeline(transformer, vae, FlowMatchEulerDiscreteScheduler(), id2label)`` with its model card
     (:func:`write_pipeline_card` with ``card``) as ``folder``, atomically: written to ``<folder>.tmp``, then renamed
-    over any previous ``folder``."""
+    over any previous ``folder``. ``self_contained``: with its code, so plain diffusers loads it
+    (``save_pretrained(..., self_contained=True)``)."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe = DCAE15Pipeline(
         transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(), id2label=id2label
     )
-    pipe.save_pretrained(tmp, safe_serialization=True)
+    pipe.save_pretrained(tmp, safe_serialization=True, self_contained=self_contained)
     write_pipeline_card(tmp, pipe, **card)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)

@@ -193,7 +193,8 @@ def diffusion_dataset(args: argparse.Namespace, config: dict) -> torch.utils.dat
 
 
 def save_trained_pipeline(folder: Path, model, ema: EMAModel, vae, args: argparse.Namespace, config: dict, run):
-    """Save the EMA transformer with `vae` as a `DCAE15Pipeline` folder with its model card (main process)."""
+    """Save the EMA transformer with `vae` as a `DCAE15Pipeline` folder with its model card (main process), with its
+    code when `--self_contained`."""
     ema_model = USiTTransformer2DModel.from_config(model.config)
     ema.copy_to(ema_model.parameters())
     id2label = {int(k): v for k, v in config["id2label"].items()} if config["id2label"] else None
@@ -225,6 +226,7 @@ def save_trained_pipeline(folder: Path, model, ema: EMAModel, vae, args: argpars
         ema_model.eval(),
         vae,
         id2label,
+        self_contained=args.self_contained,
         model_name=run.repo_id.split("/")[-1],
         repo_id=run.repo_id if args.push_to_hub else str(folder),
         description="Class-conditional image generation with a USiT trained by `dc_ae_hf`.",

@@ -44,6 +44,7 @@ from dc_ae_hf.losses import generator_adversarial_loss, hinge_d_loss, hinge_g_lo
 from dc_ae_hf.metrics.image import to_uint8
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.discriminator import PatchDiscriminator
+from dc_ae_hf.self_contained import is_self_contained
 from dc_ae_hf.testing import write_standin_inception_weights, write_standin_lpips_backbone
 from dc_ae_hf.training import run as run_module
 from dc_ae_hf.visualization import prefix_reconstruction_grid
@@ -736,7 +737,7 @@ def test_accelerate_configs_are_valid(name, distributed_type, num_machines):
 
 def test_several_ema_decays_are_saved_and_the_first_is_pushed(train_script, workspace, tmp_path, torch_home):
     argv = _base_argv(workspace, tmp_path / "run", "--max_train_steps", "2", "--num_validation_images", "0")
-    config = run_in_process(train_script, [*argv, "--use_ema", "--ema_decay", "0.1", "0.15"])  # below the warm-up
+    config = run_in_process(train_script, [*argv, "--use_ema", "--ema_decay", "0.1", "0.15", "--self_contained"])
     assert config["args"]["ema_decays"] == [0.1, 0.15]
     run = tmp_path / "run"
     for folder in (run, run / "checkpoint-2"):
@@ -745,3 +746,6 @@ def test_several_ema_decays_are_saved_and_the_first_is_pushed(train_script, work
     assert any(not torch.equal(first[k], second[k]) for k in first)
     assert AutoencoderDC15.from_pretrained(run / "vae_ema-0.15").latent_channel_choices == (2, 4, 8)
     assert "(0.15 EMA weights)" in (run / "vae_ema-0.15" / "README.md").read_text()
+    # --self_contained: the exported autoencoders carry their code (the checkpoints do not)
+    assert all(is_self_contained(run / name) for name in ("vae", "vae_ema", "vae_ema-0.15"))
+    assert not is_self_contained(run / "checkpoint-2" / "vae_ema")

@@ -31,6 +31,7 @@ from dc_ae_hf.diffusion_training import ExponentialWarmupEMAModel, spread_class_
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from dc_ae_hf.self_contained import is_self_contained
 from dc_ae_hf.testing import write_standin_inception_weights, write_tiny_dinov2
 from dc_ae_hf.training.randomness import LatentChannelSampler
 
@@ -148,7 +149,7 @@ def test_several_ema_decays_are_kept_saved_and_exportable(train_script, workspac
     """--ema_decay 0.9 0.99: both EMAs in every checkpoint and as model folders; --pipeline_ema_decay picks the
     pipeline's; changing the decays on resume is refused."""
     base = usit_argv(workspace, tmp_path / "run", "--validation_class_labels", "--ema_warmup_steps", "0")
-    argv = [*base, *"--max_train_steps 3 --ema_decay 0.9 0.99 --pipeline_ema_decay 0.99".split()]
+    argv = [*base, *"--max_train_steps 3 --ema_decay 0.9 0.99 --pipeline_ema_decay 0.99 --self_contained".split()]
     config = run_in_process(train_script, argv)
     assert (config["args"]["ema_decay"], config["args"]["ema_decays"]) == (0.9, [0.9, 0.99])
     run = tmp_path / "run"
@@ -165,6 +166,8 @@ def test_several_ema_decays_are_kept_saved_and_exportable(train_script, workspac
         )
     )
     assert "EMA 0.99 (warmup 0)" in (run / "pipeline" / "README.md").read_text()
+    assert is_self_contained(run / "pipeline") and not is_self_contained(run / "transformer_ema-0.99")  # the export
+    assert "trust_remote_code=True" in (run / "pipeline" / "README.md").read_text()
     with pytest.raises(ValueError, match=r"ema: checkpoint \[\[0.9, 0.99\], 0\], now \[\[0.9\], 0\]"):
         run_in_process(train_script, [*base, *"--max_train_steps 4 --ema_decay 0.9".split()])
     with pytest.raises(ValueError, match=r"--pipeline_ema_decay=0.5 is not allowed: must be one of --ema_decay"):
