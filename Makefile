@@ -49,15 +49,11 @@ demo: venv
 app: venv
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(BIN)/python app/app.py $(APP_ARGS)
 
-# A Hugging Face Space folder: the app, its Space card and requirements, the built-in images and a copy of dc_ae_hf.
+# A Hugging Face Space folder that runs without dc_ae_hf: the app, its Space card and requirements, the built-in
+# images, the toy pipeline as a self-contained folder and the app's picture helpers generated from dc_ae_hf.
 SPACE_DIR ?= outputs/space
-space:
-	rm -rf $(SPACE_DIR) && mkdir -p $(SPACE_DIR)
-	cp app/app.py app/README.md app/requirements.txt $(SPACE_DIR)/
-	cp -r app/examples $(SPACE_DIR)/examples
-	cp -r dc_ae_hf $(SPACE_DIR)/dc_ae_hf
-	find $(SPACE_DIR) -name __pycache__ -prune -exec rm -rf {} +
-	@echo "wrote $(SPACE_DIR): push it with hf upload <user>/<space> $(SPACE_DIR) --repo-type space"
+space: venv
+	$(BIN)/python scripts/make_space.py $(SPACE_DIR)
 
 # Debian's Chromium for the app's browser test (tests/app/); nothing happens where it is installed.
 browser:

@@ -12,6 +12,10 @@ Two tabs:
   channel-wise mean (Fig. 2) and every channel (Fig. 9/10).
 
 Bad input (a class that does not exist, an image too small) is a message in the page, never a stack trace.
+
+Without dc_ae_hf (a Space folder made by `make space`) the app loads the pipeline with plain diffusers
+(`DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`: a self-contained folder, such as the toy pipeline
+next to it) and takes its picture helpers from `app_helpers.py`, which `make space` generates from dc_ae_hf.
 """
 
 from __future__ import annotations
@@ -23,9 +27,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if (HERE / "dc_ae_hf").is_dir():  # a Space folder made by `make space` carries its own copy of the package
-    sys.path.insert(0, str(HERE))
-elif (HERE.parent / "dc_ae_hf").is_dir():  # run from a checkout without installing
+if (HERE.parent / "dc_ae_hf").is_dir():  # run from a checkout without installing
     sys.path.insert(0, str(HERE.parent))
 
 import gradio as gr  # noqa: E402
@@ -33,13 +35,22 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision.transforms.functional import center_crop, pil_to_tensor, resize  # noqa: E402
 
-import dc_ae_hf  # noqa: E402
-from dc_ae_hf import DCAE15Pipeline  # noqa: E402
-from dc_ae_hf.data.images import to_rgb  # noqa: E402
-from dc_ae_hf.visualization import latent_channels_picture, latent_mean_picture, tile, to_pil  # noqa: E402
+try:
+    import dc_ae_hf
+except ImportError:  # a Space folder made by `make space`: plain diffusers and the generated helpers
+    dc_ae_hf = None
+    from app_helpers import latent_channels_picture, latent_mean_picture, tile, to_pil, to_rgb
+    from diffusers import DiffusionPipeline
+else:
+    from dc_ae_hf import DCAE15Pipeline
+    from dc_ae_hf.data.images import to_rgb
+    from dc_ae_hf.visualization import latent_channels_picture, latent_mean_picture, tile, to_pil
 
 MODEL_ENV = "DC_AE_HF_APP_MODEL"
-BUNDLED_MODEL = Path(dc_ae_hf.__file__).parent / "assets" / "toy-dcae15-shapes"  # shipped with the package
+# The toy pipeline: next to the app in a Space folder, else the one shipped with the package.
+BUNDLED_MODEL = HERE / "toy-dcae15-shapes"
+if not BUNDLED_MODEL.is_dir() and dc_ae_hf is not None:
+    BUNDLED_MODEL = Path(dc_ae_hf.__file__).parent / "assets" / "toy-dcae15-shapes"
 EXAMPLES = sorted((HERE / "examples").glob("*.png"))
 SOLVERS = {
     "Euler (diffusers FlowMatchEulerDiscreteScheduler)": None,
@@ -50,13 +61,27 @@ SOLVERS = {
 MAX_IMAGES = 16
 
 
+def load_pipeline(model: str):
+    """`DCAE15Pipeline.from_pretrained` with dc_ae_hf; without it, plain diffusers' remote-code loading, which needs a
+    self-contained folder (`save_pretrained(..., self_contained=True)`)."""
+    if dc_ae_hf is not None:
+        return DCAE15Pipeline.from_pretrained(model)
+    try:
+        return DiffusionPipeline.from_pretrained(model, trust_remote_code=True)
+    except (ValueError, OSError) as error:
+        raise ValueError(
+            f"{model!r} does not load with plain diffusers ({type(error).__name__}: {error}); without dc_ae_hf the "
+            "app needs a self-contained pipeline folder: save it with save_pretrained(..., self_contained=True)"
+        ) from error
+
+
 class Demo:
     """The app's logic, independent of Gradio: one pipeline, its classes and its trained channel prefixes."""
 
     def __init__(self, model: str | os.PathLike | None = None, device: str | None = None) -> None:
         self.model = str(model or os.environ.get(MODEL_ENV) or BUNDLED_MODEL)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.pipe = DCAE15Pipeline.from_pretrained(self.model).to(self.device)
+        self.pipe = load_pipeline(self.model).to(self.device)
         self.pipe.set_progress_bar_config(desc="sampling")
         vae, transformer = self.pipe.vae, self.pipe.transformer
         self.latent_channels = vae.config.latent_channels

@@ -18,6 +18,8 @@ import pytest
 from conftest import REPO_ROOT
 from PIL import Image
 
+from dc_ae_hf.self_contained import is_self_contained
+
 APP = REPO_ROOT / "app" / "app.py"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT = REPO_ROOT / "docs" / "app.png"  # refreshed when DC_AE_HF_UPDATE_SCREENSHOT=1
@@ -95,7 +97,7 @@ def test_errors_reach_the_page_as_messages(app):
         app._shown(fails)()
 
 
-def test_space_folder_is_complete(tmp_path):
+def test_space_folder_runs_without_dc_ae_hf(tmp_path):
     target = tmp_path / "space"
     subprocess.run(
         ["make", "-s", "space", f"SPACE_DIR={target}"], cwd=REPO_ROOT, check=True, capture_output=True, timeout=300
@@ -104,23 +106,39 @@ def test_space_folder_is_complete(tmp_path):
     front = readme.split("---")[1]
     assert "sdk: gradio" in front and "app_file: app.py" in front
     requirements = (target / "requirements.txt").read_text()
-    assert "gradio" in requirements and "diffusers" in requirements
-    model = target / "dc_ae_hf" / "assets" / "toy-dcae15-shapes"
-    assert (target / "dc_ae_hf" / "__init__.py").is_file() and (model / "model_index.json").is_file()
+    packages = [line for line in requirements.splitlines() if line.strip() and not line.startswith("#")]
+    assert "gradio" in requirements and "diffusers" in requirements and not [p for p in packages if "dc" in p]
+    model = target / "toy-dcae15-shapes"
+    assert not (target / "dc_ae_hf").exists() and is_self_contained(model)  # no copy of the package
+    assert (target / "app_helpers.py").is_file()
     assert sorted(p.name for p in (target / "examples").glob("*.png")) == [
         "arrow.png",
         "circle.png",
         "heart.png",
         "star.png",
     ]
-    # the folder runs on its own: its app finds the copied package and model
-    check = "import app; d = app.Demo(device='cpu'); print(d.model)"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
+    # the folder runs on its own where dc_ae_hf cannot be imported: plain diffusers loads the toy pipeline, the
+    # app samples and reconstructs with the generated helpers
+    check = (
+        "import sys\n"
+        "class Blocker:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'dc_ae_hf': raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Blocker())\n"
+        "from PIL import Image\n"
+        "import app\n"
+        "d = app.Demo(device='cpu')\n"
+        "assert app.dc_ae_hf is None and type(d.pipe).__module__.startswith('diffusers_modules')\n"
+        "grid = d.sample(['circle (1)', 'star'], 3.0, (0.0, 1.0), 'euler (official)', 2, 16, seed=0)\n"
+        "shown, full, mean, every, used = d.reconstruct(Image.open('examples/star.png'), 8)\n"
+        "print(d.model, d.prefixes, grid.size, used)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-c", check], cwd=target, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == str(model)
+    assert result.stdout.strip() == f"{model} [4, 8, 12, 16, 20, 24, 28, 32] (262, 132) 8"
 
 
 # ---------------------------------------------------------------------------------------------------------------
