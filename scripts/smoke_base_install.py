@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from diffusers import DiffusionPipeline
 
 import dc_ae_hf
 from dc_ae_hf import AutoencoderDC15, DCAE15Pipeline, USiTTransformer2DModel
@@ -88,6 +89,16 @@ def main() -> None:
     check("default scheduler == official euler", diff < 1e-5, f"max diff {diff:.1e}")
     prefix = pipe([0], latent_channels=4, num_inference_steps=2, output_type="pt").images
     check("sample in a channel prefix", prefix.shape == (1, 3, 8, 8))
+
+    # the code of a self-contained folder is generated from the installed modules; plain diffusers loads it
+    with tempfile.TemporaryDirectory() as folder:
+        tiny_pipeline().save_pretrained(folder, self_contained=True)
+        remote = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+        remote.set_progress_bar_config(disable=True)
+        images = remote(solver="euler", num_inference_steps=4, **common).images
+    diff = (images - results["euler"]).abs().max().item()
+    ok = type(remote).__module__.startswith("diffusers_modules") and diff < 1e-5
+    check("self-contained folder: plain diffusers samples the same", ok, f"max diff {diff:.1e}")
 
     toy = resources.files("dc_ae_hf") / "assets" / "toy-dcae15-shapes"
     with resources.as_file(toy) as toy_path:
