@@ -51,6 +51,7 @@ __all__ = [
     "SelfContainedPipelineMixin",
     "bundle_code",
     "code_version",
+    "component_code",
     "is_self_contained",
     "make_self_contained",
     "model_code",
@@ -408,18 +409,39 @@ def bundle_code(
     modules = [m for m in order if m != bundle.main] + [bundle.main]
     text = bundle.source(_header(modules, note), docstring)
     version = f'DC_AE_HF_VERSION = "{dc_ae_hf.__version__}"  # the dc_ae_hf release this file was generated from'
-    return text.rstrip("\n") + "\n\n\n" + version + "\n"
+    text = text.rstrip("\n") + "\n\n\n" + version + "\n"
+    for node in ast.walk(ast.parse(text)):  # an import inside a function is copied as it is: none may need dc_ae_hf
+        if isinstance(node, ast.ImportFrom) and node.level:
+            names = ["." * node.level + (node.module or "")]
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+        else:
+            continue
+        if any(name.startswith(".") or name.split(".")[0] == "dc_ae_hf" for name in names):
+            raise CodeGenerationError(
+                f"the code generated from {bundle.main} would import {names[0]} (line {node.lineno}: "
+                f"{ast.unparse(node)}); import it at the top of its module instead, where it is inlined"
+            )
+    return text
 
 
 @cache
+def component_code(module: str, class_name: str) -> tuple[str, str]:
+    """``(file name, source)`` of the stand-alone module of the class `class_name` of the dc_ae_hf module `module` (a
+    model such as `AutoencoderDC15`, or any other component class of this package); the file is named after the
+    module."""
+    if not (module == "dc_ae_hf" or module.startswith("dc_ae_hf.")):
+        raise ValueError(f"module={module!r} is not a module of dc_ae_hf: its code cannot be generated here")
+    return f"{_file_stem(module)}.py", bundle_code([(module, class_name)])
+
+
 def model_code(class_name: str) -> tuple[str, str]:
     """``(file name, source)`` of the stand-alone module of a model class (a key of ``MODEL_MODULES``)."""
     if class_name not in MODEL_MODULES:
         raise ValueError(
             f"class_name={class_name!r} has no generated code; self-contained folders carry {sorted(MODEL_MODULES)}"
         )
-    module = MODEL_MODULES[class_name]
-    return f"{_file_stem(module)}.py", bundle_code([(module, class_name)])
+    return component_code(MODEL_MODULES[class_name], class_name)
 
 
 @cache
@@ -453,22 +475,38 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _model_class(entry) -> str | None:
-    """The class of a `model_index.json` component entry [library, class] whose code dc_ae_hf can write, or None for
-    one diffusers loads by itself (or an absent optional component); ValueError for any other class."""
+def _package_module(library: str, class_name: str) -> str | None:
+    """The dc_ae_hf module of a `model_index.json` component entry [library, class]: `library` itself as
+    `save_pretrained` writes it (the class's module path), or the file stem a self-contained folder names instead;
+    None for a class of another library."""
+    if library == "dc_ae_hf" or library.startswith("dc_ae_hf."):
+        return library
+    module = MODEL_MODULES.get(class_name)
+    if module is not None and library == _file_stem(module):
+        return module
+    for name, loaded in list(sys.modules.items()):  # another dc_ae_hf component class (e.g. a scheduler)
+        found = getattr(loaded, class_name, None) if name.startswith("dc_ae_hf.") else None
+        if _file_stem(name) == library and isinstance(found, type) and found.__module__ == name:
+            return name
+    return None
+
+
+def _component_module(entry) -> str | None:
+    """The dc_ae_hf module whose code a component entry [library, class] needs in its folder; None for one that
+    diffusers loads by itself (diffusers' and transformers' classes, an absent optional component); ValueError for a
+    class of any other library."""
     if not isinstance(entry, (list, tuple)) or len(entry) != 2 or entry[0] is None:
         return None
     library, class_name = entry
-    module = MODEL_MODULES.get(class_name)
-    if module is not None and library in (module, _file_stem(module)):
-        return class_name
     if library.split(".")[0] in _LIBRARIES:
         return None
-    raise ValueError(
-        f"a self-contained folder needs the code of every component, and dc_ae_hf writes only that of "
-        f"{sorted(MODEL_MODULES)} (diffusers' and transformers' own classes need none): {library}.{class_name} cannot "
-        "be carried"
-    )
+    module = _package_module(library, class_name)
+    if module is None:
+        raise ValueError(
+            "a self-contained folder needs the code of every component; dc_ae_hf writes that of its own classes "
+            f"(diffusers' and transformers' need none), so {library}.{class_name} cannot be carried"
+        )
+    return module
 
 
 def _pipeline_class(index: dict) -> str:
@@ -489,7 +527,7 @@ def check_pipeline_index(index: dict) -> None:
     _pipeline_class(index)
     for name, entry in index.items():
         if not name.startswith("_"):
-            _model_class(entry)
+            _component_module(entry)
 
 
 def check_model_class(model_class: type) -> str:
@@ -504,20 +542,32 @@ def check_model_class(model_class: type) -> str:
     return name
 
 
-def write_model_code(folder: str | os.PathLike, class_name: str | None = None) -> Path:
+def write_model_code(folder: str | os.PathLike, class_name: str | None = None, module: str | None = None) -> Path:
     """Make the model folder `folder` (written by `save_pretrained`) self-contained in place: write the class's
     generated module next to `config.json` and point `auto_map["AutoModel"]` at it. The weights are not touched.
-    `class_name` defaults to the config's `_class_name`. Returns the module's path."""
+    `class_name` defaults to the config's `_class_name`, `module` to its entry in `MODEL_MODULES`. Returns the
+    module's path."""
     folder = Path(folder)
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{str(folder)!r} is not a model folder: it has no config.json")
     config = _read_json(config_path)
     class_name = class_name or config.get("_class_name")
-    file_name, source = model_code(class_name)
+    file_name, source = component_code(module, class_name) if module else model_code(class_name)
     (folder / file_name).write_text(source, encoding="utf-8")
     config["auto_map"] = {"AutoModel": f"{Path(file_name).stem}.{class_name}"}
     _write_json(config_path, config)
+    return folder / file_name
+
+
+def _write_component_code(folder: Path, module: str, class_name: str) -> Path:
+    """A component's module in its folder: with `auto_map` for a model (`write_model_code`), alone otherwise."""
+    from diffusers import ModelMixin
+
+    if issubclass(getattr(importlib.import_module(module), class_name), ModelMixin):
+        return write_model_code(folder, class_name, module)
+    file_name, source = component_code(module, class_name)
+    (folder / file_name).write_text(source, encoding="utf-8")
     return folder / file_name
 
 
@@ -533,10 +583,9 @@ def write_pipeline_code(folder: str | os.PathLike) -> Path:
     index = _read_json(index_path)
     check_pipeline_index(index)
     for name, entry in index.items():
-        class_name = None if name.startswith("_") else _model_class(entry)
-        if class_name is not None:
-            module = write_model_code(folder / name, class_name)
-            index[name] = [module.stem, class_name]
+        module = None if name.startswith("_") else _component_module(entry)
+        if module is not None:
+            index[name] = [_write_component_code(folder / name, module, entry[1]).stem, entry[1]]
     pipeline_class = _pipeline_class(index)
     file_name, source = pipeline_code(pipeline_class)
     (folder / file_name).write_text(source, encoding="utf-8")
@@ -597,10 +646,10 @@ def package_index(index: dict) -> dict:
     if isinstance(name, (list, tuple)) and len(name) == 2 and name[1] in PIPELINE_MODULES:
         index["_class_name"] = name[1]
     for key, entry in index.items():
-        if key.startswith("_") or not isinstance(entry, (list, tuple)) or len(entry) != 2:
+        if key.startswith("_") or not isinstance(entry, (list, tuple)) or len(entry) != 2 or entry[0] is None:
             continue
-        module = MODEL_MODULES.get(entry[1])
-        if module is not None and entry[0] == _file_stem(module):
+        module = _package_module(*entry)
+        if module is not None:
             index[key] = [module, entry[1]]
     return index
 

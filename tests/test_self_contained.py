@@ -128,6 +128,23 @@ def test_generated_code_stands_alone(what):
         assert not defined & {"DCAE15Pipeline", "sample_ode", "compute_scaling_factor", "LatentStatistics"}
 
 
+def test_any_class_of_the_package_can_be_carried():
+    # a component class of dc_ae_hf other than the models (e.g. a scheduler) gets its own generated module too; a
+    # self-contained folder names it by file stem, which the installed package maps back to its module
+    from dc_ae_hf.self_contained import CodeGenerationError, _package_module, bundle_code, component_code
+
+    assert _package_module("callbacks", "GuidanceCutoffCallback") == "dc_ae_hf.pipelines.callbacks"
+    assert _package_module("autoencoder_dc15", "AutoencoderDC15") == "dc_ae_hf.models.autoencoder_dc15"
+    assert _package_module("diffusers", "AutoencoderDC") is None
+    file_name, source = component_code("dc_ae_hf.pipelines.callbacks", "GuidanceCutoffCallback")
+    namespace = {}
+    exec(compile(source, file_name, "exec"), namespace)
+    assert file_name == "callbacks.py" and namespace["GuidanceCutoffCallback"](cutoff_step_ratio=0.5)
+    # a dc_ae_hf import inside a function would be copied as it is: refused when generating
+    with pytest.raises(CodeGenerationError, match="would import dc_ae_hf.training.sharding"):
+        bundle_code([("dc_ae_hf.training.optimization", "compile_blocks")])
+
+
 def test_the_generated_pipeline_knows_its_components_by_name():
     namespace = {}
     exec(compile(pipeline_code()[1], "pipeline_dcae15.py", "exec"), namespace)
