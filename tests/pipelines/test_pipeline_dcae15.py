@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY_AE15_CONFIG, fixture_path
-from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from helpers import official_usit
 from PIL import Image
 from safetensors.torch import load_file
@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines import GuidanceCutoffCallback
-from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline, load_imagenet_id2label
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline, default_scheduler, load_imagenet_id2label
+from dc_ae_hf.sampling import flow_sigmas
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 # DiT-style id2label with comma-separated synonyms (the usit_a transformer has 10 classes).
@@ -52,14 +53,19 @@ def latents_of(pipe, **kwargs) -> torch.Tensor:
         ("euler", "sample_noise", "sample_euler"),
         ("heun2", "sample_noise", "sample_heun2"),
         ("heun2", "sample_noise_c8", "sample_heun2_c8"),
-        (None, "sample_noise", "sample_euler"),
+        ("FlowMatchEulerDiscreteScheduler", "sample_noise", "sample_euler"),
     ],
 )
 def test_pipeline_reproduces_official_samplers(pipe, io, solver, noise, expected):
-    # official num_inference_steps=9 grid points = 8 steps here; the default FlowMatchEuler scheduler runs on
-    # sigma = 1 - t over the same grid, so it reproduces the official Euler sampler too
+    # official num_inference_steps=9 grid points = 8 steps here; diffusers' FlowMatchEuler scheduler on the uniform
+    # time grid runs on sigma = 1 - t over the same grid, so it reproduces the official Euler sampler too
     labels = io["sample_labels"].tolist()
-    out = latents_of(pipe, class_labels=labels, latents=io[noise], num_inference_steps=8, solver=solver)
+    kwargs = dict(solver=solver)
+    if solver == "FlowMatchEulerDiscreteScheduler":
+        pipe = DCAE15Pipeline(**{**pipe.components, "scheduler": FlowMatchEulerDiscreteScheduler()})
+        pipe.set_progress_bar_config(disable=True)
+        kwargs = dict(solver=None, time_grid="uniform")
+    out = latents_of(pipe, class_labels=labels, latents=io[noise], num_inference_steps=8, **kwargs)
     torch.testing.assert_close(out, io[expected], **TOL)
 
 
@@ -98,24 +104,22 @@ def test_save_load_local(pipe, tmp_path):
     kwargs = dict(class_labels=[1, "golden retriever"], latents=torch.randn(2, 16, 4, 4), output_type="np")
     np.testing.assert_array_equal(loaded(**kwargs).images, pipe(**kwargs).images)
     # an explicit scheduler is saved and loaded, and gives the same samples as the default one
-    with_scheduler = DCAE15Pipeline(
-        **{**pipe.components, "scheduler": FlowMatchEulerDiscreteScheduler()}, id2label=ID2LABEL
-    )
+    with_scheduler = DCAE15Pipeline(**{**pipe.components, "scheduler": default_scheduler()}, id2label=ID2LABEL)
     with_scheduler.save_pretrained(tmp_path / "explicit")
     reloaded = DCAE15Pipeline.from_pretrained(tmp_path / "explicit")
     reloaded.set_progress_bar_config(disable=True)
-    assert isinstance(reloaded.scheduler, FlowMatchEulerDiscreteScheduler)
+    assert isinstance(reloaded.scheduler, UniPCMultistepScheduler)
     np.testing.assert_allclose(reloaded(**kwargs).images, pipe(**kwargs).images, atol=1e-6)
 
 
 def test_optional_scheduler_set_to_none(pipe, tmp_path):
     # diffusers' PipelineTesterMixin.test_save_load_optional_components semantics
-    explicit = DCAE15Pipeline(**{**pipe.components, "scheduler": FlowMatchEulerDiscreteScheduler()})
+    explicit = DCAE15Pipeline(**{**pipe.components, "scheduler": default_scheduler()})
     explicit.set_progress_bar_config(disable=True)
     kwargs = dict(class_labels=[3], latents=torch.randn(1, 16, 4, 4), output_type="np", num_inference_steps=3)
     reference = explicit(**kwargs).images
     explicit.scheduler = None
-    without = explicit(**kwargs).images  # resolved at call time: a default FlowMatchEulerDiscreteScheduler
+    without = explicit(**kwargs).images  # resolved at call time: default_scheduler()
     explicit.save_pretrained(tmp_path)
     loaded = DCAE15Pipeline.from_pretrained(tmp_path)
     loaded.set_progress_bar_config(disable=True)
@@ -198,8 +202,11 @@ def test_callback_on_step_end(pipe, solver):
 
     out = latents_of(pipe, class_labels=[1, 2], num_inference_steps=3, solver=solver, callback_on_step_end=callback)
     assert [i for i, _ in calls] == [0, 1, 2]
-    # the scheduler passes its timestep (sigma * 1000), the solvers the flow time the step started at
-    expected_t = [1000.0, 2000 / 3, 1000 / 3] if solver is None else [0.0, 1 / 3, 2 / 3]
+    # the scheduler passes its timestep (UniPC: int(sigma * 1000) on the dense_ends grid), the solvers the flow time
+    # the step started at
+    scheduler = default_scheduler()
+    scheduler.set_timesteps(sigmas=flow_sigmas(3))
+    expected_t = scheduler.timesteps.tolist() if solver is None else [0.0, 1 / 3, 2 / 3]
     assert [t for _, t in calls] == pytest.approx(expected_t, rel=1e-5)
     assert torch.count_nonzero(out) == 0  # the replaced latents are the result of the last step
 
@@ -221,7 +228,11 @@ class BatchCounter:
 @pytest.mark.parametrize("solver", [None, "euler", "heun2"])
 def test_callback_can_turn_guidance_off(pipe, solver):
     # A callback setting pipe._guidance_scale = 1 after step k - 1 (diffusers' CFG-cutoff callbacks work this way)
-    # gives the unguided velocity from step k on and no unconditional batch any more.
+    # gives the unguided velocity from step k on and no unconditional batch any more. The rerun by hand below holds
+    # for one-step methods; a multistep scheduler (the default UniPC) also carries the earlier velocities.
+    if solver is None:
+        pipe = DCAE15Pipeline(**{**pipe.components, "scheduler": FlowMatchEulerDiscreteScheduler()})
+        pipe.set_progress_bar_config(disable=True)
     k, steps, latents = 2, 4, torch.randn(2, 16, 4, 4)
 
     def cutoff(pipeline, i, t, callback_kwargs):
@@ -285,10 +296,11 @@ def test_guidance_interval_halves_the_unconditional_work(pipe):
     # Guidance on half of the flow-time range: 1.33x fewer transformer sample evaluations than guidance everywhere.
     kwargs = dict(class_labels=[1, 2], latents=torch.randn(2, 16, 4, 4), num_inference_steps=8)
     for solver in (None, "euler"):
+        grid = {"time_grid": "uniform"} if solver is None else {}
         with BatchCounter(pipe.transformer) as everywhere:
-            latents_of(pipe, solver=solver, **kwargs)
+            latents_of(pipe, solver=solver, **grid, **kwargs)
         with BatchCounter(pipe.transformer) as half:
-            latents_of(pipe, solver=solver, guidance_interval=(0.5, 1.0), **kwargs)
+            latents_of(pipe, solver=solver, guidance_interval=(0.5, 1.0), **grid, **kwargs)
         assert everywhere.sizes == [4] * 8 and half.sizes == [2] * 4 + [4] * 4
         assert sum(everywhere.sizes) / sum(half.sizes) == pytest.approx(4 / 3)
 
