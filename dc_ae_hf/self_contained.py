@@ -59,8 +59,9 @@ __all__ = [
     "pipeline_code",
 ]
 
-# The classes whose code a folder can carry, and the package module each is generated from. The file is named after
-# the module's last part, which is also what diffusers' `register_for_auto_class` would write into `auto_map`.
+# The models (with `save_pretrained(..., self_contained=True)`) and the pipeline, and the package module each one's
+# code is generated from; another component class of dc_ae_hf is found by its module. A file is named after the
+# module's last part, which is also what diffusers' `register_for_auto_class` would write into `auto_map`.
 MODEL_MODULES: dict[str, str] = {
     "AutoencoderDC15": "dc_ae_hf.models.autoencoder_dc15",
     "USiTTransformer2DModel": "dc_ae_hf.models.transformer_usit",
@@ -201,7 +202,8 @@ def _expression_names(node: ast.AST) -> set[str]:
 
 
 class _Bundle:
-    """Collects what the root definitions of one package module need, across the package, into one module.
+    """Collects root definitions ((module, name) pairs of the package) and what they need, across the package, into
+    one module.
 
     ``stand_ins`` maps (module, class name) of classes the output must not carry (the components of a pipeline,
     which diffusers loads from their own folders) to a line saying where they live. Names of

@@ -302,7 +302,31 @@ def test_push_to_hub_uploads_the_self_contained_folder(tmp_path, monkeypatch):
     )
 
 
-def test_the_bundled_toy_pipeline_is_self_contained():
+def test_the_bundled_toy_pipeline_carries_the_current_code():
+    # the default shipped with the package samples the same with plain diffusers as with dc_ae_hf: its code is the
+    # one this dc_ae_hf generates (after changing the pipeline, the models or what they use, regenerate it)
     assert is_self_contained(TOY) and is_self_contained(TOY / "vae") and is_self_contained(TOY / "transformer")
-    source = (TOY / "pipeline_dcae15.py").read_text()
-    assert not [m for m in _imports(source) if m.split(".")[0] == "dc_ae_hf"]
+    expected = {
+        TOY / "pipeline_dcae15.py": pipeline_code()[1],
+        TOY / "vae" / "autoencoder_dc15.py": model_code("AutoencoderDC15")[1],
+        TOY / "transformer" / "transformer_usit.py": model_code("USiTTransformer2DModel")[1],
+    }
+    stale = [str(path.relative_to(REPO_ROOT)) for path, source in expected.items() if path.read_text() != source]
+    assert not stale, (
+        f"{stale} differ from the code this dc_ae_hf generates; regenerate them (the weights stay untouched): "
+        f"python -m dc_ae_hf.convert self-contained {TOY.relative_to(REPO_ROOT)}"
+    )
+
+
+def test_the_converter_makes_saved_folders_self_contained_in_place(tmp_path, capsys):
+    from dc_ae_hf.convert.cli import main as convert_main
+
+    pipe = _tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "pipe")
+    pipe.vae.save_pretrained(tmp_path / "vae")
+    convert_main(["self-contained", str(tmp_path / "pipe"), str(tmp_path / "vae")])
+    assert is_self_contained(tmp_path / "pipe") and is_self_contained(tmp_path / "vae")
+    assert f"wrote the code of {tmp_path / 'vae'} (dc_ae_hf {dc_ae_hf.__version__})" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main(["self-contained", str(tmp_path / "nothing")])
+    assert exit_info.value.code == 1 and "neither model_index.json nor config.json" in capsys.readouterr().err

@@ -7,7 +7,9 @@
         --output converted/dc-ae-1.5-f64c128-usit-2b [--push_to_hub user/dc-ae-1.5-usit-2b-diffusers] [--self_contained]
 
 `--self_contained` writes the folder with its code (generated from dc_ae_hf), so plain diffusers loads it with
-`trust_remote_code=True`, no dc_ae_hf needed (see `dc_ae_hf.self_contained`).
+`trust_remote_code=True`, no dc_ae_hf needed (see `dc_ae_hf.self_contained`). A folder already saved:
+
+    python -m dc_ae_hf.convert self-contained FOLDER [FOLDER ...]   # in place, the weights untouched
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from ..checks import DTYPES, SHORT_DTYPE_NAMES, parse_dtype
 from ..hub import HubPushError, push_folder_to_hub, write_autoencoder_card
 from ..models.autoencoder_dc15 import AUTOENCODER_PRESETS, resolve_autoencoder_preset
+from ..self_contained import code_version, make_self_contained
 from .autoencoder import (
     NOT_GIVEN,
     ScalingFactorUnknownWarning,
@@ -230,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipe.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="also upload the folder to this Hub repo")
     _add_self_contained_flag(pipe)
+
+    code = commands.add_parser(
+        "self-contained",
+        help="write the code into pipeline or model folders saved by dc_ae_hf, in place (weights untouched), or "
+        "regenerate it with this dc_ae_hf: plain diffusers then loads them with trust_remote_code=True",
+    )
+    code.add_argument("folders", nargs="+", type=Path, help="folders written by save_pretrained")
     return parser
 
 
@@ -243,6 +253,11 @@ def _add_self_contained_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
+    if args.command == "self-contained":
+        for folder in args.folders:
+            make_self_contained(folder)
+            print(f"wrote the code of {folder} (dc_ae_hf {code_version(folder)})")
+        return args.folders[-1]
     choices = _parse_choices(parser, args.latent_channel_choices)
     if args.command == "autoencoder":
         return convert_autoencoder(

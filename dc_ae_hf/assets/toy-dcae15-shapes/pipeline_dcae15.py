@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderDC, UniPCMultistepScheduler
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
@@ -174,6 +174,19 @@ def _check_weights(folder: Path) -> None:
 SOLVERS = ("euler", "heun2", "dopri5")
 
 
+# Time grids for the diffusers schedulers (``flow_sigmas``): "dense_ends" (the pipeline's default) or "uniform" (the
+# official linspace grid).
+TIME_GRIDS = ("dense_ends", "uniform")
+
+
+# The "dense_ends" grid: relative step density on flow-time intervals (t_start, t_end, density). The guided velocity
+# of a USiT varies fastest near noise and near data: the adaptive dopri5 sampler spends most of its steps there, and
+# the local error of a fixed step there is 10-100x the error in the middle (measured on the bundled toy pipeline, see
+# benchmarks/bench_sampling_calls.py). Step density proportional to the cube root of a second-order step's local error
+# gives about these weights: 42% of the steps in the first 20% of the time, 24% in the last 15%.
+DENSE_ENDS_DENSITY = ((0.0, 0.2, 4.0), (0.2, 0.85, 1.0), (0.85, 1.0, 3.0))
+
+
 # A velocity model: (x (B, C, H, W), t (B,), labels (B,)) -> velocity tensor or an output with `.sample`.
 VelocityModel = Callable[..., object]
 
@@ -293,6 +306,25 @@ def flow_time_grid(num_inference_steps: int, device: torch.device | str | None =
     return torch.linspace(0, 1, num_inference_steps + 1, device=device)
 
 
+def flow_sigmas(num_inference_steps: int, time_grid: str = "dense_ends") -> np.ndarray:
+    """The N sigmas ``1 = sigma_0 > ... > sigma_{N-1} > 0`` to pass to a diffusers flow scheduler's ``set_timesteps``.
+
+    diffusers' convention: sigma = 1 - t (1 is noise), the scheduler appends the terminal sigma 0, and its N steps end
+    at t = 1. ``time_grid="uniform"`` is the official grid ``linspace(0, 1, N + 1)`` (as ``flow_time_grid``, float32
+    values); ``"dense_ends"`` places the grid points by ``DENSE_ENDS_DENSITY``, denser near noise and data.
+    """
+    flow_time_grid(num_inference_steps)  # validates num_inference_steps
+    if time_grid == "uniform":
+        return (1.0 - flow_time_grid(num_inference_steps)[:-1]).double().numpy()
+    if time_grid != "dense_ends":
+        raise ValueError(f"Unknown time_grid {time_grid!r}; valid time grids: {list(TIME_GRIDS)}.")
+    edges = np.array([DENSE_ENDS_DENSITY[0][0]] + [end for _, end, _ in DENSE_ENDS_DENSITY])
+    mass = np.array([(end - start) * density for start, end, density in DENSE_ENDS_DENSITY])
+    cumulative = np.concatenate([[0.0], np.cumsum(mass)]) / mass.sum()
+    t = np.interp(np.linspace(0.0, 1.0, num_inference_steps + 1), cumulative, edges)  # inverse of the grid's CDF
+    return 1.0 - t[:-1]
+
+
 def sample_ode(
     model: VelocityModel,
     noise: torch.Tensor,
@@ -387,6 +419,83 @@ def _check_guidance_scale(guidance_scale, name: str = "guidance_scale") -> float
     if not math.isfinite(guidance_scale):
         raise ValueError(f"`{name}` must be finite, got {guidance_scale!r}.")
     return float(guidance_scale)
+
+
+# The pipeline's default sampler: UniPC (order 2, flow sigmas) on the "dense_ends" time grid with this many steps, one
+# transformer call each. It reaches the official dopri5's mean error with a quarter of its calls (README, measured by
+# benchmarks/bench_sampling_calls.py). The official fixed-grid solvers keep OFFICIAL_SOLVER_STEPS.
+DEFAULT_SCHEDULER_STEPS = 17
+
+
+OFFICIAL_SOLVER_STEPS = 50
+
+
+# Flow schedulers that step with a velocity on sigma = 1 - t by construction; the others need use_flow_sigmas.
+_FLOW_MATCH_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+
+
+# Flow schedulers for distilled models (consistency / flow-map steps), not probability-flow ODE solvers.
+_DISTILLED_MODEL_SCHEDULERS = ("FlowMatchLCMScheduler", "FlowMapEulerDiscreteScheduler")
+
+
+_SPACING_OPTIONS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+
+
+def default_scheduler() -> UniPCMultistepScheduler:
+    """The scheduler the converter, the trainers and the toy write into pipeline folders, and the one a pipeline without
+    a scheduler samples with: diffusers' UniPC in flow-matching mode (order 2, bh2)."""
+    return UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")
+
+
+def check_flow_scheduler(scheduler: SchedulerMixin) -> None:
+    """Refuse a scheduler that cannot integrate the flow-matching ODE on sigma = 1 - t, naming the fix."""
+    name = type(scheduler).__name__
+    if name in _DISTILLED_MODEL_SCHEDULERS:
+        raise ValueError(
+            f"{name} steps a distilled (consistency / flow-map) model, not the probability-flow ODE of a USiT; use "
+            "UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type='flow_prediction') or a FlowMatch* scheduler."
+        )
+    if name in _FLOW_MATCH_SCHEDULERS:
+        return
+    config = scheduler.config
+    if "use_flow_sigmas" not in config:
+        raise ValueError(
+            f"{name} is not a flow-matching scheduler (it has no flow sigmas); the USiT predicts a flow velocity. Use "
+            "FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler, or UniPC / DPM-Solver / DEIS / SA-Solver "
+            "with use_flow_sigmas=True, prediction_type='flow_prediction'."
+        )
+    if not config.use_flow_sigmas or config.get("prediction_type") != "flow_prediction":
+        raise ValueError(
+            f"{name} has use_flow_sigmas={config.use_flow_sigmas}, prediction_type={config.get('prediction_type')!r}; "
+            f"the USiT needs use_flow_sigmas=True, prediction_type='flow_prediction' ({name}.from_config("
+            "scheduler.config, use_flow_sigmas=True, prediction_type='flow_prediction'))."
+        )
+
+
+def _dynamic_shift_mu(config, image_seq_len: int) -> float:
+    """``mu`` for a scheduler with ``use_dynamic_shifting``: the shift interpolated linearly in the token count between
+    (base_image_seq_len, base_shift) and (max_image_seq_len, max_shift), as diffusers' Flux pipeline computes it
+    (``calculate_shift``; written out here because that module imports transformers, which diffusers does not need)."""
+    base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+    base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
+    slope = (max_shift - base_shift) / (max_len - base_len)
+    return image_seq_len * slope + base_shift - slope * base_len
+
+
+def _check_sigmas(sigmas) -> np.ndarray:
+    """Custom sigmas: a 1-D sequence, decreasing, in (0, 1] (the scheduler appends the terminal 0)."""
+    try:
+        values = np.asarray(sigmas, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"`sigmas` must be a sequence of floats, got {sigmas!r}.") from error
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"`sigmas` must be a non-empty 1-D sequence of floats, got shape {values.shape}.")
+    if not (np.all(np.isfinite(values)) and values[0] <= 1.0 and values[-1] > 0.0 and np.all(np.diff(values) < 0)):
+        raise ValueError(
+            f"`sigmas` must decrease strictly within (0, 1] (sigma = 1 - t: 1 is noise; the scheduler appends the final "
+            f"0), got {values.tolist()}."
+        )
+    return values
 
 
 EXAMPLE_DOC_STRING = """
@@ -589,11 +698,13 @@ class DCAE15Pipeline(DiffusionPipeline):
         class_labels: int | str | Sequence[int | str] | torch.Tensor,
         guidance_scale: float = 1.5,
         guidance_interval: tuple[float, float] | None = None,
-        num_inference_steps: int = 50,
+        num_inference_steps: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         latent_channels: int | None = None,
         solver: str | None = None,
+        time_grid: str | None = None,
+        sigmas: Sequence[float] | np.ndarray | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
@@ -607,12 +718,23 @@ class DCAE15Pipeline(DiffusionPipeline):
                 null class is ``transformer.config.num_classes``. 1 disables guidance (official default eval: 1.5).
             guidance_interval: ``(t_lo, t_hi)`` in flow time; guidance only where t_lo <= t <= t_hi, the
                 conditional velocity elsewhere (official ``use_guidance_interval``, e.g. (0.2, 0.8)).
-            num_inference_steps: number of steps N (N + 1 grid points); ignored by the adaptive ``"dopri5"``.
+            num_inference_steps: number of steps N (N + 1 grid points); ignored by the adaptive ``"dopri5"``. None:
+                ``DEFAULT_SCHEDULER_STEPS`` (17) with a UniPC scheduler (the default sampler), else
+                ``OFFICIAL_SOLVER_STEPS`` (50).
             generator: torch generator(s) for the starting noise.
             latents: starting noise at t = 0, shape (B, c', sample_size, sample_size); drawn if None.
             latent_channels: sample in the first c' latent channels and decode that prefix (DC-AE 1.5).
-            solver: None uses ``self.scheduler`` (a default ``FlowMatchEulerDiscreteScheduler`` when it is None); ``"euler"``, ``"heun2"`` or ``"dopri5"`` run the official
-                torchdiffeq samplers of ``dc_ae_hf.sampling`` (dopri5: adaptive, atol 1e-6, rtol 1e-3).
+            solver: None uses ``self.scheduler`` (``default_scheduler()``, UniPC, when it is None); ``"euler"``,
+                ``"heun2"`` or ``"dopri5"`` run the official samplers of ``dc_ae_hf.sampling`` (euler and heun2 on the
+                grid ``linspace(0, 1, N + 1)``; dopri5: adaptive, atol 1e-6, rtol 1e-3).
+            time_grid: the scheduler's time grid: ``"dense_ends"`` (denser near noise and data; ``flow_sigmas``),
+                ``"uniform"`` (the official ``linspace(0, 1, N + 1)``), or ``"scheduler"`` (the scheduler's own
+                ``set_timesteps(N)`` spacing). None: ``"dense_ends"`` for a scheduler whose ``set_timesteps`` takes
+                ``sigmas`` and that sets no spacing of its own (karras / exponential / beta sigmas), else
+                ``"scheduler"``. The scheduler's shift (``shift``, ``flow_shift``, dynamic shifting) applies on top, as
+                in diffusers' pipelines. Scheduler path only.
+            sigmas: custom sigmas ``1 >= sigma_0 > ... > sigma_{N-1} > 0`` (sigma = 1 - t; the scheduler appends the
+                final 0), as diffusers' pipelines take them; replaces ``num_inference_steps`` and ``time_grid``.
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (the final latent in diffusion space, before
                 dividing by the vae scaling factor).
             return_dict: return an ``ImagePipelineOutput`` instead of a tuple.
@@ -635,6 +757,21 @@ class DCAE15Pipeline(DiffusionPipeline):
         if callback_on_step_end is not None and solver == "dopri5":
             raise ValueError("`callback_on_step_end` is not supported with solver='dopri5' (adaptive steps).")
         interval = check_guidance_interval(guidance_interval)
+        if solver is not None and (time_grid is not None or sigmas is not None):
+            raise ValueError(
+                f"`time_grid` and `sigmas` choose the scheduler's grid; solver={solver!r} runs the official sampler on "
+                "its own grid. Pass solver=None to sample with the scheduler."
+            )
+        if time_grid is not None and time_grid not in (*TIME_GRIDS, "scheduler"):
+            raise ValueError(f"Unknown time_grid {time_grid!r}; valid: None, {[*TIME_GRIDS, 'scheduler']}.")
+        if sigmas is not None:
+            if num_inference_steps is not None or time_grid is not None:
+                raise ValueError("Pass either `sigmas` or `num_inference_steps` / `time_grid`, not both.")
+            sigmas = _check_sigmas(sigmas)
+        scheduler = self._sampling_scheduler() if solver is None else None
+        if num_inference_steps is None:
+            default_steps = isinstance(scheduler, UniPCMultistepScheduler)
+            num_inference_steps = DEFAULT_SCHEDULER_STEPS if default_steps else OFFICIAL_SOLVER_STEPS
         labels = self._resolve_class_labels(class_labels)
         batch_size = len(labels)
         channels = self.check_inputs(
@@ -665,7 +802,12 @@ class DCAE15Pipeline(DiffusionPipeline):
             guidance_scale=self._current_guidance_scale, guidance_interval=interval, null_class_id=null_class_id
         )
         if solver is None:
-            latents = self._sample_with_scheduler(latents, class_ids, num_inference_steps, run_callback, **guidance)
+            timesteps, flow_times = self._scheduler_grid(
+                scheduler, num_inference_steps, time_grid, sigmas, device, tokens=self._num_tokens()
+            )
+            latents = self._sample_with_scheduler(
+                scheduler, timesteps, flow_times, latents, class_ids, run_callback, **guidance
+            )
         elif solver == "dopri5":
             self._num_timesteps = 0  # counts model calls (adaptive steps)
             with self.progress_bar(total=100) as bar:  # progress = flow time reached, in percent
@@ -708,24 +850,76 @@ class DCAE15Pipeline(DiffusionPipeline):
             return (images,)
         return ImagePipelineOutput(images=images)
 
-    def _sample_with_scheduler(
-        self, latents, class_ids, num_inference_steps, callback, guidance_scale, guidance_interval, null_class_id
-    ):
-        """Integrate with ``self.scheduler`` (a default flow-match Euler one if None) on sigma = 1 - t (1 -> 0)."""
-        device = latents.device
-        scheduler = self.scheduler if self.scheduler is not None else FlowMatchEulerDiscreteScheduler()
-        if "sigmas" in inspect.signature(scheduler.set_timesteps).parameters:
-            # sigmas 1, 1 - 1/N, ..., 1/N (+ the scheduler's terminal 0): the official grid linspace(0, 1, N + 1)
-            sigmas = (1.0 - flow_time_grid(num_inference_steps)[:-1]).tolist()
-            scheduler.set_timesteps(sigmas=sigmas, device=device)
+    def _sampling_scheduler(self) -> SchedulerMixin:
+        """``self.scheduler`` (``default_scheduler()`` when it is None), checked to integrate the flow ODE."""
+        scheduler = self.scheduler if self.scheduler is not None else default_scheduler()
+        check_flow_scheduler(scheduler)
+        return scheduler
+
+    def _num_tokens(self) -> int:
+        """Patch tokens per sample (the image sequence length of diffusers' dynamic shifting)."""
+        cfg = self.transformer.config
+        return (cfg.sample_size // cfg.patch_size) ** 2
+
+    @staticmethod
+    def _scheduler_grid(scheduler, num_inference_steps, time_grid, sigmas, device, tokens):
+        """Set the scheduler's timesteps and return them with the flow time t = 1 - sigma of each model call.
+
+        The grid goes to ``set_timesteps`` as diffusers' pipelines pass it (``sigmas`` as a numpy array). The flow time
+        is read from ``scheduler.sigmas`` where they pair one to one with the timesteps: some schedulers (UniPC,
+        DPM-Solver) round their timesteps to integers, which would move the model's t off the sigma the step uses.
+        """
+        config = scheduler.config
+        takes_sigmas = "sigmas" in inspect.signature(scheduler.set_timesteps).parameters
+        if sigmas is None and time_grid is None:
+            own_spacing = any(config.get(option) for option in _SPACING_OPTIONS)
+            time_grid = "dense_ends" if takes_sigmas and not own_spacing else "scheduler"
+        if sigmas is None and time_grid != "scheduler":
+            if not takes_sigmas:
+                raise ValueError(
+                    f"time_grid={time_grid!r}: {type(scheduler).__name__}.set_timesteps takes no `sigmas`, so it can only "
+                    "sample on its own spacing; pass time_grid='scheduler'."
+                )
+            sigmas = flow_sigmas(num_inference_steps, time_grid)
+        kwargs = {}
+        if config.get("use_dynamic_shifting"):
+            kwargs["mu"] = _dynamic_shift_mu(config, tokens)
+        if sigmas is not None:
+            if not takes_sigmas:
+                raise ValueError(f"{type(scheduler).__name__}.set_timesteps takes no custom `sigmas`.")
+            scheduler.set_timesteps(sigmas=sigmas, device=device, **kwargs)
         else:
-            scheduler.set_timesteps(num_inference_steps, device=device)
+            scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
         timesteps = scheduler.timesteps
+        scheduler_sigmas = getattr(scheduler, "sigmas", None)
+        if scheduler_sigmas is not None and len(scheduler_sigmas) == len(timesteps) + 1:
+            flow_times = 1.0 - scheduler_sigmas[:-1].to(device=device, dtype=torch.float32)
+        else:
+            flow_times = 1.0 - timesteps.to(device=device, dtype=torch.float32) / config.num_train_timesteps
+        if len(flow_times) > 1 and not bool((flow_times[1:] >= flow_times[:-1]).all()):
+            raise ValueError(
+                f"{type(scheduler).__name__} does not run from noise to data (its sigmas do not decrease); "
+                "sampling needs a scheduler that does."
+            )
+        return timesteps, flow_times
+
+    def _sample_with_scheduler(
+        self,
+        scheduler,
+        timesteps,
+        flow_times,
+        latents,
+        class_ids,
+        callback,
+        guidance_scale,
+        guidance_interval,
+        null_class_id,
+    ):
+        """Integrate with a diffusers flow scheduler on sigma = 1 - t (1 -> 0), one transformer call per timestep."""
         self._num_timesteps = len(timesteps)
-        num_train_timesteps = scheduler.config.num_train_timesteps
         with self.progress_bar(total=len(timesteps)) as bar:
             for i, timestep in enumerate(timesteps):
-                t = (1.0 - timestep / num_train_timesteps).float().expand(latents.shape[0])  # SiT flow time
+                t = flow_times[i].expand(latents.shape[0])  # SiT flow time
                 velocity = guided_velocity(
                     self.transformer, latents, t, class_ids, guidance_scale(), guidance_interval, null_class_id
                 )  # (B, c', H, W): data - noise
