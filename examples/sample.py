@@ -19,7 +19,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="pipeline folder (save_pretrained) or Hub repo id")
     parser.add_argument("--class_labels", nargs="+", required=True, help="class ids or names (quote multi-word names)")
     parser.add_argument("--guidance_scale", type=float, default=1.5)
-    parser.add_argument("--num_inference_steps", type=int, default=50, help="steps (ignored by dopri5)")
+    parser.add_argument(
+        "--num_inference_steps",
+        type=int,
+        default=None,
+        help="steps (ignored by dopri5); default: 17 with the default UniPC scheduler, else 50",
+    )
     parser.add_argument("--solver", choices=["scheduler", "euler", "heun2", "dopri5"], default="scheduler")
     parser.add_argument("--latent_channels", type=int, default=None, help="sample in the first c' latent channels")
     parser.add_argument("--seed", type=int, default=0)

@@ -8,11 +8,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from diffusers import FlowMatchEulerDiscreteScheduler
-
 from ..hub import push_folder_to_hub, write_pipeline_card
 from ..models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
-from ..pipelines.pipeline_dcae15 import DCAE15Pipeline, load_imagenet_id2label
+from ..pipelines.pipeline_dcae15 import DCAE15Pipeline, default_scheduler, load_imagenet_id2label
 from .autoencoder import (
     NOT_GIVEN,
     check_scaling_factor,
@@ -112,7 +110,7 @@ def build_official_pipeline(
     if id2label is not None and len(id2label) != model.config.num_classes:
         raise ValueError(f"id2label has {len(id2label)} classes but the transformer has {model.config.num_classes}")
     return DCAE15Pipeline(
-        transformer=model.eval(), vae=vae.eval(), scheduler=FlowMatchEulerDiscreteScheduler(), id2label=id2label
+        transformer=model.eval(), vae=vae.eval(), scheduler=default_scheduler(), id2label=id2label
     )
 
 

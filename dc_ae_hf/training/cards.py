@@ -9,11 +9,10 @@ import os
 import shutil
 from pathlib import Path
 
-from diffusers import FlowMatchEulerDiscreteScheduler
 from torch import nn
 
 from dc_ae_hf.hub import transformer_summary, write_autoencoder_card, write_pipeline_card
-from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline, default_scheduler
 from dc_ae_hf.training.autoencoder import PHASES
 
 __all__ = ["save_pipeline", "transformer_summary", "write_pipeline_card", "write_trained_autoencoder_card"]
@@ -62,7 +61,7 @@ def save_pipeline(
     self_contained: bool = False,
     **card,
 ) -> Path:
-    """Save ``DCAE15Pipeline(transformer, vae, FlowMatchEulerDiscreteScheduler(), id2label)`` with its model card
+    """Save ``DCAE15Pipeline(transformer, vae, default_scheduler(), id2label)`` with its model card
     (:func:`write_pipeline_card` with ``card``) as ``folder``, atomically: written to ``<folder>.tmp``, then renamed
     over any previous ``folder``. ``self_contained``: with its code, so plain diffusers loads it
     (``save_pretrained(..., self_contained=True)``)."""
@@ -70,7 +69,7 @@ def save_pipeline(
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe = DCAE15Pipeline(
-        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(), id2label=id2label
+        transformer=transformer, vae=vae, scheduler=default_scheduler(), id2label=id2label
     )
     pipe.save_pretrained(tmp, safe_serialization=True, self_contained=self_contained)
     write_pipeline_card(tmp, pipe, **card)

@@ -272,7 +272,7 @@ def ema_sample_grid(
     was_training = model.training
     model.eval()
     try:
-        pipe = DCAE15Pipeline(transformer=model, vae=vae, id2label=id2label)  # default FlowMatchEuler scheduler
+        pipe = DCAE15Pipeline(transformer=model, vae=vae, id2label=id2label)  # scheduler None: default_scheduler()
         pipe.set_progress_bar_config(disable=True)
         images = []
         for c in channels:

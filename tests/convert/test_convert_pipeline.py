@@ -43,7 +43,7 @@ def test_folder_layout_and_model_card(converted):
     index = json.loads((converted / "model_index.json").read_text())
     assert index["_class_name"] == "DCAE15Pipeline"
     assert index["vae"][1] == "AutoencoderDC15" and index["transformer"][1] == "USiTTransformer2DModel"
-    assert index["scheduler"] == ["diffusers", "FlowMatchEulerDiscreteScheduler"]
+    assert index["scheduler"] == ["diffusers", "UniPCMultistepScheduler"]
     card = (converted / "README.md").read_text()
     assert "library_name: diffusers" in card and "16x4x4" in card and "scaling factor 0.8" in card
     vae_config = AutoencoderDC15.from_pretrained(converted / "vae").config

@@ -457,6 +457,8 @@ def check_flow_scheduler(scheduler: SchedulerMixin) -> None:
         )
     if name in _FLOW_MATCH_SCHEDULERS:
         return
+    if name.endswith("InverseScheduler"):  # diffusers' naming of its inversion schedulers (DDIM, DPM-Solver)
+        raise ValueError(f"{name} inverts sampling (data to noise); sampling needs a scheduler from noise to data.")
     config = scheduler.config
     if "use_flow_sigmas" not in config:
         raise ValueError(
