@@ -7,8 +7,9 @@
 The official sampler (``dc_gen/c2icore/diffusioncore/models/base.py:generate``) integrates the SiT probability-flow
 ODE from noise (t = 0) to data (t = 1) with classifier-free guidance by batch doubling, then decodes
 ``latents / scaling_factor`` with the autoencoder. ``DCAE15Pipeline`` does the same either with a diffusers
-flow-matching scheduler (default ``FlowMatchEulerDiscreteScheduler``) or with the official torchdiffeq solvers of
-``dc_ae_hf.sampling`` (``solver="euler" | "heun2" | "dopri5"``).
+flow-matching scheduler (default: UniPC on the "dense_ends" time grid, ``default_scheduler()``, 17 transformer calls
+for the official dopri5's accuracy on the bundled toy pipeline: benchmarks/bench_sampling_calls.py) or with the
+official samplers of ``dc_ae_hf.sampling`` (``solver="euler" | "heun2" | "dopri5"``).
 """
 
 from __future__ import annotations
@@ -530,8 +531,9 @@ class DCAE15Pipeline(DiffusionPipeline):
         transformer: the USiT velocity model.
         vae: ``AutoencoderDC15`` (decodes channel prefixes) or a plain diffusers ``AutoencoderDC``.
         scheduler: a flow-matching scheduler, optional. ``None`` (kept as ``None`` through ``save_pretrained`` /
-            ``from_pretrained``) means a fresh ``FlowMatchEulerDiscreteScheduler()`` is used for every call that
-            does not pass ``solver``; it reproduces the official Euler sampler.
+            ``from_pretrained``) means a fresh ``default_scheduler()`` (UniPC, flow sigmas) is used for every call
+            that does not pass ``solver``. ``FlowMatchEulerDiscreteScheduler`` with ``time_grid="uniform"``
+            reproduces the official Euler sampler.
         id2label: optional class id -> name (comma-separated synonyms allowed), enables class names in
             ``__call__``/``get_label_ids``; stored in ``model_index.json``. ImageNet: ``load_imagenet_id2label()``.
     """
