@@ -109,9 +109,7 @@ def build_official_pipeline(
         id2label = load_imagenet_id2label()
     if id2label is not None and len(id2label) != model.config.num_classes:
         raise ValueError(f"id2label has {len(id2label)} classes but the transformer has {model.config.num_classes}")
-    return DCAE15Pipeline(
-        transformer=model.eval(), vae=vae.eval(), scheduler=default_scheduler(), id2label=id2label
-    )
+    return DCAE15Pipeline(transformer=model.eval(), vae=vae.eval(), scheduler=default_scheduler(), id2label=id2label)
 
 
 def convert_pipeline(

@@ -68,9 +68,7 @@ def save_pipeline(
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    pipe = DCAE15Pipeline(
-        transformer=transformer, vae=vae, scheduler=default_scheduler(), id2label=id2label
-    )
+    pipe = DCAE15Pipeline(transformer=transformer, vae=vae, scheduler=default_scheduler(), id2label=id2label)
     pipe.save_pretrained(tmp, safe_serialization=True, self_contained=self_contained)
     write_pipeline_card(tmp, pipe, **card)
     shutil.rmtree(folder, ignore_errors=True)
