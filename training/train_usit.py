@@ -330,9 +330,8 @@ def main(args: argparse.Namespace) -> dict:
     if accelerator.is_main_process:
         trained.save_pretrained(run.output_dir / "transformer")
         exported = args.ema_decay if args.pipeline_ema_decay is None else args.pipeline_ema_decay
-        for name, each in emas.items():  # every EMA as a model folder; the chosen one in the pipeline
-            if name != "transformer_ema":
-                save_ema_model(each, trained, run.output_dir / name)
+        for name, each in emas.items():  # every EMA as a model folder (the first too); the chosen one in the pipeline
+            save_ema_model(each, trained, run.output_dir / name)
         save_trained_pipeline(final, trained, emas_by_decay(emas)[exported], vae, args, config, run)
     run.finish(push_folder=final, repo_id=run.repo_id)
     return config

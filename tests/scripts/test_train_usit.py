@@ -158,6 +158,7 @@ def test_several_ema_decays_are_kept_saved_and_exportable(train_script, workspac
     second = json.loads((run / "checkpoint-3" / "transformer_ema-0.99" / "config.json").read_text())
     assert (first["decay"], second["decay"]) == (0.9, 0.99)
     assert_same_weights(run / "pipeline" / "transformer", run / "transformer_ema-0.99")  # the chosen EMA
+    assert_same_weights(run / "transformer_ema", run / "checkpoint-3" / "transformer_ema")  # the first is kept too
     assert weights(run / "transformer_ema-0.99").keys() == weights(run / "checkpoint-3" / "transformer_ema").keys()
     assert any(
         not torch.equal(a, b)
