@@ -125,7 +125,14 @@ def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str, checkpoi
     group = parser.add_argument_group("checkpoints, validation, logging")
     group.add_argument("--output_dir", default=output_dir, help="a new folder, or this trainer's run (resumed)")
     group.add_argument("--checkpointing_steps", type=int, default=checkpointing_steps)
-    group.add_argument("--checkpoints_total_limit", type=int, help="default: keep all")
+    group.add_argument(
+        "--checkpointing_minutes",
+        type=float,
+        help="also write a checkpoint when this many minutes have passed since the last one (wall clock)",
+    )
+    group.add_argument(
+        "--checkpoints_total_limit", type=int, help="keep the newest N (each deletion is logged); default: keep all"
+    )
     group.add_argument(
         "--resume_from_checkpoint", help="'latest' (also when omitted: re-running resumes), 'none' or a checkpoint"
     )
@@ -160,6 +167,8 @@ def check_shared_arguments(args: argparse.Namespace) -> None:
     for flag in ("lr_warmup_steps", "dataloader_num_workers"):
         check_int(f"--{flag}", getattr(args, flag), minimum=0)
     check_int("--checkpoints_total_limit", args.checkpoints_total_limit, minimum=1, optional=True)
+    if args.checkpointing_minutes is not None:
+        check_number("--checkpointing_minutes", args.checkpointing_minutes, minimum=0, exclusive_minimum=True)
     check_number("--learning_rate", args.learning_rate, minimum=0, exclusive_minimum=True)
     check_number("--adam_weight_decay", args.adam_weight_decay, minimum=0)
     if args.max_grad_norm is not None and not args.max_grad_norm > 0:

@@ -1,7 +1,8 @@
 """Checkpoints of both trainers: atomic accelerate states holding `save_pretrained` folders, and resuming them.
 
 - `save_checkpoint` / `list_checkpoints` / `find_latest_checkpoint` / `prune_checkpoints`: `checkpoint-<step>`
-  folders written atomically (a killed save leaves a `.tmp` folder that is never resumed).
+  folders written atomically (a killed save leaves a `.tmp` folder that is never resumed; a failed one, e.g. on a
+  full disk, removes its `.tmp` folder and raises `CheckpointWriteError`; pruning logs every folder it deletes).
 - `resume_candidates`: which checkpoints a run resumes from, newest first (`--resume_from_checkpoint`).
 - `setting_differences`: the settings that changed between a checkpoint and the resuming command.
 - `register_pretrained_hooks`: accelerate save/load hooks that store models as `save_pretrained` folders.
@@ -13,6 +14,7 @@ Nothing random is checkpointed besides accelerate's own RNG states: every random
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -23,6 +25,12 @@ import torch
 
 CHECKPOINT_PREFIX = "checkpoint-"
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+logger = logging.getLogger(__name__)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (e.g. no space left on the device); its `.tmp` folder was removed and the
+    previous checkpoint is untouched."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -97,6 +105,7 @@ def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int | None) ->
     checkpoints = list_checkpoints(output_dir)
     removed = checkpoints[: max(0, len(checkpoints) - total_limit)]
     for path in removed:
+        logger.warning(f"--checkpoints_total_limit={total_limit}: deleting {path}")
         shutil.rmtree(path)
     return removed
 
@@ -108,20 +117,37 @@ def save_checkpoint(
 
     Every process writes into `checkpoint-<step>.tmp` (accelerate writes per-rank RNG states there); only when all
     have finished does the main process rename it to its final name. A run killed mid-save leaves a `.tmp` folder
-    that `find_latest_checkpoint` ignores, so the previous checkpoint stays the resume point. Must be called on
-    every process.
+    that `find_latest_checkpoint` ignores, so the previous checkpoint stays the resume point. A write that fails on
+    any process (a full disk, a quota, permissions) removes the `.tmp` folder and raises `CheckpointWriteError` on
+    every process, naming the path; nothing older is pruned. Must be called on every process.
     """
     output_dir = Path(output_dir)
     final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
     tmp = output_dir / f"{CHECKPOINT_PREFIX}{step}.tmp"
+    failure = None
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
+        failure = _attempt(lambda: tmp.mkdir(parents=True))
+    failure = _first_failure(accelerator, failure)
+    if failure is None:
+        failure = _attempt(lambda: accelerator.save_state(str(tmp)))
+        if failure is None and accelerator.is_main_process:
+            state = json.dumps({"step": step, **(metadata or {})}, indent=2)
+            failure = _attempt(lambda: (tmp / "training_state.json").write_text(state))
+        failure = _first_failure(accelerator, failure)
+    if failure is not None:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        previous = find_latest_checkpoint(output_dir)
+        kept = (
+            f"the previous checkpoint {previous} is kept" if previous is not None else "no earlier checkpoint exists"
+        )
+        raise CheckpointWriteError(
+            f"checkpoint-{step} could not be written in {output_dir} ({failure}); {kept}. Free space (or fix the "
+            "folder) and re-run the same command to resume"
+        )
     if accelerator.is_main_process:
-        (tmp / "training_state.json").write_text(json.dumps({"step": step, **(metadata or {})}, indent=2))
         if final.exists():  # a previous run reached this step; the new state replaces it
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -129,6 +155,29 @@ def save_checkpoint(
         prune_checkpoints(output_dir, total_limit)
     accelerator.wait_for_everyone()
     return final
+
+
+def _attempt(write: Callable[[], object]) -> str | None:
+    """Run `write`; the failure of a write as one line (torch.save reports a full disk as RuntimeError, safetensors
+    as its own SafetensorError), None when it succeeded."""
+    try:
+        write()
+    except Exception as error:  # noqa: BLE001 - any failure to write is reported by every process, then raised
+        if not isinstance(error, (OSError, RuntimeError)) and type(error).__name__ != "SafetensorError":
+            raise
+        text = " ".join(str(error).split())
+        return f"{type(error).__name__}: {text[:300]}"
+    return None
+
+
+def _first_failure(accelerator, failure: str | None) -> str | None:
+    """The first process's failure, the same on every process (collective with several)."""
+    if accelerator.num_processes == 1:
+        return failure
+    from accelerate.utils import gather_object
+
+    failures = [f for f in gather_object([failure]) if f is not None]
+    return failures[0] if failures else None
 
 
 def read_checkpoint_metadata(checkpoint: str | os.PathLike) -> dict:

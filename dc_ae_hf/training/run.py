@@ -26,8 +26,18 @@ What the skeleton guarantees, for both trainers:
   `run.prepare(...)`, `run.accumulate(model)`, `run.track(...)` and `run.full_models(...)` are what a trainer calls
   either way; only they know whether the parameters are replicated or sharded.
 - **Cheap logging.** Losses are summed on the device and synchronised once every `--logging_steps`.
+- **Preemption loses nothing.** On SIGTERM, SIGUSR1 or SIGINT (to the launcher, which forwards SIGTERM, or to
+  every process, as a scheduler does) the current optimisation step is finished, every process agrees on it, its
+  checkpoint is written (atomically) and the process exits with `PREEMPTED_STATUS` (75). Re-running the same command
+  resumes exactly. A second SIGINT aborts at once (no checkpoint). `--checkpointing_minutes` adds a wall-clock cadence.
+- **A checkpoint that cannot be written** (the disk is full) leaves no `.tmp` folder and the previous checkpoint in
+  place, and ends the run with one line naming the path (exit status `CHECKPOINT_WRITE_STATUS`, 74).
 - **One message for a user error.** `run_script` prints `error: <message>` once (rank 0) for a configuration error
   and exits with status 2 (with `accelerate launch --quiet`, nothing else is printed).
+
+Exit statuses of both trainers: 0 done; 1 a bug or hardware failure (traceback); 2 a usage error (one line);
+74 a checkpoint could not be written (one line); 75 stopped by a signal after writing the checkpoint of the step
+(re-run the same command to resume).
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from accelerate.utils import DistributedType
 
 from dc_ae_hf.hub import HubPushError, push_folder_to_hub
 from dc_ae_hf.training.checkpoints import (
+    CheckpointWriteError,
     list_checkpoints,
     read_checkpoint_metadata,
     resume_candidates,
@@ -62,7 +73,15 @@ try:  # POSIX advisory locks; elsewhere runs are not locked
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-__all__ = ["TrainingRun", "check_output_dir", "make_accelerator", "run_script"]
+__all__ = [
+    "CHECKPOINT_WRITE_STATUS",
+    "PREEMPTED_STATUS",
+    "STOP_SIGNALS",
+    "TrainingRun",
+    "check_output_dir",
+    "make_accelerator",
+    "run_script",
+]
 
 logger = logging.getLogger(__name__)
 CONFIG_FILE = "training_config.json"
@@ -70,6 +89,9 @@ LOCK_FILE = ".run.lock"
 SETTINGS_FILE = "resume_settings.json"  # in each checkpoint: the settings a resume must not change
 _training_started = threading.Event()  # set by the first step: later errors keep their traceback
 _held_locks: dict[str, object] = {}  # output folder -> this process's lock handle (a run re-entered in-process)
+PREEMPTED_STATUS = 75  # EX_TEMPFAIL: stopped by a signal, the step's checkpoint written; re-run to resume
+CHECKPOINT_WRITE_STATUS = 74  # EX_IOERR: a checkpoint could not be written (e.g. no space left on the device)
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")  # finish the step, checkpoint it, exit with PREEMPTED_STATUS
 
 
 def _rank() -> int:
@@ -84,6 +106,12 @@ def run_script(main: Callable, parse_args: Callable, argv: list[str] | None = No
     _training_started.clear()
     try:
         return main(parse_args(argv))
+    except CheckpointWriteError as error:  # during training, but the user's to fix (space, permissions): one line
+        if os.environ.get("DC_AE_HF_TRACEBACK") == "1":
+            raise
+        if _rank() == 0:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(CHECKPOINT_WRITE_STATUS) from None
     except (ValueError, TypeError, OSError) as error:
         if _training_started.is_set() or os.environ.get("DC_AE_HF_TRACEBACK") == "1":
             raise
@@ -222,6 +250,10 @@ class TrainingRun:
         self._scalars: dict[str, float] = {}
         self._logged_steps = 0
         self.progress = None
+        self._stop_signal: str | None = None  # the stop signal received (STOP_SIGNALS), None while none was
+        self._previous_handlers: dict[int, object] = {}
+        self._flag_group = None  # a gloo process group for the per-step stop flag (no device sync)
+        self._last_checkpoint_time = time.monotonic()
 
     # ---- the run folder ----------------------------------------------------------------------------------------
 
@@ -429,13 +461,80 @@ class TrainingRun:
             path.write_text(json.dumps({"script": self.script, **self.config}, indent=2, default=str))
 
     def save_checkpoint_if_due(self, step: int) -> Path | None:
-        """Write `checkpoint-<step>` every `--checkpointing_steps` and at the last step (collective)."""
-        if not self.due(step, self.args.checkpointing_steps):
+        """End of an optimisation step (collective): write `checkpoint-<step>` every `--checkpointing_steps`, every
+        `--checkpointing_minutes`, at the last step, and when a stop signal arrived on any process; after the
+        latter, end the run with exit status `PREEMPTED_STATUS`."""
+        stop, timed = self._agree_on_stop()
+        if not (stop or timed or self.due(step, self.args.checkpointing_steps)):
             return None
         metadata = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
-        return save_checkpoint(
+        path = save_checkpoint(
             self.accelerator, self.output_dir, step, self.args.checkpoints_total_limit, metadata=metadata
         )
+        self._last_checkpoint_time = time.monotonic()
+        if stop:
+            self._stop(step, path)
+        return path
+
+    # ---- stop signals: finish the step, checkpoint it, exit --------------------------------------------------------
+
+    def _install_stop_handlers(self) -> None:
+        """Catch STOP_SIGNALS (main thread only): note the signal; the step in progress runs to its end. A second
+        SIGINT aborts at once (KeyboardInterrupt), as an impatient Ctrl-C expects."""
+        if threading.current_thread() is not threading.main_thread():
+            logger.warning("the training loop runs outside the main thread: stop signals end it without a checkpoint")
+            return
+
+        def on_signal(signum, frame):
+            name = signal.Signals(signum).name
+            if name == "SIGINT" and self._stop_signal is not None:
+                raise KeyboardInterrupt
+            if self._stop_signal is None:
+                self._stop_signal = name
+                print(
+                    f"{name} received: finishing step {self.step + 1}, then writing its checkpoint and exiting "
+                    f"(status {PREEMPTED_STATUS})"
+                    + (" ; press Ctrl-C again to abort without it" * (name == "SIGINT")),
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        for name in STOP_SIGNALS:
+            signum = getattr(signal, name)
+            self._previous_handlers[signum] = signal.signal(signum, on_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    def _agree_on_stop(self) -> tuple[bool, bool]:
+        """(stop, checkpoint now for --checkpointing_minutes), the same on every process: any process's signal or
+        clock counts (one tiny all-reduce over gloo per step with several processes, no device synchronisation)."""
+        minutes = getattr(self.args, "checkpointing_minutes", None)
+        timed = minutes is not None and time.monotonic() - self._last_checkpoint_time >= 60 * minutes
+        flags = [self._stop_signal is not None, timed]
+        if self.accelerator.num_processes > 1:
+            import torch.distributed as dist
+
+            tensor = torch.tensor(flags, dtype=torch.int32)
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self._flag_group)
+            flags = [bool(v) for v in tensor.tolist()]
+        return flags[0], flags[1]
+
+    def _stop(self, step: int, checkpoint: Path) -> None:
+        """After the stop checkpoint: close the run (trackers, lock) and exit with PREEMPTED_STATUS."""
+        if self.progress is not None:
+            self.progress.close()
+        if self.accelerator.is_main_process:
+            cause = self._stop_signal or "a signal to another process"
+            print(
+                f"stopped by {cause} after step {step}: {checkpoint} written; re-run the same command to resume",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.finish()
+        raise SystemExit(PREEMPTED_STATUS)
 
     # ---- the loop ----------------------------------------------------------------------------------------------
 
@@ -474,14 +573,23 @@ class TrainingRun:
         self.progress = tqdm(
             total=args.max_train_steps, initial=self.step, disable=not accelerator.is_local_main_process
         )
+        if accelerator.num_processes > 1 and self._flag_group is None:
+            import torch.distributed as dist
+
+            # the stop flag travels over gloo on the CPU: a flag on the GPU (NCCL) would synchronise every step
+            self._flag_group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+        self._install_stop_handlers()
         _training_started.set()
         batches = self._batches(dataloader)
-        while self.step < args.max_train_steps:
-            step = self.step + 1
-            seed_step(args.seed, accelerator.process_index, step)
-            yield step, islice(batches, args.gradient_accumulation_steps)
-            self.step = step
-            self.progress.update(1)
+        try:
+            while self.step < args.max_train_steps:
+                step = self.step + 1
+                seed_step(args.seed, accelerator.process_index, step)
+                yield step, islice(batches, args.gradient_accumulation_steps)
+                self.step = step
+                self.progress.update(1)
+        finally:  # the last checkpoint is written: from here on a signal has its usual effect
+            self._restore_signal_handlers()
         self.progress.close()
 
     def record(self, losses: dict[str, torch.Tensor]) -> None:
@@ -538,6 +646,7 @@ class TrainingRun:
         # one was still exporting was once seen to abort ("terminate called without an active exception", gloo)
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
+        self._restore_signal_handlers()
         if self._lock is not None:
             _held_locks.pop(str(self.output_dir.resolve()), None)
             with contextlib.suppress(OSError):

@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import datasets
@@ -47,6 +49,7 @@ from dc_ae_hf.models.discriminator import PatchDiscriminator
 from dc_ae_hf.self_contained import is_self_contained
 from dc_ae_hf.testing import write_standin_inception_weights, write_standin_lpips_backbone
 from dc_ae_hf.training import run as run_module
+from dc_ae_hf.training.run import PREEMPTED_STATUS
 from dc_ae_hf.visualization import prefix_reconstruction_grid
 
 TRAIN_SCRIPT = REPO_ROOT / "training" / "train_dc_ae.py"
@@ -749,3 +752,32 @@ def test_several_ema_decays_are_saved_and_the_first_is_pushed(train_script, work
     # --self_contained: the exported autoencoders carry their code (the checkpoints do not)
     assert all(is_self_contained(run / name) for name in ("vae", "vae_ema", "vae_ema-0.15"))
     assert not is_self_contained(run / "checkpoint-2" / "vae_ema")
+
+
+def test_ctrl_c_checkpoints_the_step_and_the_same_command_resumes_exactly(
+    train_script, workspace, tmp_path, torch_home
+):
+    """SIGINT mid-run (GAN, EMA): the step in progress is finished and checkpointed, exit status 75; the same command
+    then ends with the weights of an uninterrupted run (the preemption guarantee of the shared run skeleton)."""
+    extra = "--max_train_steps 10 --checkpointing_steps 3 --validation_steps 100 --gan_weight 0.5 --disc_start_step 1 --use_ema --random_crop".split()
+    stopped, straight = tmp_path / "stopped", tmp_path / "straight"
+    pid = os.getpid()
+
+    def interrupt():
+        while not (stopped / "checkpoint-3").is_dir():
+            time.sleep(0.002)
+        os.kill(pid, signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt, daemon=True)
+    thread.start()
+    with pytest.raises(SystemExit) as exit_info:
+        run_in_process(train_script, _base_argv(workspace, stopped, *extra))
+    thread.join()
+    assert exit_info.value.code == PREEMPTED_STATUS
+    step = max(int(p.name.split("-")[1]) for p in stopped.glob("checkpoint-*"))
+    assert 3 < step < 10 and step % 3 != 0 and not (stopped / "vae").exists()
+    assert run_in_process(train_script, _base_argv(workspace, stopped, *extra))["resume_from"].endswith(f"-{step}")
+    run_in_process(train_script, _base_argv(workspace, straight, *extra))
+    for folder in ("vae", "vae_ema", "discriminator"):
+        a, b = _weights(straight / folder), _weights(stopped / folder)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
