@@ -195,7 +195,11 @@ def push_folder_to_hub(
     try:
         _create_repo(repo_id, private=private, token=token, exist_ok=True)
         info = upload_folder(
-            repo_id=repo_id, folder_path=str(path), token=token, commit_message="Upload with dc_ae_hf"
+            repo_id=repo_id,
+            folder_path=str(path),
+            token=token,
+            commit_message="Upload with dc_ae_hf",
+            ignore_patterns=[".dc_ae_hf_output.json"],  # dc_ae_hf.output_folders.OWNER_FILE: local bookkeeping
         )
     except _push_failures() as error:
         raise HubPushError(repo_id, os.path.abspath(path), error) from None

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 import dc_ae_hf
+from dc_ae_hf.output_folders import claim_output_folder, clear_output_folder, mark_output_folder
 from dc_ae_hf.self_contained import bundle_code, is_self_contained, make_self_contained
+
+WRITER = "scripts/make_space.py"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP = REPO_ROOT / "app"
@@ -32,8 +36,10 @@ HELPERS = [
 
 
 def make_space(target: Path) -> Path:
-    """Write the Space folder `target` (replaced if it exists); returns it."""
-    shutil.rmtree(target, ignore_errors=True)
+    """Write the Space folder `target` (new, empty, or an earlier Space of this script, which it replaces; anything
+    else is refused before anything is written); returns it."""
+    claim_output_folder(target, WRITER, "output", earlier_output=_earlier_space)
+    clear_output_folder(target)
     target.mkdir(parents=True)
     for name in ("app.py", "README.md", "requirements.txt"):
         shutil.copy2(APP / name, target / name)
@@ -48,13 +54,28 @@ def make_space(target: Path) -> Path:
     )
     note = "by scripts/make_space.py (make space). Do not edit: run `make space` again."
     (target / "app_helpers.py").write_text(bundle_code(HELPERS, note=note, docstring=docstring), encoding="utf-8")
+    mark_output_folder(target, WRITER)
     return target
+
+
+def _earlier_space(folder: Path) -> bool:
+    """A Space written before the writer was recorded in it: its generated app_helpers.py names this script."""
+    try:
+        return "by scripts/make_space.py" in (folder / "app_helpers.py").read_text(encoding="utf-8")
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("output", type=Path, help="the Space folder to write (replaced if it exists)")
-    target = make_space(parser.parse_args(argv).output)
+    parser.add_argument(
+        "output", type=Path, help="the Space folder to write: new, empty, or an earlier Space (replaced)"
+    )
+    try:
+        target = make_space(parser.parse_args(argv).output)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"wrote {target}: push it with hf upload <user>/<space> {target} --repo-type space")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from ..checks import DTYPES, SHORT_DTYPE_NAMES, parse_dtype
 from ..hub import HubPushError, push_folder_to_hub, write_autoencoder_card
 from ..models.autoencoder_dc15 import AUTOENCODER_PRESETS, resolve_autoencoder_preset
+from ..output_folders import card_names, claim_output_folder, clear_output_folder, mark_output_folder
 from ..self_contained import code_version, make_self_contained
 from .autoencoder import (
     NOT_GIVEN,
@@ -40,6 +41,7 @@ from .checkpoint_io import ConverterInputError, load_original_checkpoint
 from .pipeline import PIPELINE_PRESETS, convert_pipeline
 
 logger = logging.getLogger(__name__)
+AUTOENCODER_WRITER = "python -m dc_ae_hf.convert autoencoder"
 
 
 def convert_autoencoder(
@@ -64,6 +66,9 @@ def convert_autoencoder(
     architecture; where the folder was written, before any upload). A failed upload raises
     `dc_ae_hf.hub.HubPushError`; the folder is complete by then.
     """
+    output_dir = claim_output_folder(
+        output, AUTOENCODER_WRITER, "--output", earlier_output=card_names(AUTOENCODER_WRITER)
+    )
     torch_dtype = parse_dtype("dtype", dtype)
     dtype = SHORT_DTYPE_NAMES[torch_dtype]  # one spelling for the weight variant: fp32 / bf16 / fp16
     preset = resolve_autoencoder_preset(preset) if preset is not None else None
@@ -79,7 +84,7 @@ def convert_autoencoder(
     if preset is None and source_preset is not None:
         log(f"recognised the official architecture {source_preset} ({describe_latent_config(vae.config)})")
     scaling_known = scaling_factor is not None or scaling_factor_is_published(source_preset)
-    output_dir = Path(output)
+    clear_output_folder(output_dir)  # the converter's own earlier output (or nothing): replaced whole
     vae.save_pretrained(
         output_dir,
         safe_serialization=True,
@@ -112,6 +117,7 @@ def convert_autoencoder(
         ),
         metrics_table="",
     )
+    mark_output_folder(output_dir, AUTOENCODER_WRITER)
     log(f"wrote {output_dir}")
     if push_to_hub:
         log(f"uploading {output_dir} to the Hub repo {push_to_hub}")
@@ -292,8 +298,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse `argv`, convert, print progress to stdout. An input or upload problem ends as one `error: ...` on
-    stderr and exit status 2 (a missing or wrong flag) or 1 (anything else), without a traceback."""
+    """Parse `argv`, convert, print progress to stdout. An input problem (a flag, a file, an output folder that is
+    not new, empty or the converter's own) ends as one `error: ...` on stderr and exit status 2, a failed upload as
+    one line and exit status 1 (the folder is complete), without a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -312,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConverterInputError as error:
         print(f"error: {error.describe(cli=True)}", file=sys.stderr)
         raise SystemExit(2) from None
-    except (HubPushError, ValueError, TypeError, OSError) as error:
+    except HubPushError as error:  # the folder is complete; only the upload failed
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+    except (ValueError, TypeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..hub import push_folder_to_hub, write_pipeline_card
 from ..models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
+from ..output_folders import card_names, claim_output_folder, clear_output_folder, mark_output_folder
 from ..pipelines.pipeline_dcae15 import DCAE15Pipeline, default_scheduler, load_imagenet_id2label
 from .autoencoder import (
     NOT_GIVEN,
@@ -23,6 +24,7 @@ from .checkpoint_io import load_original_checkpoint
 from .usit import check_num_attention_heads, convert_usit_state_dict, infer_usit_config
 
 logger = logging.getLogger(__name__)
+PIPELINE_WRITER = "python -m dc_ae_hf.convert pipeline"
 
 # Official class-to-image models (dc_gen/c2i_model_zoo.py).
 PIPELINE_PRESETS: dict[str, dict] = {
@@ -130,13 +132,14 @@ def convert_pipeline(
     `log` receives one line per step (the recognised autoencoder architecture, where the folder was written, before
     any upload). A failed upload raises `dc_ae_hf.hub.HubPushError`; the folder is complete by then.
     """
+    output = claim_output_folder(output, PIPELINE_WRITER, "--output", earlier_output=card_names(PIPELINE_WRITER))
     pipe = build_official_pipeline(autoencoder, transformer, preset=preset, **kwargs)
-    output = Path(output)
     vae = pipe.vae
     ae_preset = PIPELINE_PRESETS[preset]["autoencoder"] if preset else recognised_preset(vae.config)
     if preset is None and ae_preset is not None:
         log(f"autoencoder: recognised the official architecture {ae_preset} ({describe_latent_config(vae.config)})")
     scaling_known = kwargs.get("scaling_factor") is not None or scaling_factor_is_published(ae_preset)
+    clear_output_folder(output)  # the converter's own earlier output (or nothing): replaced whole
     pipe.save_pretrained(output, safe_serialization=True, self_contained=self_contained)
     labels = pipe.id2label or {}
     write_pipeline_card(
@@ -156,6 +159,7 @@ def convert_pipeline(
         example_labels=[labels[i].split(",")[0] for i in (207, 360, 387) if i in labels] or [0, 1],
         scaling_factor=None if scaling_known else f"{vae.config.scaling_factor} (not known)",
     )
+    mark_output_folder(output, PIPELINE_WRITER)
     log(f"wrote {output}")
     if push_to_hub:
         log(f"uploading {output} to the Hub repo {push_to_hub}")

@@ -58,6 +58,7 @@ import torch
 from accelerate.utils import DistributedType
 
 from dc_ae_hf.hub import HubPushError, push_folder_to_hub
+from dc_ae_hf.output_folders import folder_writer
 from dc_ae_hf.training.checkpoints import (
     CheckpointWriteError,
     list_checkpoints,
@@ -146,6 +147,8 @@ def check_output_dir(output_dir: str | os.PathLike, script: str, model_folder: s
         return
     if owner is not None:
         what = f"a run of {owner}.py"
+    elif folder_writer(path) is not None:
+        what = f"the output of `{folder_writer(path)}`"
     elif (path / "model_index.json").is_file():
         what = "a pipeline folder (model_index.json)"
     elif (path / "config.json").is_file():

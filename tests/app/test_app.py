@@ -230,3 +230,23 @@ def test_the_page_samples_and_reconstructs_in_headless_chromium(tmp_path):
     assert picture.std() > 20 and len(np.unique(picture.reshape(-1, 3), axis=0)) > 100  # not blank
     if os.environ.get("DC_AE_HF_UPDATE_SCREENSHOT") == "1":
         shutil.copy(shot, SCREENSHOT)
+
+
+def test_make_space_writes_only_a_new_or_empty_folder_or_its_own_earlier_space(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("make_space", REPO_ROOT / "scripts" / "make_space.py")
+    make_space = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_space)
+    home = tmp_path / "home"  # `make space SPACE_DIR=~` once deleted the folder first
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    with pytest.raises(SystemExit) as exit_info:
+        make_space.main([str(home)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: output={str(home)!r} is not allowed: it holds other files (thesis.tex)")
+    assert sorted(p.name for p in home.iterdir()) == ["thesis.tex"]
+    space = tmp_path / "space"
+    make_space.main([str(space)])
+    (space / "stale.txt").write_text("left by hand")
+    make_space.main([str(space)])  # its own earlier Space: replaced whole
+    assert not (space / "stale.txt").exists() and (space / "app.py").is_file()

@@ -206,7 +206,7 @@ def test_cli_writes_a_loadable_folder_with_a_model_card(ae15_a, tmp_path, capsys
         convert_main(["autoencoder", "--checkpoint", str(checkpoint)])  # --output missing
     with pytest.raises(SystemExit) as exit_info:
         convert_main(["autoencoder", "--checkpoint", str(tmp_path / "nope.pt"), "--output", str(tmp_path / "x")])
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2
     assert "neither an existing file nor a Hub repo id" in capsys.readouterr().err
 
 

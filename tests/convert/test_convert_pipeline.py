@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -208,3 +209,40 @@ def test_cli_several_emas(two_emas, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     convert_main([*base, "--ema_decay", "0.999"])
     assert (tmp_path / "out" / "model_index.json").exists()
+
+
+# -- The output folder: new, empty, or the converter's own earlier output ----------------------------------------
+
+
+def test_the_output_must_be_new_empty_or_the_converters_own(converted, tmp_path, capsys):
+    argv = ["pipeline", "--autoencoder", AE, "--transformer", USIT, "--num_attention_heads", "4", *AE_STRUCTURE_FLAGS]
+    run = tmp_path / "runs" / "ae"  # a finished train_dc_ae.py run: its trained vae/ must not be replaced
+    (run / "vae").mkdir(parents=True)
+    (run / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"trained")
+    (run / "training_config.json").write_text(json.dumps({"script": "train_dc_ae"}))
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    for folder, holds in [(run, "a training run of train_dc_ae.py"), (other, "other files (todo.txt)")]:
+        before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+        with pytest.raises(SystemExit) as exit_info:
+            convert_main([*argv, "--output", str(folder)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"error: --output={str(folder)!r} is not allowed: it holds {holds}"), err
+        assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # nothing written
+    assert (run / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == b"trained"
+
+    # its own earlier output is replaced whole (a stale file goes), also one written before the owner record
+    again = tmp_path / "again"
+    shutil.copytree(converted, again)
+    (again / "stale.txt").write_text("from the earlier conversion")
+    (again / ".dc_ae_hf_output.json").unlink()  # as written by an earlier version: its model card names the command
+    convert_main([*argv, "--output", str(again)])
+    assert not (again / "stale.txt").exists() and (again / "model_index.json").is_file()
+    assert json.loads((again / ".dc_ae_hf_output.json").read_text()) == {
+        "writer": "python -m dc_ae_hf.convert pipeline"
+    }
+    with pytest.raises(SystemExit):  # the pipeline converter's folder is not the autoencoder converter's
+        convert_main(["autoencoder", "--checkpoint", AE, "--output", str(again), "--latent_channel_choices", "4", "8"])
+    assert "it holds the output of `python -m dc_ae_hf.convert pipeline`" in capsys.readouterr().err
