@@ -57,11 +57,13 @@ from dc_ae_hf.data.latent_cache import (
 )
 from dc_ae_hf.latents import compute_scaling_factor, encode_to_diffusion_space, get_scaling_factor
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.output_folders import claim_output_folder, mark_output_folder
 from dc_ae_hf.training.run import run_script
 
 # The cached (scaled) latents should have std ~1 (the scaling factor is 1 / std); outside this range: a warning.
 LATENT_STD_WARNING_RANGE = (0.5, 2.0)
 DEFAULT_SCALING_FACTOR_IMAGES = 1000  # --scaling_factor auto measures on this many images by default
+WRITER = "training/cache_latents.py"
 SAVED_VAE_FOLDER = "vae"  # <output_dir>/vae: the autoencoder with the factor of --scaling_factor in its config
 
 
@@ -178,7 +180,10 @@ def main(args: argparse.Namespace) -> dict:
             )
         if args.scaling_factor_images < 1:
             raise ValueError(f"--scaling_factor_images={args.scaling_factor_images} is not allowed: must be >= 1")
-    output_dir = Path(args.output_dir)
+    # a new or empty folder, or a latent cache of this script (resumed; other settings are refused below)
+    output_dir = claim_output_folder(
+        args.output_dir, WRITER, "--output_dir", earlier_output=lambda folder: (folder / METADATA_FILE).is_file()
+    )
     vae_path = Path(args.vae)
     saved_vae_dir = output_dir / SAVED_VAE_FOLDER
     if requested_factor is not None and vae_path.is_dir() and vae_path.resolve() == saved_vae_dir.resolve():
@@ -287,6 +292,8 @@ def main(args: argparse.Namespace) -> dict:
     # process writes a missing one (atomically, so the others see either no file or the whole file).
     if accelerator.is_main_process or (output_dir / "metadata.json").is_file():
         write_latent_cache_metadata(output_dir, metadata)
+    if accelerator.is_main_process:
+        mark_output_folder(output_dir, WRITER)
     if requested_factor is not None and accelerator.is_main_process:
         if _save_autoencoder(
             args.vae, metadata["scaling_factor"], saved_vae_dir, metadata["autoencoder"]["config_hash"]

@@ -381,3 +381,16 @@ def test_scaling_factor_number_and_bad_values(script, workspace, tmp_path):
     with pytest.raises(ValueError, match=r"is the folder --scaling_factor writes \(<output_dir>/vae\)"):
         run_in_process(script, argv)
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_output_dir_must_be_new_empty_or_a_latent_cache(script, workspace, tmp_path):
+    run = tmp_path / "run"  # a training run: refused before anything is written
+    run.mkdir()
+    (run / "training_config.json").write_text('{"script": "train_usit"}')
+    with pytest.raises(ValueError, match=r"--output_dir=.* is not allowed: it holds a training run of train_usit.py"):
+        run_in_process(script, _argv(workspace, run, "--max_images", "2"))
+    assert [p.name for p in run.iterdir()] == ["training_config.json"]
+    cache = tmp_path / "cache"
+    run_in_process(script, _argv(workspace, cache, "--max_images", "2"))
+    assert json.loads((cache / ".dc_ae_hf_output.json").read_text()) == {"writer": "training/cache_latents.py"}
+    run_in_process(script, _argv(workspace, cache, "--max_images", "2"))  # its own cache: resumed
