@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -277,10 +276,6 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
             self_contained=args.self_contained,
             log=print,
         )
-    id2label = None
-    if args.id2label is not None:
-        with open(args.id2label, encoding="utf-8") as f:
-            id2label = {int(k): v for k, v in json.load(f).items()}
     return convert_pipeline(
         args.autoencoder,
         args.transformer,
@@ -292,7 +287,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
         num_attention_heads=args.num_attention_heads,
         scaling_factor=args.scaling_factor,
         latent_channel_choices=choices,
-        id2label=id2label,
+        id2label=args.id2label,
+        id2label_name="--id2label",
         ema_decay=args.ema_decay,
     )
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..hub import push_folder_to_hub, write_pipeline_card
+from ..labels import check_id2label, load_id2label
 from ..models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
 from ..output_folders import card_names, claim_output_folder, clear_output_folder, mark_output_folder
 from ..pipelines.pipeline_dcae15 import DCAE15Pipeline, default_scheduler, load_imagenet_id2label
@@ -63,9 +64,10 @@ def build_official_pipeline(
     preset: str | None = None,
     num_attention_heads: int | None = None,
     scaling_factor: float | None = None,
-    id2label: dict[int, str] | None = None,
+    id2label: dict[int, str] | str | os.PathLike | None = None,
     ema_decay: float | None = None,
     latent_channel_choices=NOT_GIVEN,
+    id2label_name: str = "id2label",
 ) -> DCAE15Pipeline:
     """Load both official checkpoints (Hub ids or files), convert them strictly and assemble a pipeline.
 
@@ -74,8 +76,14 @@ def build_official_pipeline(
     `latent_channel_choices` (prefixes, or None for an unstructured model) for a DC-AE 1.5-style autoencoder of no
     official architecture (`LatentStructureError` otherwise). `scaling_factor` (finite, > 0) replaces the
     autoencoder's; an unknown one is written as 1.0 with a `ScalingFactorUnknownWarning`. `ema_decay` picks one EMA
-    of an FSDP checkpoint holding several. `id2label` defaults to ImageNet-1k for 1000-class models.
+    of an FSDP checkpoint holding several. `id2label` (a dict, or a JSON file read with `dc_ae_hf.labels.load_id2label`,
+    checked before any checkpoint is read) defaults to ImageNet-1k for 1000-class models; its ids must be exactly
+    `0..num_classes-1` of the transformer. `id2label_name` is how the caller names it in errors (`--id2label`).
     """
+    if isinstance(id2label, (str, os.PathLike)):
+        load_id2label(id2label, name=id2label_name)  # the file's own problems, before the checkpoints are read
+    elif id2label is not None:
+        check_id2label(id2label, name=id2label_name)
     spec = _check_preset(preset) if preset is not None else None
     check_num_attention_heads(num_attention_heads)
     ae_overrides = {}
@@ -109,8 +117,10 @@ def build_official_pipeline(
         )
     if id2label is None and model.config.num_classes == 1000:
         id2label = load_imagenet_id2label()
-    if id2label is not None and len(id2label) != model.config.num_classes:
-        raise ValueError(f"id2label has {len(id2label)} classes but the transformer has {model.config.num_classes}")
+    if isinstance(id2label, (str, os.PathLike)):
+        id2label = load_id2label(id2label, model.config.num_classes, name=id2label_name)
+    elif id2label is not None:
+        id2label = check_id2label(id2label, model.config.num_classes, name=id2label_name)
     return DCAE15Pipeline(transformer=model.eval(), vae=vae.eval(), scheduler=default_scheduler(), id2label=id2label)
 
 

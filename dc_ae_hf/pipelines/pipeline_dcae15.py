@@ -31,6 +31,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import get_device, randn_tensor
 
+from dc_ae_hf.labels import check_id2label
 from dc_ae_hf.latents import decode_from_diffusion_space
 from dc_ae_hf.loading import check_pretrained_folder, resolve_pretrained_path
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
@@ -192,6 +193,8 @@ class DCAE15Pipeline(SelfContainedPipelineMixin, DiffusionPipeline):
             reproduces the official Euler sampler.
         id2label: optional class id -> name (comma-separated synonyms allowed), enables class names in
             ``__call__``/``get_label_ids``; stored in ``model_index.json``. ImageNet: ``load_imagenet_id2label()``.
+            Its ids must be exactly ``0..transformer.config.num_classes-1`` (``dc_ae_hf.labels.check_id2label``:
+            ValueError otherwise).
     """
 
     model_cpu_offload_seq = "transformer->vae"
@@ -207,10 +210,13 @@ class DCAE15Pipeline(SelfContainedPipelineMixin, DiffusionPipeline):
     ):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
+        # ids exactly 0..num_classes-1 (a gap would make an id the transformer's null class)
+        num_classes = transformer.config.num_classes if transformer is not None else None
+        checked = check_id2label(id2label, num_classes) if id2label else None
         self.register_to_config(id2label=id2label)
         self.vae_scale_factor = 2 ** (len(vae.config.encoder_block_out_channels) - 1) if vae is not None else 32
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
-        self.labels, self._ambiguous_labels = self._build_label_index(id2label)
+        self.labels, self._ambiguous_labels = self._build_label_index(checked)
 
     @staticmethod
     def _build_label_index(id2label: dict | None) -> tuple[dict[str, int], dict[str, list[int]]]:
@@ -245,9 +251,16 @@ class DCAE15Pipeline(SelfContainedPipelineMixin, DiffusionPipeline):
             if key not in self.labels:
                 close = difflib.get_close_matches(key, list(self.labels), n=3, cutoff=0.6)
                 hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
-                raise ValueError(f"Unknown class label {name!r}.{hint} (see pipe.labels for all names)")
+                raise ValueError(f"Unknown class label {name!r}.{hint} {self._class_names_text()}")
             ids.append(self.labels[key])
         return ids
+
+    def _class_names_text(self, limit: int = 20) -> str:
+        """The model's classes as the user can write them (first name of each, with its id), for a message."""
+        id2label = check_id2label(self.config.id2label)
+        shown = [f"{i} {id2label[i].split(',')[0].strip()!r}" for i in list(id2label)[:limit]]
+        more = f", ... ({len(id2label)} classes in all; pipe.labels lists every name)" if len(id2label) > limit else ""
+        return f"The model's classes (id, name): {', '.join(shown)}{more}."
 
     def _resolve_class_labels(self, class_labels) -> list[int]:
         """Class ids for ``class_labels``: ints (Python or numpy), names, or (nested) lists / arrays / tensors."""

@@ -16,7 +16,13 @@ from PIL import Image
 
 from dc_ae_hf.checks import invalid
 from dc_ae_hf.data.images import LabeledImageDataset, image_transform, load_labeled_image_dataset_from_flags
-from dc_ae_hf.data.latent_cache import LatentCacheDataset, autoencoder_weights_hash, check_cache_matches_autoencoder
+from dc_ae_hf.data.latent_cache import (
+    METADATA_FILE,
+    LatentCacheDataset,
+    autoencoder_weights_hash,
+    check_cache_matches_autoencoder,
+)
+from dc_ae_hf.labels import check_id2label
 from dc_ae_hf.loading import model_subfolder_hint
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
@@ -74,6 +80,17 @@ def resolve_diffusion_data(args: argparse.Namespace) -> dict:
         weights = autoencoder_weights_hash(AutoencoderDC15.from_pretrained(vae))
         warning = check_cache_matches_autoencoder(meta, vae_config, vae, weights_hash=weights)
         c, h, w = meta["latent_shape"]
+        num_classes = int(meta["num_classes"])
+        id2label = None
+        if meta["id2label"]:  # the one check of every id2label (ids exactly 0..num_classes-1)
+            names = check_id2label(
+                meta["id2label"],
+                num_classes,
+                name="id2label of --latent_cache_dir",
+                source=Path(args.latent_cache_dir) / METADATA_FILE,
+                model="the cache",
+            )
+            id2label = {str(k): v for k, v in names.items()}
         return {
             "source": "latent_cache",
             "latent_cache_dir": str(args.latent_cache_dir),
@@ -82,8 +99,8 @@ def resolve_diffusion_data(args: argparse.Namespace) -> dict:
             "latent_shape": [c, h, w],
             "scaling_factor": meta["scaling_factor"],
             "num_examples": len(cache),
-            "num_classes": int(meta["num_classes"]),
-            "id2label": meta["id2label"],
+            "num_classes": num_classes,
+            "id2label": id2label,
             "flip": meta["flip"],
             "latent_channel_choices": meta["autoencoder"]["latent_channel_choices"],
             "warnings": [warning] if warning else [],
@@ -161,8 +178,20 @@ def resolve_transformer_config(args: argparse.Namespace, data: dict) -> tuple[di
         raise invalid("--in_channels", config["in_channels"], f"must equal the data's latent channels {c}")
     if config["sample_size"] != h:
         raise invalid("--sample_size", config["sample_size"], f"must equal the data's latent size {h}")
-    if config["num_classes"] < data["num_classes"]:
-        raise invalid("--num_classes", config["num_classes"], f"the data has {data['num_classes']} classes")
+    if config["num_classes"] != data["num_classes"]:  # one class embedding per class of the data, none unused
+        labels = "class ids 0..{}".format(data["num_classes"] - 1)
+        if args.pretrained_model_name_or_path is not None and args.num_classes is None:
+            raise invalid(
+                "--pretrained_model_name_or_path",
+                args.pretrained_model_name_or_path,
+                f"its transformer has {config['num_classes']} classes but the data has {data['num_classes']} "
+                f"({labels}); the transformer's classes must be the data's",
+            )
+        raise invalid(
+            "--num_classes",
+            config["num_classes"],
+            f"the data has {data['num_classes']} classes ({labels}); leave --num_classes out to take the data's",
+        )
     return config, source
 
 

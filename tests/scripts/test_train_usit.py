@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import sys
 
@@ -352,6 +353,7 @@ def test_warm_up_longer_than_the_run_warns(train_script, workspace, tmp_path):
         ({"--latent_cache_dir": "{other}/cache", "--vae": "{workspace}/vae"}, "cannot be decoded by it"),
         ({"--in_channels": "8"}, r"--in_channels=8 is not allowed: must equal the data's latent channels 16"),
         ({"--num_classes": "5"}, r"--num_classes=5 is not allowed: the data has 10 classes"),
+        ({"--num_classes": "12"}, r"--num_classes=12 is not allowed: the data has 10 classes \(class ids 0\.\.9\)"),
         ({"--latent_channel_choices": ["4", "8"], "--always_include_full": None}, "needs the full latent 16"),
         ({"--no_augmented": None, "--num_channel_samples": "2"}, "--no_augmented trains on the full latent only"),
         ({"--validation_class_labels": ["3", "12"]}, r"--validation_class_labels=\[12\] is not allowed"),
@@ -384,6 +386,27 @@ def test_bad_configuration_fails_early(train_script, workspace, other_cache, tmp
             argv += [flag, *values]
     with pytest.raises(ValueError, match=message):
         run_in_process(train_script, argv)
+
+
+def test_a_latent_cache_whose_id2label_has_a_gap_is_refused(train_script, workspace, tmp_path, capsys):
+    """The cache's class names go through the one id2label check: ids 0-8 and 10 would make 10 the null class."""
+    cache = tmp_path / "cache"
+    shutil.copytree(workspace / "cache", cache)
+    meta = json.loads((cache / "metadata.json").read_text())
+    names = list(meta["id2label"].values())
+    meta["id2label"] = {str(i): name for i, name in zip([*range(9), 10], names, strict=True)}
+    (cache / "metadata.json").write_text(json.dumps(meta))
+    argv = usit_argv(workspace, tmp_path / "out", "--dry_run")
+    argv[argv.index("--latent_cache_dir") + 1] = str(cache)
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.run_script(train_script.main, train_script.parse_args, argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: id2label of --latent_cache_dir={str(cache / 'metadata.json')!r} is not allowed: the class ids must "
+        "be exactly 0..9, one per class; missing 9; unexpected 10 (10 would be the cache's null class, sampled "
+        "unconditionally)"
+    ]
 
 
 def test_augmented_training_refuses_an_unstructured_autoencoder(train_script, workspace, tmp_path):
