@@ -329,4 +329,4 @@ def test_the_converter_makes_saved_folders_self_contained_in_place(tmp_path, cap
     assert f"wrote the code of {tmp_path / 'vae'} (dc_ae_hf {dc_ae_hf.__version__})" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         convert_main(["self-contained", str(tmp_path / "nothing")])
-    assert exit_info.value.code == 1 and "neither model_index.json nor config.json" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "neither model_index.json nor config.json" in capsys.readouterr().err
