@@ -145,6 +145,16 @@ def resolve_config(args: argparse.Namespace) -> dict:
         )
     if args.phase == 3 and not 1 <= args.refinement_stages <= len(stages["decoder"]):
         raise invalid("--refinement_stages", args.refinement_stages, f"1..{len(stages['decoder'])} (decoder stages)")
+    resume = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if args.phase in (2, 3) and args.pretrained_model_name_or_path is None and resume is None:
+        # phases 2 and 3 train a few stages and freeze the rest: from random weights the frozen rest stays random
+        raise invalid(
+            "--phase",
+            args.phase,
+            f"phase {args.phase} ({PHASES[args.phase]}) keeps the rest of the autoencoder frozen, so it needs trained "
+            "weights: give --pretrained_model_name_or_path (e.g. the vae/ folder of the previous phase's run) or "
+            "--resume_from_checkpoint, not --model_config (random weights)",
+        )
     validation_channels = args.validation_channels or subsample_channels(choices, 8)
     check_channel_prefixes("--validation_channels", validation_channels, latent_channels)
     if vae.has_latent_shortcuts and validation_channels != [latent_channels]:
@@ -156,7 +166,6 @@ def resolve_config(args: argparse.Namespace) -> dict:
     if args.lpips_weight > 0 and not os.path.exists(lpips_backbone_checkpoint_path(args.lpips_net)):
         load_lpips(args.lpips_net)  # downloads the perceptual weights when it can; else one clear error, now
     phase = (args.phase, args.latent_adaptation_stages, args.refinement_stages, args.freeze_encoder)
-    resume = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     return {
         "args": vars(args),
         "model": {

@@ -380,7 +380,10 @@ def test_prefix_reconstruction_grid_layout():
 
 
 def test_dry_run_prints_the_resolved_configuration(train_script, workspace, tmp_path, capsys, torch_home):
+    AutoencoderDC15(**MICRO_AE_CONFIG).save_pretrained(tmp_path / "phase1_vae")  # phase 3 needs trained weights
     argv = _base_argv(workspace, tmp_path / "out", "--phase", "3", "--dry_run")
+    i = argv.index("--model_config")
+    argv[i : i + 2] = ["--pretrained_model_name_or_path", str(tmp_path / "phase1_vae")]
     config = train_script.main(train_script.parse_args(argv))
     printed = json.loads(capsys.readouterr().out)
     assert printed["latent_channel_choices"] == [2, 4, 8] == config["latent_channel_choices"]
@@ -410,6 +413,20 @@ def test_bad_configuration_fails_before_training(train_script, workspace, tmp_pa
     args = train_script.parse_args(_base_argv(workspace, tmp_path / "out") + extra)
     with pytest.raises(ValueError, match=message):
         train_script.main(args)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("phase", ["2", "3"])
+def test_a_partial_phase_refuses_random_weights(train_script, workspace, tmp_path, capsys, phase):
+    """--phase 2/3 train a few stages and freeze the rest: from --model_config (random weights) one line, exit 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.run_script(
+            train_script.main, train_script.parse_args, _base_argv(workspace, tmp_path / "out", "--phase", phase)
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --phase={phase} is not allowed: phase {phase} ("), err
+    assert "needs trained weights: give --pretrained_model_name_or_path" in err[0]
     assert not (tmp_path / "out").exists()
 
 
