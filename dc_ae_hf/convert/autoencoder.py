@@ -379,6 +379,34 @@ class LatentStructureError(ConverterInputError):
         )
 
 
+class LatentChoicesError(ConverterInputError):
+    """`latent_channel_choices` that leave out the full latent: the last prefix must be `latent_channels` (the
+    model is trained and sampled with the full latent too; without it the saved structure would claim the decoder
+    was never trained on all its channels). Attributes: `choices`, `latent_channels`."""
+
+    def __init__(self, choices, latent_channels: int):
+        self.choices, self.latent_channels = list(choices), latent_channels
+        super().__init__()
+
+    def describe(self, cli: bool = False) -> str:
+        fixed = [c for c in self.choices if c < self.latent_channels] + [self.latent_channels]
+
+        def spell(values: list[int]) -> str:
+            return " ".join(map(str, values)) if cli else str(tuple(values))
+
+        return (
+            f"{spell_argument('latent_channel_choices', cli, spell(self.choices))} is not allowed: the last prefix "
+            f"must be the full latent, {self.latent_channels} channels (the autoencoder's latent_channels), which "
+            f"DC-AE 1.5 is always trained on; e.g. {spell_argument('latent_channel_choices', cli, spell(fixed))}"
+        )
+
+
+def _check_full_latent(config: Mapping) -> None:
+    choices = config.get("latent_channel_choices")
+    if choices is not None and len(choices) and int(choices[-1]) != config["latent_channels"]:
+        raise LatentChoicesError(choices, config["latent_channels"])
+
+
 class ScalingFactorUnknownWarning(UserWarning):
     """The latent scaling factor could not be known from the weights, so 1.0 was written. Attribute: `presets` (the
     official presets of this architecture: several, none, or one whose scaling factor is not published)."""
@@ -428,6 +456,7 @@ def infer_autoencoder_config(original: Mapping[str, torch.Tensor], **overrides) 
         raise ValueError(f"unknown config overrides {sorted(unknown)}; allowed: {sorted(config)}")
     if "scaling_factor" in overrides:
         check_scaling_factor(overrides["scaling_factor"])
+    _check_full_latent({**config, **overrides})  # before any warning about the scaling factor
     matches = match_autoencoder_presets(config)
     if len(matches) == 1:
         preset = AUTOENCODER_PRESETS[matches[0]]
@@ -457,6 +486,7 @@ def load_official_autoencoder(
         config.update(overrides)
     else:
         config = infer_autoencoder_config(original, **overrides)
+    _check_full_latent(config)
     state = convert_autoencoder_state_dict(original, config)
     model = AutoencoderDC15(**config)
     model.load_state_dict(state, strict=True)

@@ -65,12 +65,23 @@ def load_original_checkpoint(
         return load_file(str(path))
     if path.suffix in _TORCH_SUFFIXES:
         try:
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
         except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
             raise ValueError(
                 f"checkpoint {str(path)!r} could not be read as a torch file (truncated, corrupt, or it needs "
-                f"pickled code, which weights_only=True refuses): {str(error).splitlines()[0]}"
+                f"pickled code, which weights_only=True refuses): {str(error).splitlines()[0] if str(error) else ''}"
             ) from None
+        except Exception as error:  # noqa: BLE001 - pickle reading other bytes fails with KeyError, IndexError, ...
+            raise ValueError(
+                f"checkpoint {str(path)!r} is not a checkpoint: torch cannot read it as a saved state dict "
+                f"({type(error).__name__}: {error}); give the official .safetensors or .pt file"
+            ) from None
+        if not isinstance(loaded, dict):
+            raise ValueError(
+                f"checkpoint {str(path)!r} is not a checkpoint: it holds a {type(loaded).__name__}, not a dict of "
+                "weights; give the official .safetensors or .pt file"
+            )
+        return loaded
     raise ValueError(
         f"checkpoint {str(path)!r} has an unsupported extension {path.suffix!r}; "
         f"use .safetensors or one of {_TORCH_SUFFIXES}."

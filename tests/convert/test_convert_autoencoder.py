@@ -367,3 +367,38 @@ def test_corrupt_checkpoint_files_are_named(tmp_path):
     junk.write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match=r"junk\.pt' could not be read as a torch file"):
         load_original_checkpoint(junk)
+
+
+@pytest.mark.parametrize("command", ["autoencoder", "pipeline"])
+def test_cli_refuses_latent_channel_choices_without_the_full_latent(tmp_path, capsys, command):
+    """`--latent_channel_choices 4 8 12` on a 16-channel latent leaves out the full latent: refused, nothing written."""
+    ae = str(fixture_path("ae15_a.original.safetensors"))
+    inputs = ["--checkpoint", ae] if command == "autoencoder" else ["--autoencoder", ae, "--transformer"]
+    if command == "pipeline":
+        inputs += [str(fixture_path("usit_a.original.safetensors")), "--num_attention_heads", "4"]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main([command, *inputs, "--latent_channel_choices", "4", "8", "12", "--output", str(out)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --latent_channel_choices 4 8 12 is not allowed: the last prefix must be the full latent, 16 channels "
+        "(the autoencoder's latent_channels), which DC-AE 1.5 is always trained on; e.g. --latent_channel_choices "
+        "4 8 12 16"
+    ]
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("content", ["text", "list"])
+def test_cli_names_a_file_that_is_not_a_checkpoint(tmp_path, capsys, content):
+    """A text file (pickle fails with `KeyError: 101`) or a torch file holding a list, given as a .pt checkpoint."""
+    path = tmp_path / "model.pt"
+    if content == "text":
+        path.write_text("hello, not a checkpoint\n")
+    else:
+        torch.save([1, 2, 3], path)
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main(["autoencoder", "--checkpoint", str(path), "--output", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: checkpoint {str(path)!r} is not a checkpoint: "), err
+    assert ("KeyError: 101" in err[0]) if content == "text" else ("it holds a list, not a dict of weights" in err[0])
