@@ -5,6 +5,8 @@
     python examples/toy/run_recipe.py --mode smoke --output_dir /tmp/toy-smoke      # a few steps (the test)
     python examples/toy/run_recipe.py --mode sweep --output_dir outputs/toy-sweep   # ~2 h 15 min, resumable
     python examples/toy/run_recipe.py --mode sweep-smoke --output_dir /tmp/sweep    # a few steps (the test)
+    python examples/toy/run_recipe.py --mode regime --output_dir outputs/toy-regime    # the paper's regime, resumable
+    python examples/toy/run_recipe.py --mode regime-smoke --output_dir /tmp/regime  # a few steps (the test)
     python examples/toy/run_recipe.py --mode default --output_dir outputs/toy-default \
         --bundle_to dc_ae_hf/assets/toy-dcae15-shapes                                # the built-in default, ~1.5 h
     python examples/toy/run_recipe.py --mode default-smoke --output_dir /tmp/default  # a few steps (the test)
@@ -35,6 +37,13 @@ autoencoders with c = 8 ... 128 latent channels and structured ones at c = 64 an
 1b), the plain diffusion objective on every plain autoencoder (generation vs c), and at c = 128 the 2x2 of Table 5
 (structured or plain latent x augmented or plain objective, augmentation both per_pass and per_sample) with two
 seeds, at equal steps and at equal passes (`toy_settings.SWEEP_MODES`; its budget: `measure_sweep.py`).
+
+The paper's regime (`--mode regime`, `run_sweep` with `toy_settings.REGIME_MODES`; issue #20): at 64 px two latents
+of equal size, 24x fewer values than pixels, f16c32 (4x4x32, 16 tokens) and f32c128 (2x2x128, 4 tokens), a plain
+autoencoder for each and a structured one (Eq. 1) at f32c128, and five diffusion arms with two seeds each, one USiT
+of hidden 256 for all: (i) f16c32, plain objective; (ii) plain f32c128, plain objective; (iii) structured f32c128,
+plain objective; (iv) structured, augmented per_pass; (v) structured, one-pass per_sample. Quality vs steps and vs
+compute (passes x tokens), the speed-ups against (i) and (ii), and whether the paper's headline holds.
 
 The built-in default (`--mode default`, `run_default`) trains what `dc_ae_hf/assets/toy-dcae15-shapes` ships: the
 structured autoencoder on 20000 images, then a larger USiT (`toy_settings.DEFAULT_USIT_CONFIG`, ~1.5M parameters)
@@ -79,12 +88,14 @@ from toy_evaluation import (  # noqa: E402
 )
 from toy_report import (  # noqa: E402
     default_results_summary,
+    regime_results_summary,
     results_summary,
     sample_grid,
     sweep_results_summary,
     write_bundle,
     write_default_report,
     write_prefix_grids,
+    write_regime_report,
     write_report,
     write_sweep_report,
 )
@@ -97,8 +108,11 @@ from toy_settings import (  # noqa: E402
     DEFAULT_USIT_CONFIG,
     EVAL_GUIDANCE_SCALES,
     MODES,
+    REGIME_MODES,
     RUNS,
     SWEEP_MODES,
+    RegimeSettings,
+    resolution_of,
     usit_run_dir,
 )
 from toy_stages import (  # noqa: E402
@@ -124,6 +138,7 @@ __all__ = [
     "DEFAULT_MODES",
     "EVAL_GUIDANCE_SCALES",
     "MODES",
+    "REGIME_MODES",
     "RUNS",
     "SWEEP_MODES",
     "main",
@@ -137,7 +152,8 @@ DEFAULT_SAMPLES_PER_CLASS = 8  # samples.png of the built-in default (the README
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=sorted(MODES) + sorted(SWEEP_MODES) + sorted(DEFAULT_MODES), default="quick")
+    modes = sorted(MODES) + sorted(SWEEP_MODES) + sorted(REGIME_MODES) + sorted(DEFAULT_MODES)
+    parser.add_argument("--mode", choices=modes, default="quick")
     parser.add_argument("--output_dir", default="outputs/toy", help="runs, logs, checkpoints")
     parser.add_argument("--results_dir", help="where the PNGs/markdown/json go (default: <output_dir>/results)")
     parser.add_argument(
@@ -149,17 +165,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--report_only",
         action="store_true",
-        help="sweep modes: rewrite results.md and the plots from the results_dir's results.json (no training)",
+        help="sweep and regime modes: rewrite results.md and the plots from the results_dir's results.json (no "
+        "training)",
     )
     args = parser.parse_args(argv)
     try:
         check_int("--max_parallel", args.max_parallel, minimum=1)
     except ValueError as error:
         parser.error(str(error))
-    if args.bundle_to and args.mode in SWEEP_MODES:
-        parser.error(f"--bundle_to is not available with --mode {args.mode}: the sweep bundles no pipeline")
-    if args.report_only and args.mode not in SWEEP_MODES:
-        parser.error(f"--report_only is for the sweep modes {sorted(SWEEP_MODES)}, not --mode {args.mode}")
+    if args.bundle_to and (args.mode in SWEEP_MODES or args.mode in REGIME_MODES):
+        parser.error(f"--bundle_to is not available with --mode {args.mode}: it bundles no pipeline")
+    if args.report_only and args.mode not in SWEEP_MODES and args.mode not in REGIME_MODES:
+        allowed = sorted(SWEEP_MODES) + sorted(REGIME_MODES)
+        parser.error(f"--report_only is for the sweep and regime modes {allowed}, not --mode {args.mode}")
     return args
 
 
@@ -186,7 +204,7 @@ def _run_pool(args: argparse.Namespace, out: Path, timings: Timings, jobs: list)
 def main(argv: list[str] | None = None) -> dict:
     """Run (or continue) the recipe; returns the results dict that `results.json` holds."""
     args = parse_args(argv)
-    if args.mode in SWEEP_MODES:
+    if args.mode in SWEEP_MODES or args.mode in REGIME_MODES:
         return run_sweep(args)
     if args.mode in DEFAULT_MODES:
         return run_default(args)
@@ -247,18 +265,20 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run_sweep(args: argparse.Namespace) -> dict:
-    """Run (or continue) a channel-sweep mode (`SWEEP_MODES`): data, then one job pool (every autoencoder, its
-    latent cache with the scaling factor measured on all training images, its diffusion runs), then the evaluation
-    (reconstruction per c and prefix, one classifier for every autoencoder, every diffusion checkpoint) and the
-    report (`write_sweep_report`). Returns the results dict that `results.json` holds."""
-    settings = SWEEP_MODES[args.mode]
+    """Run (or continue) a channel-sweep mode (`SWEEP_MODES`) or a regime mode (`REGIME_MODES`, the same stages on
+    its three autoencoders and five arms): data, then one job pool (every autoencoder, its latent cache with the
+    scaling factor measured on all training images, its diffusion runs), then the evaluation (reconstruction per c
+    and prefix, one classifier for every autoencoder, every diffusion checkpoint) and the report
+    (`write_sweep_report`, `write_regime_report`). Returns the results dict that `results.json` holds."""
+    regime = args.mode in REGIME_MODES
+    settings = REGIME_MODES[args.mode] if regime else SWEEP_MODES[args.mode]
     out, results_dir = _folders(args)
     if args.report_only:
         path = results_dir / "results.json"
         if not path.is_file():
-            raise SystemExit(f"error: --report_only needs {path}: run the sweep first")
+            raise SystemExit(f"error: --report_only needs {path}: run the mode first")
         results = json.loads(path.read_text())
-        write_sweep_report(results_dir, results)
+        results = write_regime_report(results_dir, results) if regime else write_sweep_report(results_dir, results)
         print(f"results in {results_dir}", flush=True)
         return results
     timings = _start(results_dir, out)
@@ -268,8 +288,8 @@ def run_sweep(args: argparse.Namespace) -> dict:
     write_sweep_configs(out, settings)
     _run_pool(args, out, timings, sweep_jobs(out, settings))
 
-    train = load_imagefolder(out / "data" / "train")
-    heldout = load_imagefolder(out / "data" / "heldout")
+    train = load_imagefolder(out / "data" / "train", resolution_of(settings))
+    heldout = load_imagefolder(out / "data" / "heldout", resolution_of(settings))
     reconstruction = timings.timed(
         "eval_autoencoders", "evaluation: autoencoders", lambda: evaluate_sweep_autoencoders(out, settings, heldout[0])
     )
@@ -280,7 +300,8 @@ def run_sweep(args: argparse.Namespace) -> dict:
     rows = evaluate_sweep_diffusion(out, settings, vaes, classifier, references)
     timings.record_total("eval_diffusion", "evaluation: diffusion samples", sum(r["eval_seconds"] for r in rows))
 
-    results = sweep_results_summary(
+    summary = regime_results_summary if isinstance(settings, RegimeSettings) else sweep_results_summary
+    results = summary(
         args.mode,
         settings,
         reconstruction,
@@ -290,7 +311,10 @@ def run_sweep(args: argparse.Namespace) -> dict:
         job_seconds=timings.entries,
         max_parallel=args.max_parallel,
     )
-    write_sweep_report(results_dir, results)
+    if isinstance(settings, RegimeSettings):
+        results = write_regime_report(results_dir, results)
+    else:
+        write_sweep_report(results_dir, results)
     print(f"results in {results_dir}", flush=True)
     return results
 

@@ -19,7 +19,7 @@ The channel sweep (`--mode sweep`) has its own three: `evaluate_sweep_autoencode
 reconstructions in turn, so that generations of different c are scored alike) and `evaluate_sweep_diffusion`; the
 diffusion rows of both come from `evaluate_checkpoints`.
 
-Images are tensors (N, 3, 32, 32) in [-1, 1], as the autoencoders take them.
+Images are tensors (N, 3, 32, 32) in [-1, 1], as the autoencoders take them (64 px in the regime modes).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from toy_settings import (
     RUNS,
     DefaultSettings,
     ModeSettings,
+    RegimeSettings,
     SweepAutoencoder,
     SweepSettings,
     passes_per_step,
@@ -67,11 +68,11 @@ from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 from dc_ae_hf.training.checkpoints import checkpoint_step, list_checkpoints
 
 
-def load_imagefolder(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def load_imagefolder(root: Path, resolution: int = RESOLUTION) -> tuple[torch.Tensor, torch.Tensor]:
     """All images of an exported shapes imagefolder, sorted by class (`SHAPE_CLASSES` order) and file name, as
-    ((N, 3, 32, 32) in [-1, 1], (N,) labels); decoded and converted as the trainers do (`load_image`,
-    `image_transform`)."""
-    transform = image_transform(RESOLUTION)
+    ((N, 3, resolution, resolution) in [-1, 1], (N,) labels); decoded and converted as the trainers do
+    (`load_image`, `image_transform`)."""
+    transform = image_transform(resolution)
     images, labels = [], []
     for label, name in enumerate(SHAPE_CLASSES):
         for path in sorted((root / "train" / name).glob("*.png")):
@@ -149,7 +150,7 @@ def evaluate_classifier(
 def generate(
     pipe: DCAE15Pipeline, num_samples: int, steps: int, seed: int, guidance_scale: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class-balanced samples (euler, sample i of class i % 10) as ((N, 3, 32, 32) in [-1, 1], (N,) labels)."""
+    """Class-balanced samples (euler, sample i of class i % 10) as ((N, 3, H, W) in [-1, 1], (N,) labels)."""
     labels = torch.arange(num_samples) % len(SHAPE_CLASSES)
     generator = torch.Generator().manual_seed(seed)
     images = []
@@ -264,7 +265,7 @@ def class_samples(pipeline: Path, per_class: int, steps: int, guidance_scale: fl
 # The channel sweep (`--mode sweep`): every sweep autoencoder, one classifier for all of them, every run.
 
 
-def sweep_reconstruction_prefixes(ae: SweepAutoencoder, settings: SweepSettings) -> list[int]:
+def sweep_reconstruction_prefixes(ae: SweepAutoencoder, settings: SweepSettings | RegimeSettings) -> list[int]:
     """The prefixes c' a sweep autoencoder is evaluated at: every prefix of a structured one; the full latent of a
     plain one, and for the plain one at the largest c also every prefix with the trailing channels zeroed (the
     unstructured counterpart of the structured one's prefixes)."""
@@ -273,7 +274,7 @@ def sweep_reconstruction_prefixes(ae: SweepAutoencoder, settings: SweepSettings)
     return [ae.latent_channels]
 
 
-def evaluate_sweep_autoencoders(out: Path, settings: SweepSettings, heldout: torch.Tensor) -> dict:
+def evaluate_sweep_autoencoders(out: Path, settings: SweepSettings | RegimeSettings, heldout: torch.Tensor) -> dict:
     """Held-out PSNR/SSIM of every sweep autoencoder (EMA weights) at `sweep_reconstruction_prefixes`:
     ``{"<ae name>": {"<c'>": {"psnr", "ssim"}}}``."""
     batches = list(heldout.split(100))
@@ -289,7 +290,7 @@ def evaluate_sweep_classifier(
     vaes: dict[str, AutoencoderDC15],
     train: tuple[torch.Tensor, torch.Tensor],
     heldout: tuple[torch.Tensor, torch.Tensor],
-    settings: SweepSettings | DefaultSettings,
+    settings: SweepSettings | RegimeSettings | DefaultSettings,
 ) -> tuple[SmallImageClassifier, dict[str, torch.Tensor], dict]:
     """Train one classifier for every sweep autoencoder (or for the built-in default's one) (`vaes`, by name, in a fixed order): training image i is
     reconstructed by autoencoder i mod len(vaes), so each contributes equally and from every class (the imagefolder
@@ -320,7 +321,7 @@ def evaluate_sweep_classifier(
     return model, references, info
 
 
-def load_sweep_vaes(out: Path, settings: SweepSettings) -> dict[str, AutoencoderDC15]:
+def load_sweep_vaes(out: Path, settings: SweepSettings | RegimeSettings) -> dict[str, AutoencoderDC15]:
     """Every sweep autoencoder with its measured scaling factor (`<cache>/vae`, what its diffusion runs decode
     with), by name, in `sweep_autoencoders` order."""
     return {ae.name: load_autoencoder(sweep_cache_dir(out, ae) / "vae") for ae in sweep_autoencoders(settings)}
@@ -328,7 +329,7 @@ def load_sweep_vaes(out: Path, settings: SweepSettings) -> dict[str, Autoencoder
 
 def evaluate_sweep_diffusion(
     out: Path,
-    settings: SweepSettings,
+    settings: SweepSettings | RegimeSettings,
     vaes: dict[str, AutoencoderDC15],
     classifier: SmallImageClassifier,
     references: dict[str, torch.Tensor],

@@ -1,8 +1,8 @@
 """What the toy recipe trains, and with which budget: paths, model configs, the diffusion runs and the modes.
 
-This module is data only (constants, the frozen `ModeSettings` of the smoke, quick and full modes, and the
-channel sweep's `SweepSettings`, `SweepAutoencoder`, `SweepRun` and their lists); the other modules of the recipe
-read it:
+This module is data only (constants, the frozen `ModeSettings` of the smoke, quick and full modes, the channel
+sweep's `SweepSettings`, `SweepAutoencoder`, `SweepRun` and their lists, the regime modes' `RegimeSettings` and the
+built-in default's `DefaultSettings`); the other modules of the recipe read it:
 
 - `toy_scheduler.py` runs the training subprocesses, `toy_stages.py` builds their command lines,
 - `toy_evaluation.py` measures the results, `toy_report.py` writes tables, plots, markdown and the bundle,
@@ -53,6 +53,30 @@ AUTOENCODER_CONFIG = {
     "decoder_in_shortcut": False,
     "scaling_factor": 1.0,
 }
+
+
+def autoencoder_config(spatial_compression: int = 8) -> dict:
+    """`AUTOENCODER_CONFIG` (f8) or, for f16 / f32 (the regime modes), the same design with one / two more stages
+    of width 128 (each stage after the first halves the resolution; the deeper stages work on 4x4 and 2x2 maps at
+    64 px, so they are cheap): f16 = [16, 32, 64, 128, 128], f32 = [16, 32, 64, 128, 128, 128]."""
+    if spatial_compression == 8:
+        return dict(AUTOENCODER_CONFIG)
+    extra = {16: 1, 32: 2}.get(spatial_compression)
+    if extra is None:
+        raise invalid("spatial_compression", spatial_compression, "choose 8, 16 or 32")
+    widths = [16, 32, 64, 128, *[128] * extra]
+    layers = [0, *[1] * (3 + extra)]
+    return {
+        **AUTOENCODER_CONFIG,
+        "encoder_block_out_channels": widths,
+        "decoder_block_out_channels": widths,
+        "encoder_layers_per_block": layers,
+        "decoder_layers_per_block": layers,
+        "encoder_qkv_multiscales": [[]] * len(widths),
+        "decoder_qkv_multiscales": [[]] * len(widths),
+    }
+
+
 # num_layers 4 = 2 in-blocks, 1 mid-block, 2 out-blocks (U-ViT long skips), hidden 96: ~0.6M parameters;
 # 16 latent tokens (4x4, patch 1) + label + time tokens.
 USIT_CONFIG = {
@@ -96,6 +120,17 @@ def _check_budget(settings, positive: tuple[str, ...], min_checkpoints: int = 1)
     check_int("usit_checkpoints", settings.usit_checkpoints, minimum=min_checkpoints, maximum=settings.usit_steps)
     for name in ("ae_learning_rate", "usit_learning_rate"):
         check_number(name, getattr(settings, name), minimum=0, exclusive_minimum=True)
+
+
+def _check_even_checkpoints(settings) -> None:
+    """`usit_checkpoints` even and dividing `usit_steps`: a per_pass run (2 passes per step) then has a checkpoint at
+    half the steps, where its passes equal the one-pass runs' final ones (the equal-compute comparison)."""
+    if settings.usit_checkpoints % 2 or settings.usit_steps % settings.usit_checkpoints:
+        raise invalid(
+            "usit_checkpoints",
+            settings.usit_checkpoints,
+            f"must be even and divide usit_steps={settings.usit_steps} (per_pass runs are compared at half the steps)",
+        )
 
 
 @dataclass(frozen=True)
@@ -230,14 +265,17 @@ def sweep_passes_per_step(objective: str) -> int:
 
 @dataclass(frozen=True)
 class SweepAutoencoder:
-    """One autoencoder of the sweep: `AUTOENCODER_CONFIG` with `latent_channels` channels, trained with random
-    prefixes c' from `sweep_prefixes` (`structured`, paper Eq. 1) or on the full latent only (plain)."""
+    """One autoencoder of the sweep (or of the regime modes): `autoencoder_config(spatial_compression)` with
+    `latent_channels` channels, trained with random prefixes c' from `sweep_prefixes` (`structured`, paper Eq. 1)
+    or on the full latent only (plain). The sweep's are all f8 (`AUTOENCODER_CONFIG`)."""
 
     latent_channels: int
     structured: bool
+    spatial_compression: int = 8
 
     def __post_init__(self) -> None:
         check_int("latent_channels", self.latent_channels, minimum=1)
+        autoencoder_config(self.spatial_compression)  # checks the compression
         if self.structured:
             sweep_prefixes(self.latent_channels)  # checks that the prefixes exist
             if self.latent_channels == SWEEP_PREFIX_STEP:
@@ -248,9 +286,24 @@ class SweepAutoencoder:
         return "struct" if self.structured else "plain"
 
     @property
+    def latent(self) -> str:
+        """Its latent without the kind: `c64` for the sweep's f8, else e.g. `f32c128`."""
+        f = self.spatial_compression
+        return f"c{self.latent_channels}" if f == 8 else f"f{f}c{self.latent_channels}"
+
+    @property
     def name(self) -> str:
-        """Its folder under the output dir, e.g. `ae_plain_c64`, `ae_struct_c128`."""
-        return f"ae_{self.kind}_c{self.latent_channels}"
+        """Its folder under the output dir, e.g. `ae_plain_c64`, `ae_struct_c128`, `ae_plain_f16c32`."""
+        return f"ae_{self.kind}_{self.latent}"
+
+    @property
+    def config(self) -> dict:
+        """Its model config (what `configs/<name>.json` holds)."""
+        return {
+            **autoencoder_config(self.spatial_compression),
+            "latent_channels": self.latent_channels,
+            "latent_channel_choices": self.channel_choices,
+        }
 
     @property
     def channel_choices(self) -> list[int]:
@@ -274,8 +327,8 @@ class SweepRun:
 
     @property
     def name(self) -> str:
-        """The run without its seed, e.g. `struct_c128_per_pass` (the `run` of its evaluation rows)."""
-        return f"{self.autoencoder.kind}_c{self.autoencoder.latent_channels}_{self.objective}"
+        """The run without its seed, e.g. `struct_c128_per_pass`, `plain_f16c32_plain` (the `run` of its rows)."""
+        return f"{self.autoencoder.kind}_{self.autoencoder.latent}_{self.objective}"
 
     @property
     def passes_per_step(self) -> int:
@@ -328,12 +381,7 @@ class SweepSettings:
 
     def __post_init__(self) -> None:
         _check_budget(self, _BUDGET_FIELDS, min_checkpoints=2)
-        if self.usit_checkpoints % 2 or self.usit_steps % self.usit_checkpoints:
-            raise invalid(
-                "usit_checkpoints",
-                self.usit_checkpoints,
-                f"must be even and divide usit_steps={self.usit_steps} (per_pass runs are compared at half the steps)",
-            )
+        _check_even_checkpoints(self)
         for name in ("plain_channels", "structured_channels"):
             channels = getattr(self, name)
             if isinstance(channels, (str, bytes)) or not isinstance(channels, (tuple, list)) or not channels:
@@ -357,7 +405,9 @@ class SweepSettings:
 
 def sweep_autoencoders(settings: SweepSettings) -> list[SweepAutoencoder]:
     """The sweep's autoencoders, largest c first (Table 5's latents are needed first): for each c the structured one
-    (when c is in `structured_channels`), then the plain one."""
+    (when c is in `structured_channels`), then the plain one. For `RegimeSettings`: `RegimeSettings.autoencoders`."""
+    if isinstance(settings, RegimeSettings):
+        return settings.autoencoders()
     autoencoders = []
     for c in sorted(set(settings.plain_channels) | set(settings.structured_channels), reverse=True):
         if c in settings.structured_channels:
@@ -373,7 +423,11 @@ def sweep_runs(settings: SweepSettings) -> list[SweepRun]:
     - Table 5 at the largest c, for every seed of `seeds`: {structured, plain} latent x {per_pass, per_sample,
       plain} objective (6 cells per seed; the plain-latent plain-objective cell is also Fig. 1b's largest c);
     - Fig. 1b: the plain objective on every smaller plain autoencoder, for every seed of `channel_seeds`.
+
+    For `RegimeSettings`: `RegimeSettings.runs` (the arms (i)-(v) for every seed).
     """
+    if isinstance(settings, RegimeSettings):
+        return settings.runs()
     largest = settings.largest_channels
     runs = []
     for objective in ("per_pass", "per_sample", "plain"):
@@ -421,6 +475,198 @@ SWEEP_MODES: dict[str, SweepSettings] = {
         usit_batch_size=64,
         seeds=(0, 1),
         channel_seeds=(0, 1),
+        num_samples=500,
+        sample_steps=20,
+        classifier_steps=1000,
+    ),
+}
+
+
+# The paper's regime (`--mode regime`, `regime-smoke`; issue #20): two latents of equal size at high spatial
+# compression, the high-compression one with 4x the channels and a quarter of the tokens (at 64 px: f16c32 = 4x4x32
+# against f32c128 = 2x2x128, 512 values for 12288 pixel values, 24x; the paper's DC-AE-f32c32 against
+# DC-AE-1.5-f64c128 at 512 px), and five diffusion arms, each with every seed:
+#   (i)   the baseline latent (f16c32, plain autoencoder), plain objective;
+#   (ii)  the high-channel latent (f32c128), plain autoencoder, plain objective;
+#   (iii) the high-channel latent, structured autoencoder (Eq. 1), plain objective;
+#   (iv)  structured, augmented training as in the paper (Eq. 2, per_pass: full latent + one prefix, 2 passes);
+#   (v)   structured, one-pass per_sample augmentation.
+# Every USiT is the same model (`REGIME_USIT_CONFIG`), at least twice as wide as the channels it denoises; compute
+# is counted as passes x latent tokens (arm (i) has 4x the tokens of the others, so ~4x the cost of a step).
+REGIME_ARMS = ("i", "ii", "iii", "iv", "v")
+REGIME_ARM_LABELS = {
+    "i": "(i) baseline latent, plain AE, plain objective",
+    "ii": "(ii) high-channel latent, plain AE, plain objective",
+    "iii": "(iii) high-channel latent, structured AE (Eq. 1), plain objective",
+    "iv": "(iv) structured + augmented training, per_pass (Eq. 1 + Eq. 2)",
+    "v": "(v) structured + one-pass per_sample augmentation",
+}
+# num_layers 4 (2 in, 1 mid, 2 out), 4 heads of 64: hidden 256 = 2 x 128 channels; the same model for every arm.
+REGIME_USIT_CONFIG = {**USIT_CONFIG, "attention_head_dim": 64}
+REGIME_MIN_COMPRESSION = 16  # pixel values / latent values, at least (the issue: ">= 16x in values")
+
+
+def usit_hidden_size(config: dict) -> int:
+    """The transformer width of a USiT config: heads x head dim."""
+    return config["num_attention_heads"] * config["attention_head_dim"]
+
+
+@dataclass(frozen=True)
+class RegimeSettings:
+    """Budget of a regime mode (the paper's regime: `REGIME_ARMS` on two latents of equal size).
+
+    `baseline_latent` and `high_latent` are (spatial compression f, channels c) of the baseline (arm (i)) and the
+    high-channel latent (arms (ii)-(v)) at `resolution` px. Steps are optimisation steps, the same for every arm;
+    `usit_checkpoints` evenly spaced evaluations, a multiple of 4: arm (i) (4x the tokens) then has a checkpoint at
+    a quarter of the steps and a per_pass run (2 passes) at half, where their compute equals the one-pass runs'
+    final compute. Every arm runs with every seed of `seeds`; the autoencoders with seed 0. `smoke`: a reduced run
+    (the smoke test, the pilot) that may have one seed.
+
+    Checked on construction (ValueError / TypeError naming the field): the counts as in every mode; both latents
+    fit the resolution and have the same number of values, at least `REGIME_MIN_COMPRESSION` times fewer than the
+    pixels; the high-channel latent has 4x the channels (so a quarter of the tokens) and prefixes (`sweep_prefixes`);
+    `REGIME_USIT_CONFIG` is at least twice as wide as its channels; at least 2 seeds unless `smoke`.
+    """
+
+    resolution: int
+    num_train_images: int
+    num_heldout_images: int
+    ae_steps: int
+    ae_batch_size: int
+    usit_steps: int
+    usit_checkpoints: int
+    usit_batch_size: int
+    seeds: tuple[int, ...]
+    num_samples: int
+    sample_steps: int
+    classifier_steps: int
+    baseline_latent: tuple[int, int] = (16, 32)
+    high_latent: tuple[int, int] = (32, 128)
+    ae_learning_rate: float = 1e-3
+    usit_learning_rate: float = 1e-3
+    smoke: bool = False
+
+    def __post_init__(self) -> None:
+        _check_budget(self, _BUDGET_FIELDS, min_checkpoints=4)
+        if self.usit_checkpoints % 4 or self.usit_steps % self.usit_checkpoints:
+            raise invalid(
+                "usit_checkpoints",
+                self.usit_checkpoints,
+                f"must be a multiple of 4 dividing usit_steps={self.usit_steps} (arm (i) is compared at a quarter "
+                "of the steps, per_pass at half: equal compute)",
+            )
+        _check_seeds("seeds", self.seeds)
+        if len(self.seeds) < 2 and not self.smoke:
+            raise invalid("seeds", self.seeds, "the regime's arms need at least 2 seeds")
+        check_int("resolution", self.resolution, minimum=16)
+        for name in ("baseline_latent", "high_latent"):
+            f, c = getattr(self, name)
+            autoencoder_config(f)
+            check_int(f"{name} channels", c, minimum=1)
+            if self.resolution % f:
+                raise invalid(name, getattr(self, name), f"f must divide the resolution {self.resolution}")
+        values = {name: self.latent_values(getattr(self, name)) for name in ("baseline_latent", "high_latent")}
+        if values["baseline_latent"] != values["high_latent"]:
+            raise invalid("high_latent", self.high_latent, f"must have as many values as the baseline ({values})")
+        if self.high_latent[1] != 4 * self.baseline_latent[1]:
+            raise invalid("high_latent", self.high_latent, "must have 4x the baseline's channels")
+        compression = 3 * self.resolution**2 / values["high_latent"]
+        if compression < REGIME_MIN_COMPRESSION:
+            raise invalid("resolution", self.resolution, f"the latents compress {compression:g}x, need >= 16x")
+        sweep_prefixes(self.high_latent[1])
+        if usit_hidden_size(REGIME_USIT_CONFIG) < 2 * self.high_latent[1]:
+            raise invalid("REGIME_USIT_CONFIG", REGIME_USIT_CONFIG, "must be >= 2x as wide as the latent channels")
+
+    def latent_values(self, latent: tuple[int, int]) -> int:
+        f, c = latent
+        return (self.resolution // f) ** 2 * c
+
+    @property
+    def compression(self) -> float:
+        """Pixel values per latent value (both latents)."""
+        return 3 * self.resolution**2 / self.latent_values(self.high_latent)
+
+    @property
+    def largest_channels(self) -> int:
+        """The high-channel latent's c (every prefix of its plain autoencoder is evaluated, as in the sweep)."""
+        return self.high_latent[1]
+
+    def tokens(self, autoencoder: SweepAutoencoder) -> int:
+        """Latent tokens per image of a transformer on `autoencoder`'s latents (patch size 1): (resolution / f)^2."""
+        return (self.resolution // autoencoder.spatial_compression) ** 2
+
+    def autoencoders(self) -> list[SweepAutoencoder]:
+        """The structured and the plain high-channel autoencoder, then the plain baseline one."""
+        (fb, cb), (fh, ch) = self.baseline_latent, self.high_latent
+        return [
+            SweepAutoencoder(ch, structured=True, spatial_compression=fh),
+            SweepAutoencoder(ch, structured=False, spatial_compression=fh),
+            SweepAutoencoder(cb, structured=False, spatial_compression=fb),
+        ]
+
+    def arm(self, arm: str, seed: int) -> SweepRun:
+        """The diffusion run of arm `arm` (`REGIME_ARMS`) with `seed`."""
+        struct_high, plain_high, plain_base = self.autoencoders()
+        cells = {
+            "i": (plain_base, "plain"),
+            "ii": (plain_high, "plain"),
+            "iii": (struct_high, "plain"),
+            "iv": (struct_high, "per_pass"),
+            "v": (struct_high, "per_sample"),
+        }
+        if arm not in cells:
+            raise invalid("arm", arm, f"choose one of {list(REGIME_ARMS)}")
+        return SweepRun(*cells[arm], seed)
+
+    def runs(self) -> list[SweepRun]:
+        """Every arm for every seed, most expensive first (the job pool starts them in this order): (i) (4x the
+        tokens), (iv) (2 passes), then (ii), (iii), (v)."""
+        return [self.arm(arm, seed) for arm in ("i", "iv", "ii", "iii", "v") for seed in self.seeds]
+
+    def arm_of(self, run_name: str) -> str:
+        """The arm (`REGIME_ARMS`) of a run name (`SweepRun.name`)."""
+        for arm in REGIME_ARMS:
+            if self.arm(arm, self.seeds[0]).name == run_name:
+                return arm
+        raise invalid("run_name", run_name, "is not a run of this regime mode")
+
+
+def resolution_of(settings) -> int:
+    """The image size of a mode: `RegimeSettings.resolution`, `RESOLUTION` (32 px) for every other mode."""
+    return settings.resolution if isinstance(settings, RegimeSettings) else RESOLUTION
+
+
+def usit_config_of(settings) -> dict:
+    """The USiT config of a sweep or regime mode: `REGIME_USIT_CONFIG` for `RegimeSettings`, else `USIT_CONFIG`."""
+    return REGIME_USIT_CONFIG if isinstance(settings, RegimeSettings) else USIT_CONFIG
+
+
+REGIME_MODES: dict[str, RegimeSettings] = {
+    "regime-smoke": RegimeSettings(
+        resolution=64,
+        num_train_images=40,
+        num_heldout_images=20,
+        ae_steps=2,
+        ae_batch_size=8,
+        usit_steps=4,
+        usit_checkpoints=4,
+        usit_batch_size=8,
+        seeds=(0,),
+        num_samples=20,
+        sample_steps=2,
+        classifier_steps=5,
+        smoke=True,
+    ),
+    "regime": RegimeSettings(  # budget: examples/toy/results/regime/pilot.md
+        resolution=64,
+        num_train_images=4000,
+        num_heldout_images=1000,
+        ae_steps=3000,
+        ae_batch_size=32,
+        usit_steps=8000,
+        usit_checkpoints=8,
+        usit_batch_size=64,
+        seeds=(0, 1),
         num_samples=500,
         sample_steps=20,
         classifier_steps=1000,

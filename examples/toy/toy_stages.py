@@ -45,12 +45,15 @@ from toy_settings import (
     USIT_CONFIG,
     DefaultSettings,
     ModeSettings,
+    RegimeSettings,
     SweepSettings,
+    resolution_of,
     run_autoencoder,
     sweep_autoencoders,
     sweep_cache_dir,
     sweep_prefixes,
     sweep_runs,
+    usit_config_of,
     usit_run_dir,
 )
 
@@ -70,14 +73,15 @@ def data_exists(out: Path) -> bool:
     return (out / "data" / "heldout" / "train").exists()
 
 
-def write_data(out: Path, settings: ModeSettings) -> None:
-    """The shapes dataset at `RESOLUTION`: a training set (seed 0) and a held-out set (seed 1)."""
+def write_data(out: Path, settings: ModeSettings | SweepSettings | RegimeSettings | DefaultSettings) -> None:
+    """The shapes dataset at the mode's resolution (`resolution_of`: `RESOLUTION` but for the regime modes): a
+    training set (seed 0) and a held-out set (seed 1)."""
     for split, count, seed in (
         ("train", settings.num_train_images, 0),
         ("heldout", settings.num_heldout_images, 1),
     ):
         if not (out / "data" / split / "train").exists():
-            export_imagefolder(out / "data" / split, count, seed=seed, resolution=RESOLUTION)
+            export_imagefolder(out / "data" / split, count, seed=seed, resolution=resolution_of(settings))
 
 
 def write_configs(out: Path, usit_config: Mapping[str, object] = USIT_CONFIG) -> None:
@@ -114,11 +118,13 @@ def trainer_command(script: str, options: Mapping[str, object]) -> list[str]:
     return command
 
 
-def _l1_training(out: Path, settings: ModeSettings | SweepSettings | DefaultSettings) -> dict[str, object]:
+def _l1_training(
+    out: Path, settings: ModeSettings | SweepSettings | RegimeSettings | DefaultSettings
+) -> dict[str, object]:
     """Data and loss flags shared by every autoencoder run (L1 only: no perceptual weights offline)."""
     return {
         "--train_data_dir": out / "data" / "train",
-        "--resolution": RESOLUTION,
+        "--resolution": resolution_of(settings),
         "--train_batch_size": settings.ae_batch_size,
         "--lpips_weight": 0,
         "--l1_weight": 1,
@@ -126,7 +132,7 @@ def _l1_training(out: Path, settings: ModeSettings | SweepSettings | DefaultSett
 
 
 def _autoencoder_job(
-    out: Path, settings: ModeSettings | SweepSettings | DefaultSettings, name: str, choices: list[int]
+    out: Path, settings: ModeSettings | SweepSettings | RegimeSettings | DefaultSettings, name: str, choices: list[int]
 ) -> Job:
     """One autoencoder run from `configs/<name>.json` into `<out>/<name>`: L1, AdamW with a cosine LR after a short
     warm-up, EMA 0.999, seed 0, prefixes c' drawn from `choices`."""
@@ -220,7 +226,7 @@ def _usit_command(
     objective: dict[str, object],
     folder: Path,
     seed: int,
-    settings: ModeSettings | SweepSettings | DefaultSettings,
+    settings: ModeSettings | SweepSettings | RegimeSettings | DefaultSettings,
 ) -> list[str]:
     """`train_usit.py` on the latent cache `cache` with the objective flags `objective`, into `folder`: LR 1e-3
     after a 5% warm-up, betas (0.9, 0.999), clip 1, EMA 0.999 with the same warm-up (settings for a run of a few
@@ -311,26 +317,22 @@ def default_jobs(out: Path, settings: DefaultSettings) -> list[Job]:
 # The channel sweep (`--mode sweep`): its own configs and jobs, in one job pool (autoencoder -> cache -> diffusion).
 
 
-def write_sweep_configs(out: Path, settings: SweepSettings) -> None:
-    """`configs/<ae>.json` for every sweep autoencoder (`AUTOENCODER_CONFIG` with its latent channels and prefixes)
-    and `configs/usit.json` (`USIT_CONFIG`; the latent channels come from each cache)."""
+def write_sweep_configs(out: Path, settings: SweepSettings | RegimeSettings) -> None:
+    """`configs/<ae>.json` for every sweep (or regime) autoencoder (`SweepAutoencoder.config`: `AUTOENCODER_CONFIG`
+    or its f16 / f32 version, with its latent channels and prefixes) and `configs/usit.json` (`usit_config_of`:
+    `USIT_CONFIG`, or `REGIME_USIT_CONFIG`; the latent channels come from each cache)."""
     (out / "configs").mkdir(parents=True, exist_ok=True)
     for ae in sweep_autoencoders(settings):
-        config = {
-            **AUTOENCODER_CONFIG,
-            "latent_channels": ae.latent_channels,
-            "latent_channel_choices": ae.channel_choices,
-        }
-        (out / "configs" / f"{ae.name}.json").write_text(json.dumps(config, indent=1))
-    (out / "configs" / "usit.json").write_text(json.dumps(USIT_CONFIG, indent=1))
+        (out / "configs" / f"{ae.name}.json").write_text(json.dumps(ae.config, indent=1))
+    (out / "configs" / "usit.json").write_text(json.dumps(usit_config_of(settings), indent=1))
 
 
-def sweep_autoencoder_jobs(out: Path, settings: SweepSettings) -> list[Job]:
+def sweep_autoencoder_jobs(out: Path, settings: SweepSettings | RegimeSettings) -> list[Job]:
     """Every sweep autoencoder (`sweep_autoencoders`), with the same data, steps, seed and optimiser."""
     return [_autoencoder_job(out, settings, ae.name, ae.channel_choices) for ae in sweep_autoencoders(settings)]
 
 
-def sweep_cache_jobs(out: Path, settings: SweepSettings) -> list[Job]:
+def sweep_cache_jobs(out: Path, settings: SweepSettings | RegimeSettings) -> list[Job]:
     """The latent cache of every sweep autoencoder, after it is trained: `cache_latents.py --scaling_factor auto`
     with `--scaling_factor_images` = all training images measures 1 / std of the full latent on the whole (class
     balanced) training set and saves the autoencoder with it to `<cache>/vae`. One shard, whose file is the done
@@ -341,7 +343,7 @@ def sweep_cache_jobs(out: Path, settings: SweepSettings) -> list[Job]:
         options = {
             "--vae": out / ae.name / "vae_ema",
             "--train_data_dir": out / "data" / "train",
-            "--resolution": RESOLUTION,
+            "--resolution": resolution_of(settings),
             "--output_dir": cache,
             "--batch_size": 100,
             "--latent_dtype": "float32",
@@ -375,7 +377,7 @@ def sweep_objective_flags(objective: str, channel_choices: list[int]) -> dict[st
     raise invalid("objective", objective, f"choose one of {list(SWEEP_OBJECTIVES)}")
 
 
-def sweep_usit_jobs(out: Path, settings: SweepSettings) -> list[Job]:
+def sweep_usit_jobs(out: Path, settings: SweepSettings | RegimeSettings) -> list[Job]:
     """Every sweep diffusion run (`sweep_runs`, most expensive first), each after its autoencoder's cache; the
     augmented ones draw c' from `sweep_prefixes` of their latent (structured or not)."""
     jobs = []
@@ -389,7 +391,8 @@ def sweep_usit_jobs(out: Path, settings: SweepSettings) -> list[Job]:
     return jobs
 
 
-def sweep_jobs(out: Path, settings: SweepSettings) -> list[Job]:
-    """The whole sweep as one job list, in priority order: the autoencoders (largest c first), their caches, the
-    diffusion runs (most expensive first). A cache starts when its autoencoder is done, a run when its cache is."""
+def sweep_jobs(out: Path, settings: SweepSettings | RegimeSettings) -> list[Job]:
+    """The whole sweep (or regime mode) as one job list, in priority order: the autoencoders (largest c first),
+    their caches, the diffusion runs (most expensive first). A cache starts when its autoencoder is done, a run
+    when its cache is."""
     return sweep_autoencoder_jobs(out, settings) + sweep_cache_jobs(out, settings) + sweep_usit_jobs(out, settings)
