@@ -53,7 +53,7 @@ if not BUNDLED_MODEL.is_dir() and dc_ae_hf is not None:
     BUNDLED_MODEL = Path(dc_ae_hf.__file__).parent / "assets" / "toy-dcae15-shapes"
 EXAMPLES = sorted((HERE / "examples").glob("*.png"))
 SOLVERS = {
-    "the pipeline's scheduler (default: UniPC, 17 steps at dopri5's accuracy)": None,
+    "the pipeline's scheduler (default: UniPC, 24 steps at dopri5's accuracy)": None,
     "euler (official)": "euler",
     "heun2 (official)": "heun2",
     "dopri5 (official, adaptive)": "dopri5",
@@ -133,7 +133,7 @@ class Demo:
         guidance_scale: float = 1.0,
         interval: tuple[float, float] = (0.0, 1.0),
         solver: str = next(iter(SOLVERS)),
-        steps: int = 17,
+        steps: int = 24,
         latent_channels: int | None = None,
         seed: int = 0,
     ) -> Image.Image:
@@ -239,7 +239,7 @@ def build_app(demo: Demo) -> gr.Blocks:
                         start = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Guidance from t")
                         end = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="to t")
                     solver = gr.Dropdown(list(SOLVERS), value=next(iter(SOLVERS)), label="Sampler")
-                    steps = gr.Slider(1, 250, value=17, step=1, label="Steps (not used by dopri5)")
+                    steps = gr.Slider(1, 250, value=24, step=1, label="Steps (not used by dopri5)")
                     channels = gr.Dropdown(prefixes, value=prefixes[-1], label="Latent channels to sample in (c')")
                     seed = gr.Number(0, precision=0, label="Seed")
                     sample_button = gr.Button("Sample", variant="primary")

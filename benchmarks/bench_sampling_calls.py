@@ -56,7 +56,7 @@ def samplers(default_steps: int) -> dict[str, tuple[object, dict]]:
         table[f"official euler, {steps} steps"] = (None, {"solver": "euler", "num_inference_steps": steps})
     for steps in (8, 16, 32):
         table[f"official heun2, {steps} steps"] = (None, {"solver": "heun2", "num_inference_steps": steps})
-    for steps in (12, n, 24, 34):
+    for steps in sorted({12, 17, 20, 24, 34, n}):
         default = " (the default)" if steps == n else ""
         table[f"UniPC (flow, bh2, order 2), dense_ends grid, {steps} steps{default}"] = (
             UniPCMultistepScheduler(**FLOW),

@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--num_inference_steps",
         type=int,
         default=None,
-        help="steps (ignored by dopri5); default: 17 with the default UniPC scheduler, else 50",
+        help="steps (ignored by dopri5); default: 24 with the default UniPC scheduler, else 50",
     )
     parser.add_argument("--solver", choices=["scheduler", "euler", "heun2", "dopri5"], default="scheduler")
     parser.add_argument("--latent_channels", type=int, default=None, help="sample in the first c' latent channels")
