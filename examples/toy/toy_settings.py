@@ -55,16 +55,20 @@ AUTOENCODER_CONFIG = {
 }
 
 
-def autoencoder_config(spatial_compression: int = 8) -> dict:
+def autoencoder_config(spatial_compression: int = 8, deep_width: int = 128) -> dict:
     """`AUTOENCODER_CONFIG` (f8) or, for f16 / f32 (the regime modes), the same design with one / two more stages
-    of width 128 (each stage after the first halves the resolution; the deeper stages work on 4x4 and 2x2 maps at
-    64 px, so they are cheap): f16 = [16, 32, 64, 128, 128], f32 = [16, 32, 64, 128, 128, 128]."""
+    of width `deep_width` after a stage of 128 (each stage after the first halves the resolution; the deeper stages
+    work on 4x4 and 2x2 maps at 64 px, so they are cheap): f16 = [16, 32, 64, 128, w], f32 = [16, 32, 64, 128, w,
+    w]."""
+    check_int("deep_width", deep_width, minimum=1)
     if spatial_compression == 8:
+        if deep_width != 128:
+            raise invalid("deep_width", deep_width, "f8 has no deeper stages (keep 128)")
         return dict(AUTOENCODER_CONFIG)
     extra = {16: 1, 32: 2}.get(spatial_compression)
     if extra is None:
         raise invalid("spatial_compression", spatial_compression, "choose 8, 16 or 32")
-    widths = [16, 32, 64, 128, *[128] * extra]
+    widths = [16, 32, 64, 128, *[deep_width] * extra]
     layers = [0, *[1] * (3 + extra)]
     return {
         **AUTOENCODER_CONFIG,
@@ -265,17 +269,18 @@ def sweep_passes_per_step(objective: str) -> int:
 
 @dataclass(frozen=True)
 class SweepAutoencoder:
-    """One autoencoder of the sweep (or of the regime modes): `autoencoder_config(spatial_compression)` with
-    `latent_channels` channels, trained with random prefixes c' from `sweep_prefixes` (`structured`, paper Eq. 1)
+    """One autoencoder of the sweep (or of the regime modes): `autoencoder_config(spatial_compression,
+    deep_width)` with `latent_channels` channels, trained with random prefixes c' from `sweep_prefixes` (`structured`, paper Eq. 1)
     or on the full latent only (plain). The sweep's are all f8 (`AUTOENCODER_CONFIG`)."""
 
     latent_channels: int
     structured: bool
     spatial_compression: int = 8
+    deep_width: int = 128
 
     def __post_init__(self) -> None:
         check_int("latent_channels", self.latent_channels, minimum=1)
-        autoencoder_config(self.spatial_compression)  # checks the compression
+        autoencoder_config(self.spatial_compression, self.deep_width)  # checks the compression and width
         if self.structured:
             sweep_prefixes(self.latent_channels)  # checks that the prefixes exist
             if self.latent_channels == SWEEP_PREFIX_STEP:
@@ -300,7 +305,7 @@ class SweepAutoencoder:
     def config(self) -> dict:
         """Its model config (what `configs/<name>.json` holds)."""
         return {
-            **autoencoder_config(self.spatial_compression),
+            **autoencoder_config(self.spatial_compression, self.deep_width),
             "latent_channels": self.latent_channels,
             "latent_channel_choices": self.channel_choices,
         }
@@ -516,7 +521,8 @@ class RegimeSettings:
     """Budget of a regime mode (the paper's regime: `REGIME_ARMS` on two latents of equal size).
 
     `baseline_latent` and `high_latent` are (spatial compression f, channels c) of the baseline (arm (i)) and the
-    high-channel latent (arms (ii)-(v)) at `resolution` px. Steps are optimisation steps, the same for every arm;
+    high-channel latent (arms (ii)-(v)) at `resolution` px; `ae_deep_width` the width of the autoencoders' stages
+    beyond f8 (`autoencoder_config`). Steps are optimisation steps, the same for every arm;
     `usit_checkpoints` evenly spaced evaluations, a multiple of 4: arm (i) (4x the tokens) then has a checkpoint at
     a quarter of the steps and a per_pass run (2 passes) at half, where their compute equals the one-pass runs'
     final compute. Every arm runs with every seed of `seeds`; the autoencoders with seed 0. `smoke`: a reduced run
@@ -542,6 +548,7 @@ class RegimeSettings:
     classifier_steps: int
     baseline_latent: tuple[int, int] = (16, 32)
     high_latent: tuple[int, int] = (32, 128)
+    ae_deep_width: int = 128
     ae_learning_rate: float = 1e-3
     usit_learning_rate: float = 1e-3
     smoke: bool = False
@@ -598,10 +605,11 @@ class RegimeSettings:
     def autoencoders(self) -> list[SweepAutoencoder]:
         """The structured and the plain high-channel autoencoder, then the plain baseline one."""
         (fb, cb), (fh, ch) = self.baseline_latent, self.high_latent
+        width = self.ae_deep_width
         return [
-            SweepAutoencoder(ch, structured=True, spatial_compression=fh),
-            SweepAutoencoder(ch, structured=False, spatial_compression=fh),
-            SweepAutoencoder(cb, structured=False, spatial_compression=fb),
+            SweepAutoencoder(ch, structured=True, spatial_compression=fh, deep_width=width),
+            SweepAutoencoder(ch, structured=False, spatial_compression=fh, deep_width=width),
+            SweepAutoencoder(cb, structured=False, spatial_compression=fb, deep_width=width),
         ]
 
     def arm(self, arm: str, seed: int) -> SweepRun:
@@ -631,6 +639,13 @@ class RegimeSettings:
         raise invalid("run_name", run_name, "is not a run of this regime mode")
 
 
+# Budget of `--mode regime` (`python examples/toy/measure_regime.py --recorded examples/toy/results/regime/budget.json`
+# prints it; how each cost was measured: its docstring and results/regime/pilot.md): 3 autoencoders of 3000 steps
+# (~0.9-1.0 s per step at 64 px), 10 diffusion runs of 6000 steps (arm (i) ~0.68 s per step, (iv) ~0.47, the others
+# ~0.25), 2 jobs at a time: ~4.6 h; then 80 checkpoints x 2 guidance scales x 400 samples (~1.2 h), the classifier
+# (~0.3 h) and the reconstruction table (~0.3 h). Estimated total: ~6.4 h on an otherwise idle 2-core machine.
+
+
 def resolution_of(settings) -> int:
     """The image size of a mode: `RegimeSettings.resolution`, `RESOLUTION` (32 px) for every other mode."""
     return settings.resolution if isinstance(settings, RegimeSettings) else RESOLUTION
@@ -657,19 +672,19 @@ REGIME_MODES: dict[str, RegimeSettings] = {
         classifier_steps=5,
         smoke=True,
     ),
-    "regime": RegimeSettings(  # budget: examples/toy/results/regime/pilot.md
+    "regime": RegimeSettings(  # how this budget was chosen: examples/toy/results/regime/pilot.md
         resolution=64,
         num_train_images=4000,
-        num_heldout_images=1000,
+        num_heldout_images=500,
         ae_steps=3000,
         ae_batch_size=32,
-        usit_steps=8000,
+        usit_steps=6000,
         usit_checkpoints=8,
         usit_batch_size=64,
         seeds=(0, 1),
-        num_samples=500,
+        num_samples=400,
         sample_steps=20,
-        classifier_steps=1000,
+        classifier_steps=2000,
     ),
 }
 

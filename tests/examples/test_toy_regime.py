@@ -116,6 +116,14 @@ def test_autoencoder_configs_of_each_compression():
     assert autoencoder_config(8) == AUTOENCODER_CONFIG  # the sweep's and the other modes' autoencoder, unchanged
     assert SweepAutoencoder(64, structured=True).name == "ae_struct_c64"  # sweep names unchanged
     assert SweepAutoencoder(32, structured=False, spatial_compression=16).name == "ae_plain_f16c32"
+    wide = autoencoder_config(32, deep_width=256)  # the pilot's option for the deepest stages
+    assert wide["encoder_block_out_channels"] == wide["decoder_block_out_channels"] == [16, 32, 64, 128, 256, 256]
+    assert autoencoder_config(16)["encoder_block_out_channels"] == [16, 32, 64, 128, 128]
+    assert (
+        dataclasses.replace(SMOKE, ae_deep_width=256).autoencoders()[0].config["encoder_block_out_channels"][-1] == 256
+    )
+    with pytest.raises(ValueError, match="deep_width=256 .*f8 has no deeper stages"):
+        autoencoder_config(8, deep_width=256)
     images = torch.rand(1, 3, 64, 64) * 2 - 1
     shapes = {}
     for ae in SMOKE.autoencoders():
@@ -143,7 +151,9 @@ def test_regime_configs_and_command_lines(tmp_path):
     assert len(jobs) == 3 + 3 + 10
     for name in ("ae_plain_f16c32", "ae_struct_f32c128"):
         command = by_name[name].command
-        assert _values(command, "--resolution") == ["64"] and _values(command, "--max_train_steps") == ["3000"]
+        assert _values(command, "--resolution") == ["64"] and _values(command, "--max_train_steps") == [
+            str(REGIME.ae_steps)
+        ]
     assert _values(by_name["ae_struct_f32c128"].command, "--latent_channel_choices") == [
         str(c) for c in sweep_prefixes(128)
     ]
