@@ -248,9 +248,10 @@ TIME_GRIDS = ("dense_ends", "uniform")
 
 # The "dense_ends" grid: relative step density on flow-time intervals (t_start, t_end, density). The guided velocity
 # of a USiT varies fastest near noise and near data: the adaptive dopri5 sampler spends most of its steps there, and
-# the local error of a fixed step there is 10-100x the error in the middle (measured on the bundled toy pipeline, see
-# benchmarks/bench_sampling_calls.py). Step density proportional to the cube root of a second-order step's local error
-# gives about these weights: 42% of the steps in the first 20% of the time, 24% in the last 15%.
+# a fixed step's local error is largest there. The weights were chosen with a step density proportional to the cube
+# root of a second-order step's local error along exact trajectories of the bundled toy pipeline (one batch, seed 0):
+# 42% of the steps in the first 20% of the time, 24% in the last 15%. Accuracy per call, on other batches:
+# docs/benchmarks.md (benchmarks/bench_sampling_calls.py).
 DENSE_ENDS_DENSITY = ((0.0, 0.2, 4.0), (0.2, 0.85, 1.0), (0.85, 1.0, 3.0))
 
 
