@@ -76,3 +76,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def usit_workspace(tmp_path_factory) -> Path:
+    """One tiny USiT training workspace (`helpers.make_usit_workspace`: images, AE, config, a latent cache made by
+    two processes) shared read-only by every test module that trains a USiT: building it costs a two-process launch."""
+    from helpers import make_usit_workspace  # helpers imports this module: imported here, not at the top
+
+    return make_usit_workspace(tmp_path_factory.mktemp("usit_workspace"))

@@ -18,7 +18,6 @@ from helpers import (
     assert_same_weights,
     launch_two_processes,
     load_script,
-    make_usit_workspace,
     run_in_process,
     sigkill_when_checkpoint_appears,
     subprocess_env,
@@ -45,8 +44,8 @@ def train_script():
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    return make_usit_workspace(tmp_path_factory.mktemp("usit_train"))
+def workspace(usit_workspace):
+    return usit_workspace
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from helpers import (
     assert_same_weights,
     launch_two_processes,
     load_script,
-    make_usit_workspace,
     run_command,
     run_in_process,
     sigkill_when_checkpoint_appears,
@@ -38,8 +37,8 @@ DDP_TOLERANCE = 1e-6
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    return make_usit_workspace(tmp_path_factory.mktemp("usit_fsdp"))
+def workspace(usit_workspace):
+    return usit_workspace
 
 
 def _max_difference(a, b) -> float:

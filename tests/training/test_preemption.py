@@ -20,7 +20,6 @@ from helpers import (
     TRAINING,
     assert_same_weights,
     load_script,
-    make_usit_workspace,
     run_in_process,
     subprocess_env,
     two_process_launch,
@@ -38,8 +37,8 @@ def train_script():
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    return make_usit_workspace(tmp_path_factory.mktemp("preemption"))
+def workspace(usit_workspace):
+    return usit_workspace
 
 
 def usit_argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
