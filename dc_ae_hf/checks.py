@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
 __all__ = [
     "DTYPES",
     "SHORT_DTYPE_NAMES",
+    "USAGE_ERROR_STATUS",
     "check_channel_prefixes",
+    "check_device",
+    "check_image_output",
     "check_int",
     "check_number",
+    "exit_on_user_error",
     "invalid",
     "parse_dtype",
 ]
+
+USAGE_ERROR_STATUS = 2  # what argparse exits with for a bad command line
 
 # One dtype table. Both spellings are accepted everywhere a dtype is named (a flag, a config): the short one of
 # accelerate's --mixed_precision ("fp32", "bf16", "fp16") and torch's ("float32", "bfloat16", "float16").
@@ -115,3 +124,47 @@ def parse_dtype(name: str, value) -> torch.dtype:
     if value not in DTYPES:
         raise invalid(name, value, f"choose one of {sorted(DTYPES)}")
     return DTYPES[value]
+
+
+def check_device(name: str, value) -> torch.device:
+    """``value`` as a torch.device this machine has (refuses ``cuda`` without CUDA, ``cuda:3`` on a 2-GPU machine,
+    ``mps`` without MPS), before any model is loaded."""
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise invalid(name, value, "not a device name; use e.g. cpu, cuda, cuda:1 or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise invalid(name, value, "CUDA is not available on this machine; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise invalid(name, value, f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise invalid(name, value, "MPS is not available on this machine; use --device cpu")
+    return device
+
+
+def check_image_output(name: str, value) -> Path:
+    """``value`` as a Path whose extension PIL can write (``.png``, ``.jpg``, ...), checked before any work."""
+    from PIL import Image
+
+    writable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+    path = Path(value)
+    if path.suffix.lower() not in writable:
+        common = [ext for ext in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tiff", ".gif") if ext in writable]
+        what = f"a {path.suffix} file" if path.suffix else "a file without an extension"
+        raise invalid(name, str(value), f"PIL cannot write {what}; use one of {common}")
+    return path
+
+
+def exit_on_user_error(function: Callable, *args, **kwargs):
+    """``function(*args, **kwargs)`` for a command-line entry point: a user error (ValueError, TypeError, OSError:
+    a bad argument, an unknown class name, a missing folder) prints one line ``error: <message>`` on stderr and exits
+    with status 2, like argparse. Any other exception is a bug and keeps its traceback; ``DC_AE_HF_TRACEBACK=1``
+    keeps it for user errors too."""
+    try:
+        return function(*args, **kwargs)
+    except (ValueError, TypeError, OSError) as error:
+        if os.environ.get("DC_AE_HF_TRACEBACK") == "1":
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(USAGE_ERROR_STATUS) from None

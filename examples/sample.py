@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from dc_ae_hf.checks import check_device, check_image_output, exit_on_user_error
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 
 
@@ -48,8 +49,15 @@ def make_grid(images: list[Image.Image]) -> Image.Image:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    pipe = DCAE15Pipeline.from_pretrained(args.model).to(args.device)
+    """Run the script; a user error (bad argument, unknown class name, missing model folder) prints one line
+    `error: ...` on stderr and exits with status 2 (`DC_AE_HF_TRACEBACK=1` keeps the traceback)."""
+    exit_on_user_error(run, parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> None:
+    device = check_device("--device", args.device)  # before loading anything
+    check_image_output("--output", args.output)
+    pipe = DCAE15Pipeline.from_pretrained(args.model).to(device)
     labels = [int(label) if label.isdigit() else label for label in args.class_labels]
     images = pipe(
         labels,

@@ -20,6 +20,7 @@ from PIL import Image
 from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
 
 from dc_ae_hf import AutoencoderDC15
+from dc_ae_hf.checks import check_device, exit_on_user_error
 from dc_ae_hf.data.images import load_image
 from dc_ae_hf.data.shapes import MAX_RESOLUTION, MIN_RESOLUTION, render_shape_image
 from dc_ae_hf.visualization import latent_channels_picture, latent_mean_picture, prefix_reconstruction_grid
@@ -40,6 +41,12 @@ def load_images(paths: list[str], resolution: int) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the script; a user error (bad argument, missing model folder or image) prints one line `error: ...` on
+    stderr and exits with status 2 (`DC_AE_HF_TRACEBACK=1` keeps the traceback)."""
+    exit_on_user_error(run, argv)
+
+
+def run(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vae", default=str(DEFAULT_VAE), help="AutoencoderDC15 folder or Hub id")
     parser.add_argument("--vae_subfolder", help="e.g. 'vae' when --vae is a pipeline folder or pipeline Hub id")
@@ -48,9 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels", type=int, nargs="*", default=None, help="prefixes c' for the Fig. 3 grid")
     parser.add_argument("--output_dir", default="outputs/visualize_latents")
     parser.add_argument("--cell_size", type=int, default=96, help="pixels per picture in the output")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
-    vae = AutoencoderDC15.from_pretrained(args.vae, subfolder=args.vae_subfolder).eval()
+    device = check_device("--device", args.device)  # before loading anything
+    vae = AutoencoderDC15.from_pretrained(args.vae, subfolder=args.vae_subfolder).eval().to(device)
     f = vae.spatial_compression_ratio
     if args.resolution % f:
         parser.error(f"--resolution {args.resolution} must be a multiple of the compression ratio {f}")
@@ -65,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     size = args.cell_size
     with torch.no_grad():
-        latent = vae.encode(images).latent  # (N, C, h, w)
+        latent = vae.encode(images.to(device)).latent.cpu()  # (N, C, h, w)
 
     latent_mean_picture(images, latent, size).save(out / "latent_mean.png")
     latent_channels_picture(latent[0], size // 2).save(out / "latent_channels.png")

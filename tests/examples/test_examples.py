@@ -15,6 +15,8 @@ from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 
+TOY_PIPELINE = REPO_ROOT / "dc_ae_hf" / "assets" / "toy-dcae15-shapes"
+
 
 def _load_example(name: str, monkeypatch):
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "examples" / f"{name}.py")
@@ -55,8 +57,6 @@ def test_sample_script_writes_a_class_grid(pipeline_folder, tmp_path, monkeypatc
     assert Image.open(output).size == (2 * 96, 2 * 96)
     with pytest.raises(SystemExit):
         sample.main([*argv, "--upscale", "0"])
-    with pytest.raises(ValueError, match="purple"):
-        sample.main(["--model", str(pipeline_folder), "--class_labels", "purple", "--output", str(output)])
 
 
 def test_visualize_latents_on_a_pipeline_folder_and_user_images(pipeline_folder, tmp_path, monkeypatch):
@@ -97,3 +97,53 @@ def test_visualize_latents_built_in_shapes_at_any_resolution(tmp_path, monkeypat
     assert all((out / name).stat().st_size > 0 for name in ("latent_mean.png", "latent_channels.png"))
     with pytest.raises(SystemExit):  # 36 is not a multiple of f = 8
         visualize.main(["--vae", str(folder), "--resolution", "36", "--output_dir", str(out)])
+
+
+def _user_error(capsys, main, argv) -> str:
+    """Run `main(argv)`: it must exit with status 2 and end stderr with exactly one line `error: ...`, no traceback
+    (diffusers' "Loading pipeline components" progress bar may come before it)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert [line for line in lines if "error:" in line] == lines[-1:], lines
+    assert lines[-1].startswith("error: ") and not any("Traceback" in line for line in lines), lines
+    return lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--class_labels", "purple"], "purple"),  # unknown class name (the toy draws shapes)
+        (["--class_labels", "circle", "--model", "no/such/folder"], "no/such/folder"),
+        (["--class_labels", "circle", "--output", "grid.unknownext"], "--output='grid.unknownext'"),
+        (["--class_labels", "circle", "--device", "cuda:99"], "--device='cuda:99'"),  # no CUDA or too few GPUs
+    ],
+)
+def test_sample_script_user_errors_are_one_line(args, expected, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    sample = _load_example("sample", monkeypatch)
+    err = _user_error(capsys, sample.main, ["--model", str(TOY_PIPELINE), "--device", "cpu", *args])
+    assert expected in err
+    if "--output" in expected:
+        assert ".png" in err  # lists what is allowed
+    assert not list(tmp_path.iterdir())  # refused before writing anything
+
+
+def test_sample_script_refuses_cuda_without_a_gpu_before_loading(tmp_path, monkeypatch, capsys):
+    sample = _load_example("sample", monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sample.DCAE15Pipeline, "from_pretrained", lambda *a, **k: pytest.fail("loaded a model"))
+    argv = ["--model", str(TOY_PIPELINE), "--class_labels", "circle", "--device", "cuda"]
+    assert "--device='cuda'" in _user_error(capsys, sample.main, [*argv, "--output", str(tmp_path / "grid.png")])
+
+
+def test_visualize_latents_user_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    visualize = _load_example("visualize_latents", monkeypatch)
+    out = ["--output_dir", str(tmp_path / "pictures")]
+    missing = str(tmp_path / "no-such-vae")
+    assert missing in _user_error(capsys, visualize.main, ["--vae", missing, "--device", "cpu", *out])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(visualize.AutoencoderDC15, "from_pretrained", lambda *a, **k: pytest.fail("loaded a model"))
+    assert "--device='cuda'" in _user_error(capsys, visualize.main, ["--device", "cuda", *out])
+    assert not (tmp_path / "pictures").exists()
