@@ -391,7 +391,9 @@ class DCAE15Pipeline(SelfContainedPipelineMixin, DiffusionPipeline):
             guidance_scale: classifier-free guidance scale s: ``uncond + s * (cond - uncond)`` on all channels; the
                 null class is ``transformer.config.num_classes``. 1 disables guidance (official default eval: 1.5).
             guidance_interval: ``(t_lo, t_hi)`` in flow time; guidance only where t_lo <= t <= t_hi, the
-                conditional velocity elsewhere (official ``use_guidance_interval``, e.g. (0.2, 0.8)).
+                conditional velocity elsewhere (official ``use_guidance_interval``, e.g. (0.2, 0.8)). The velocity
+                then jumps at t_lo and t_hi, which a multistep scheduler (the default UniPC) carries across: with an
+                interval, ``solver="dopri5"`` or ``"heun2"`` is more accurate per call (docs/benchmarks.md).
             num_inference_steps: number of steps N (N + 1 grid points); ignored by the adaptive ``"dopri5"``. None:
                 ``DEFAULT_SCHEDULER_STEPS`` (24) with a UniPC scheduler (the default sampler), else
                 ``OFFICIAL_SOLVER_STEPS`` (50).
