@@ -100,6 +100,8 @@ def test_every_flow_scheduler_samples_the_ode(pipe, problem, name):
     if not takes_sigmas:  # no `sigmas` in set_timesteps: the official grid is refused with the way out named
         with pytest.raises(ValueError, match="takes no `sigmas`.*time_grid='scheduler'"):
             distance(sampler, problem, num_inference_steps=STEPS, time_grid="uniform")
+        with pytest.raises(ValueError, match="custom `sigmas`: .* takes no `sigmas`"):
+            distance(sampler, problem, sigmas=flow_sigmas(STEPS))
 
 
 def test_default_sampler_is_unipc_on_the_dense_ends_grid(pipe, problem):

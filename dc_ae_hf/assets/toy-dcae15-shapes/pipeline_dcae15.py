@@ -961,18 +961,17 @@ class DCAE15Pipeline(DiffusionPipeline):
             own_spacing = any(config.get(option) for option in _SPACING_OPTIONS)
             time_grid = "dense_ends" if takes_sigmas and not own_spacing else "scheduler"
         if sigmas is None and time_grid != "scheduler":
-            if not takes_sigmas:
-                raise ValueError(
-                    f"time_grid={time_grid!r}: {type(scheduler).__name__}.set_timesteps takes no `sigmas`, so it can only "
-                    "sample on its own spacing; pass time_grid='scheduler'."
-                )
             sigmas = flow_sigmas(num_inference_steps, time_grid)
+        if sigmas is not None and not takes_sigmas:
+            grid = f"time_grid={time_grid!r}" if time_grid is not None else "custom `sigmas`"
+            raise ValueError(
+                f"{grid}: {type(scheduler).__name__}.set_timesteps takes no `sigmas`, so it can only sample on its own "
+                "spacing; pass time_grid='scheduler' (and no `sigmas`)."
+            )
         kwargs = {}
         if config.get("use_dynamic_shifting"):
             kwargs["mu"] = _dynamic_shift_mu(config, tokens)
         if sigmas is not None:
-            if not takes_sigmas:
-                raise ValueError(f"{type(scheduler).__name__}.set_timesteps takes no custom `sigmas`.")
             scheduler.set_timesteps(sigmas=sigmas, device=device, **kwargs)
         else:
             scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
