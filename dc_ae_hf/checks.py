@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -26,6 +27,7 @@ __all__ = [
     "check_int",
     "check_number",
     "exit_on_user_error",
+    "exit_with_error",
     "invalid",
     "parse_dtype",
 ]
@@ -156,6 +158,15 @@ def check_image_output(name: str, value) -> Path:
     return path
 
 
+def exit_with_error(message, status: int = USAGE_ERROR_STATUS, *, show: bool = True) -> NoReturn:
+    """End a command-line entry point on an error: one line ``error: <message>`` on stderr (unless ``show`` is False,
+    e.g. on the ranks other than 0 of a distributed run) and exit status ``status``, without a traceback. Every entry
+    point prints its errors through here."""
+    if show:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(status) from None
+
+
 def exit_on_user_error(function: Callable, *args, **kwargs):
     """``function(*args, **kwargs)`` for a command-line entry point: a user error (ValueError, TypeError, OSError:
     a bad argument, an unknown class name, a missing folder) prints one line ``error: <message>`` on stderr and exits
@@ -166,5 +177,4 @@ def exit_on_user_error(function: Callable, *args, **kwargs):
     except (ValueError, TypeError, OSError) as error:
         if os.environ.get("DC_AE_HF_TRACEBACK") == "1":
             raise
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(USAGE_ERROR_STATUS) from None
+        exit_with_error(error)

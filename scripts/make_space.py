@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
 import dc_ae_hf
+from dc_ae_hf.checks import exit_with_error
 from dc_ae_hf.output_folders import claim_output_folder, clear_output_folder, mark_output_folder
 from dc_ae_hf.self_contained import bundle_code, is_self_contained, make_self_contained
 
@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         target = make_space(parser.parse_args(argv).output)
     except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_error(error)
     print(f"wrote {target}: push it with hf upload <user>/<space> {target} --repo-type space")
 
 

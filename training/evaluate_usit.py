@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 import dc_ae_hf  # noqa: F401  (registers the pipeline components with diffusers' loader)
-from dc_ae_hf.checks import check_int, check_number
+from dc_ae_hf.checks import check_int, check_number, exit_with_error
 from dc_ae_hf.data.images import load_image
 from dc_ae_hf.latents import decode_from_diffusion_space
 from dc_ae_hf.metrics.dinov2 import Dinov2Model, load_dinov2
@@ -410,8 +409,7 @@ def cli(argv: list[str] | None = None) -> dict:
     try:
         return main(args)
     except InputError as error:
-        print(f"error: {_one_line(error)}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_error(_one_line(error))
 
 
 if __name__ == "__main__":

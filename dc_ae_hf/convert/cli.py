@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from ..checks import DTYPES, SHORT_DTYPE_NAMES, parse_dtype
+from ..checks import DTYPES, SHORT_DTYPE_NAMES, exit_with_error, parse_dtype
 from ..hub import HubPushError, push_folder_to_hub, write_autoencoder_card
 from ..models.autoencoder_dc15 import AUTOENCODER_PRESETS, resolve_autoencoder_preset
 from ..output_folders import card_names, claim_output_folder, clear_output_folder, mark_output_folder
@@ -313,11 +313,8 @@ def main(argv: list[str] | None = None) -> None:
             warnings.showwarning = show
             _run(parser, args)
     except ConverterInputError as error:
-        print(f"error: {error.describe(cli=True)}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_error(error.describe(cli=True))
     except HubPushError as error:  # the folder is complete; only the upload failed
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        exit_with_error(error, 1)
     except (ValueError, TypeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_error(error)

@@ -57,6 +57,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import DistributedType
 
+from dc_ae_hf.checks import exit_with_error
 from dc_ae_hf.hub import HubPushError, push_folder_to_hub
 from dc_ae_hf.output_folders import folder_writer
 from dc_ae_hf.training.checkpoints import (
@@ -110,15 +111,11 @@ def run_script(main: Callable, parse_args: Callable, argv: list[str] | None = No
     except CheckpointWriteError as error:  # during training, but the user's to fix (space, permissions): one line
         if os.environ.get("DC_AE_HF_TRACEBACK") == "1":
             raise
-        if _rank() == 0:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(CHECKPOINT_WRITE_STATUS) from None
+        exit_with_error(error, CHECKPOINT_WRITE_STATUS, show=_rank() == 0)
     except (ValueError, TypeError, OSError) as error:
         if _training_started.is_set() or os.environ.get("DC_AE_HF_TRACEBACK") == "1":
             raise
-        if _rank() == 0:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        exit_with_error(error, show=_rank() == 0)
 
 
 def check_output_dir(output_dir: str | os.PathLike, script: str, model_folder: str) -> None:
