@@ -38,6 +38,7 @@ from diffusers import (
 )
 from safetensors.torch import load_file, save_file
 from timing import load_average
+from torchdiffeq import odeint
 
 from dc_ae_hf import DCAE15Pipeline
 from dc_ae_hf.pipelines.pipeline_dcae15 import DEFAULT_SCHEDULER_STEPS
@@ -142,8 +143,6 @@ def reference(pipe: DCAE15Pipeline, noise, labels, guidance_scale, guidance_inte
     ``cache``: a folder keeping each solution (safetensors, named by a hash of the weights, noise, labels and
     guidance), so that a rerun with other samplers skips the ~3,000 calls per batch.
     """
-    from torchdiffeq import odeint
-
     key = None
     if cache is not None:
         digest = hashlib.sha256()
