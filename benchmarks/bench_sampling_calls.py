@@ -42,7 +42,7 @@ from torchdiffeq import odeint
 
 from dc_ae_hf import DCAE15Pipeline
 from dc_ae_hf.pipelines.pipeline_dcae15 import DEFAULT_SCHEDULER_STEPS
-from dc_ae_hf.sampling import make_ode_func
+from dc_ae_hf.pipelines.sampling import make_ode_func
 
 TOY_PIPELINE = Path(__file__).resolve().parents[1] / "dc_ae_hf" / "assets" / "toy-dcae15-shapes"
 FLOW = dict(use_flow_sigmas=True, prediction_type="flow_prediction")

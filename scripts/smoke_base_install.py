@@ -23,7 +23,6 @@ OPTIONAL_MODULES = {
     "dc_ae_hf.data": "datasets",
     "dc_ae_hf.metrics.inception": "torch_fidelity",
     "dc_ae_hf.metrics.image": "torchmetrics",
-    "dc_ae_hf.diffusion_training": "datasets",
     "dc_ae_hf.training.diffusion": "datasets",
     "dc_ae_hf.testing": "torch_fidelity",
 }

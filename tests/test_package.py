@@ -1,4 +1,4 @@
-"""`dc_ae_hf/__init__.py` and the package layout: inference never imports training code; old module paths work."""
+"""`dc_ae_hf/__init__.py` and the package layout: inference never imports training code; one home per name."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from conftest import REPO_ROOT
 
 _INFERENCE_ONLY = """
 import sys
-import dc_ae_hf, dc_ae_hf.convert, dc_ae_hf.convert.cli, dc_ae_hf.latents, dc_ae_hf.sampling, dc_ae_hf.checks
+import dc_ae_hf, dc_ae_hf.convert, dc_ae_hf.convert.cli, dc_ae_hf.latents, dc_ae_hf.pipelines.sampling, dc_ae_hf.checks
 import dc_ae_hf.loading, dc_ae_hf.hub, dc_ae_hf.pipelines.callbacks, dc_ae_hf.models.discriminator
 loaded = sorted(m for m in sys.modules if m.startswith("dc_ae_hf.training") or m in ("datasets", "lpips"))
 print(loaded)
@@ -24,17 +24,10 @@ def test_inference_modules_do_not_import_training_code():
     assert result.stdout.strip() == "[]"
 
 
-def test_old_module_paths_re_export_the_moved_names():
-    from dc_ae_hf import autoencoder_training, diffusion_training, flow_matching, losses, training_utils
-    from dc_ae_hf.training import autoencoder, cards, checkpoints, diffusion, ema, randomness
-    from dc_ae_hf.training import flow_matching as new_flow_matching
-    from dc_ae_hf.training import losses as new_losses
+def test_no_module_only_re_exports():
+    """The package has one home per name: the modules that only re-exported names moved into `dc_ae_hf.training`
+    (and `dc_ae_hf.sampling`, moved into `dc_ae_hf.pipelines`) are gone."""
+    import importlib.util
 
-    assert flow_matching.flow_matching_loss is new_flow_matching.flow_matching_loss
-    assert training_utils.LatentChannelSampler is randomness.LatentChannelSampler
-    assert training_utils.save_checkpoint is checkpoints.save_checkpoint
-    assert losses.reconstruction_loss is new_losses.reconstruction_loss
-    assert autoencoder_training.phase_trainable_parameters is autoencoder.phase_trainable_parameters
-    assert autoencoder_training.write_trained_autoencoder_card is cards.write_trained_autoencoder_card
-    assert diffusion_training.ExponentialWarmupEMAModel is ema.ExponentialWarmupEMAModel
-    assert diffusion_training.ema_sample_grid is diffusion.ema_sample_grid
+    gone = ["autoencoder_training", "diffusion_training", "flow_matching", "losses", "training_utils", "sampling"]
+    assert [name for name in gone if importlib.util.find_spec(f"dc_ae_hf.{name}") is not None] == []

@@ -43,7 +43,7 @@ from dc_ae_hf.metrics.image import to_uint8
 from dc_ae_hf.metrics.image_sets import as_dataset, is_statistics_file
 from dc_ae_hf.metrics.inception import INCEPTION_FEATURE_LAYERS, compute_generation_metrics, resolve_inception_weights
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
-from dc_ae_hf.sampling import SOLVERS, check_guidance_interval
+from dc_ae_hf.pipelines.sampling import SOLVERS, check_guidance_interval
 
 METRICS = ("fid", "is", "pr")
 ISC_SPLITS = 10  # Inception Score splits (official: 10); fewer samples than splits give NaN

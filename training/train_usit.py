@@ -29,7 +29,7 @@ from dc_ae_hf.checks import check_channel_prefixes, check_int, invalid
 from dc_ae_hf.latents import encode_to_diffusion_space
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
-from dc_ae_hf.sampling import SOLVERS
+from dc_ae_hf.pipelines.sampling import SOLVERS
 from dc_ae_hf.training.arguments import (
     add_channel_arguments,
     add_image_data_arguments,

@@ -1,7 +1,6 @@
 """Generation metrics: FID, Inception Score, precision/recall (torch-fidelity) and FD-DINOv2 (EDM2), in one namespace.
 
-The code lives in one module per concern; this module gathers their public names (every name it has always
-offered):
+The code lives in one module per concern; this module gathers their public names:
 
 - ``dc_ae_hf/metrics/frechet.py``: :func:`feature_statistics`, :func:`frechet_distance`, :func:`save_statistics`,
   :func:`load_statistics` (the Frechet distance of ``dc_gen/apps/metrics/fid/fid.py`` and the ``.npz`` files),
@@ -15,10 +14,6 @@ offered):
 
 from __future__ import annotations
 
-from dc_ae_hf.metrics import dinov2 as _dinov2
-from dc_ae_hf.metrics import image as _image
-from dc_ae_hf.metrics import image_sets as _image_sets
-from dc_ae_hf.metrics import inception as _inception
 from dc_ae_hf.metrics.dinov2 import DEFAULT_DINOV2, dinov2_features, fd_dinov2, load_dinov2
 from dc_ae_hf.metrics.frechet import feature_statistics, frechet_distance, load_statistics, save_statistics
 from dc_ae_hf.metrics.image_sets import ImageSet
@@ -44,22 +39,3 @@ __all__ = [
     "load_statistics",
     "save_statistics",
 ]
-
-# The private helpers this module defined before the split, under their old names, and two names it imported (a
-# type of its signatures, a helper), so that code importing them from here keeps working. New code imports them from
-# their modules.
-Dinov2Model = _dinov2.Dinov2Model
-to_uint8 = _image.to_uint8
-_INCEPTION = _inception._INCEPTION
-_RESERVED_FIDELITY_KWARGS = _inception._RESERVED_FIDELITY_KWARGS
-_default_device = _inception._default_device
-_fidelity_device = _inception._fidelity_device
-_check_fidelity_kwargs = _inception._check_fidelity_kwargs
-_resolve_inception_weights = _inception.resolve_inception_weights
-_IMAGE_EXTENSIONS = _image_sets.IMAGE_EXTENSIONS
-_UInt8Images = _image_sets.UInt8Images
-_as_fidelity_input = _image_sets.as_fidelity_input
-_as_dataset = _image_sets.as_dataset
-_is_statistics_file = _image_sets.is_statistics_file
-_IMAGENET_MEAN = _dinov2._IMAGENET_MEAN
-_IMAGENET_STD = _dinov2._IMAGENET_STD

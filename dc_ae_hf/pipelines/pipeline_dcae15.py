@@ -5,7 +5,7 @@ ODE from noise (t = 0) to data (t = 1) with classifier-free guidance by batch do
 ``latents / scaling_factor`` with the autoencoder. ``DCAE15Pipeline`` does the same either with a diffusers
 flow-matching scheduler (default: UniPC on the "dense_ends" time grid, ``default_scheduler()``, 24 transformer calls
 for the official dopri5's accuracy on the bundled toy pipeline: benchmarks/bench_sampling_calls.py) or with the
-official samplers of ``dc_ae_hf.sampling`` (``solver="euler" | "heun2" | "dopri5"``).
+official samplers of ``dc_ae_hf.pipelines.sampling`` (``solver="euler" | "heun2" | "dopri5"``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dc_ae_hf.latents import decode_from_diffusion_space
 from dc_ae_hf.loading import check_pretrained_folder, resolve_pretrained_path
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
-from dc_ae_hf.sampling import (
+from dc_ae_hf.pipelines.sampling import (
     SOLVERS,
     TIME_GRIDS,
     check_guidance_interval,
@@ -401,7 +401,7 @@ class DCAE15Pipeline(SelfContainedPipelineMixin, DiffusionPipeline):
             latents: starting noise at t = 0, shape (B, c', sample_size, sample_size); drawn if None.
             latent_channels: sample in the first c' latent channels and decode that prefix (DC-AE 1.5).
             solver: None uses ``self.scheduler`` (``default_scheduler()``, UniPC, when it is None); ``"euler"``,
-                ``"heun2"`` or ``"dopri5"`` run the official samplers of ``dc_ae_hf.sampling`` (euler and heun2 on the
+                ``"heun2"`` or ``"dopri5"`` run the official samplers of ``dc_ae_hf.pipelines.sampling`` (euler and heun2 on the
                 grid ``linspace(0, 1, N + 1)``; dopri5: adaptive, atol 1e-6, rtol 1e-3).
             time_grid: the scheduler's time grid: ``"dense_ends"`` (denser near noise and data; ``flow_sigmas``),
                 ``"uniform"`` (the official ``linspace(0, 1, N + 1)``), or ``"scheduler"`` (the scheduler's own

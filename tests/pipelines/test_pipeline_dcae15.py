@@ -19,7 +19,7 @@ from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines import GuidanceCutoffCallback
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline, default_scheduler, load_imagenet_id2label
-from dc_ae_hf.sampling import flow_sigmas
+from dc_ae_hf.pipelines.sampling import flow_sigmas
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 # DiT-style id2label with comma-separated synonyms (the usit_a transformer has 10 classes).

@@ -29,7 +29,7 @@ from torchdiffeq import odeint
 
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.pipelines.pipeline_dcae15 import DEFAULT_SCHEDULER_STEPS, DCAE15Pipeline, default_scheduler
-from dc_ae_hf.sampling import flow_sigmas, make_ode_func
+from dc_ae_hf.pipelines.sampling import flow_sigmas, make_ode_func
 
 FLOW = dict(use_flow_sigmas=True, prediction_type="flow_prediction")
 STEPS = 12

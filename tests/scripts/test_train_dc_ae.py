@@ -24,13 +24,6 @@ from helpers import run_in_process, sigkill_when_checkpoint_appears, two_process
 from PIL import Image
 from safetensors.torch import load_file
 
-from dc_ae_hf.autoencoder_training import (
-    freeze_frozen_norm_statistics,
-    phase_trainable_modules,
-    phase_trainable_parameters,
-    reconstruct_prefixes,
-    subsample_channels,
-)
 from dc_ae_hf.data.images import (
     TransformedImageDataset,
     TransformedIterableImageDataset,
@@ -42,13 +35,20 @@ from dc_ae_hf.data.images import (
     load_train_and_validation_datasets,
 )
 from dc_ae_hf.data.shapes import export_imagefolder
-from dc_ae_hf.losses import generator_adversarial_loss, hinge_d_loss, hinge_g_loss, reconstruction_loss
 from dc_ae_hf.metrics.image import to_uint8
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.discriminator import PatchDiscriminator
 from dc_ae_hf.self_contained import is_self_contained
 from dc_ae_hf.testing import write_standin_inception_weights, write_standin_lpips_backbone
 from dc_ae_hf.training import run as run_module
+from dc_ae_hf.training.autoencoder import (
+    freeze_frozen_norm_statistics,
+    phase_trainable_modules,
+    phase_trainable_parameters,
+    reconstruct_prefixes,
+    subsample_channels,
+)
+from dc_ae_hf.training.losses import generator_adversarial_loss, hinge_d_loss, hinge_g_loss, reconstruction_loss
 from dc_ae_hf.training.run import PREEMPTED_STATUS
 from dc_ae_hf.visualization import prefix_reconstruction_grid
 

@@ -1,5 +1,5 @@
 """USiT training and evaluation end to end: training/{cache_latents,train_usit,evaluate_usit,
-make_reference_statistics}.py on tiny models (CPU, offline), plus the EMA schedule of `dc_ae_hf.diffusion_training`."""
+make_reference_statistics}.py on tiny models (CPU, offline), plus the EMA schedule of `dc_ae_hf.training.ema`."""
 
 from __future__ import annotations
 
@@ -27,12 +27,13 @@ from helpers import (
 
 from dc_ae_hf.data.latent_cache import LatentCacheDataset
 from dc_ae_hf.data.shapes import SHAPE_CLASSES
-from dc_ae_hf.diffusion_training import ExponentialWarmupEMAModel, spread_class_labels
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 from dc_ae_hf.self_contained import is_self_contained
 from dc_ae_hf.testing import write_standin_inception_weights, write_tiny_dinov2
+from dc_ae_hf.training.diffusion import spread_class_labels
+from dc_ae_hf.training.ema import ExponentialWarmupEMAModel
 from dc_ae_hf.training.randomness import LatentChannelSampler
 
 pytestmark = pytest.mark.usefixtures("one_thread")

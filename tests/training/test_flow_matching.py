@@ -1,4 +1,4 @@
-"""Paper Eq. 2 (augmented diffusion training) as `dc_ae_hf.flow_matching.flow_matching_loss` computes it."""
+"""Paper Eq. 2 (augmented diffusion training) as `dc_ae_hf.training.flow_matching.flow_matching_loss` computes it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dc_ae_hf.flow_matching import draw_time_and_noise, flow_matching_loss, flow_matching_pass, linear_interpolant
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
+from dc_ae_hf.training.flow_matching import (
+    draw_time_and_noise,
+    flow_matching_loss,
+    flow_matching_pass,
+    linear_interpolant,
+)
 
 C, S, B = 16, 4, 3
 

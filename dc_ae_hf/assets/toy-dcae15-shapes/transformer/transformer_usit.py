@@ -7,7 +7,7 @@ Official code: ``dc_gen/c2icore/diffusioncore/models/uvit.py`` (UViT, Block, Att
 ``dc_gen/c2icore/models/ops/{input_embed,label_embed,timestep_embed}.py`` (AdaptivePatchEmbed, LabelEmbedder,
 timestep_embedding). The network is plain U-ViT (Bao et al., 2022): a ViT over [label token, time token, patch tokens]
 with long skip connections from the first half of the blocks to the second half. "USiT" only means that it is trained
-with the SiT linear flow-matching objective and sampled with an ODE solver (``dc_ae_hf/sampling.py``).
+with the SiT linear flow-matching objective and sampled with an ODE solver (``dc_ae_hf/pipelines/sampling.py``).
 
 DC-AE 1.5 adds *adaptive channels*: a model trained on a structured latent space accepts the first c' <= in_channels
 latent channels and predicts a velocity for exactly those c' channels (official ``AdaptivePatchEmbed`` /

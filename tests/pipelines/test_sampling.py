@@ -1,4 +1,4 @@
-"""dc_ae_hf.sampling: the official ODE samplers and CFG reproduced on the usit_a fixture."""
+"""dc_ae_hf.pipelines.sampling: the official ODE samplers and CFG reproduced on the usit_a fixture."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from torchdiffeq import odeint
 
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
-from dc_ae_hf.sampling import flow_time_grid, guided_velocity, make_ode_func, sample_ode
+from dc_ae_hf.pipelines.sampling import flow_time_grid, guided_velocity, make_ode_func, sample_ode
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 # Fixture grid: official num_inference_steps=9 grid points = 8 steps = our num_inference_steps=8.
@@ -253,7 +253,7 @@ def test_torchdiffeq_is_needed_by_heun2_and_dopri5_only(model, io, monkeypatch):
 
 
 def test_importing_the_samplers_does_not_import_torchdiffeq():
-    check = "import sys, dc_ae_hf, dc_ae_hf.sampling; print('torchdiffeq' in sys.modules)"
+    check = "import sys, dc_ae_hf, dc_ae_hf.pipelines.sampling; print('torchdiffeq' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False"
