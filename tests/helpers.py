@@ -81,16 +81,6 @@ def load_script(name: str):
     return module
 
 
-def load_toy_recipe(monkeypatch):
-    """examples/toy/run_recipe.py as the module `run_recipe`, registered in sys.modules for the test (dataclasses
-    resolve annotations through it); loading it puts the recipe's folder on sys.path, so its `toy_*` modules import."""
-    spec = importlib.util.spec_from_file_location("run_recipe", REPO_ROOT / "examples" / "toy" / "run_recipe.py")
-    recipe = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "run_recipe", recipe)
-    spec.loader.exec_module(recipe)
-    return recipe
-
-
 def subprocess_env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
 

@@ -1,7 +1,7 @@
 """The regime mode's budget: its step costs as ratios to the channel sweep's recorded costs, and the estimate.
 
-    python examples/toy/measure_regime.py --output examples/toy/results/regime/budget.json   # minutes
-    python examples/toy/measure_regime.py --recorded examples/toy/results/regime/budget.json  # re-estimate only
+    python -m examples.toy.measure_regime --output examples/toy/results/regime/budget.json   # minutes
+    python -m examples.toy.measure_regime --recorded examples/toy/results/regime/budget.json  # re-estimate only
 
 Why ratios: on the shared 2-core machine the wall time of a trainer depends on what else runs (the pilot's jobs ran
 at a load average of 3-7). Timing two things in one process, in interleaved rounds (`benchmarks/timing.py`), gives
@@ -29,22 +29,21 @@ import argparse
 import json
 import os
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-TOY_DIR = Path(__file__).resolve().parent
-REPO_ROOT = TOY_DIR.parents[1]
-for _path in (REPO_ROOT, TOY_DIR, REPO_ROOT / "benchmarks"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from measure_sweep import RECORDED_COSTS, interpolate  # noqa: E402
-from timing import interleaved, load_average  # noqa: E402
-from toy_evaluation import generate, sweep_reconstruction_prefixes  # noqa: E402
-from toy_scheduler import simulate_schedule  # noqa: E402
-from toy_settings import (  # noqa: E402
+from benchmarks.timing import interleaved, load_average
+from dc_ae_hf.metrics.classifier import SmallImageClassifier
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from dc_ae_hf.training.flow_matching import flow_matching_loss
+from dc_ae_hf.training.randomness import LatentChannelSampler
+from examples.toy.measure_sweep import RECORDED_COSTS, interpolate
+from examples.toy.toy_evaluation import generate, sweep_reconstruction_prefixes
+from examples.toy.toy_scheduler import simulate_schedule
+from examples.toy.toy_settings import (
     EVAL_GUIDANCE_SCALES,
     REGIME_MODES,
     REGIME_USIT_CONFIG,
@@ -53,14 +52,7 @@ from toy_settings import (  # noqa: E402
     SweepAutoencoder,
     sweep_prefixes,
 )
-from toy_stages import sweep_jobs  # noqa: E402
-
-from dc_ae_hf.metrics.classifier import SmallImageClassifier  # noqa: E402
-from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15  # noqa: E402
-from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel  # noqa: E402
-from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline  # noqa: E402
-from dc_ae_hf.training.flow_matching import flow_matching_loss  # noqa: E402
-from dc_ae_hf.training.randomness import LatentChannelSampler  # noqa: E402
+from examples.toy.toy_stages import sweep_jobs
 
 # the sweep's reference latents: the recorded costs are interpolated in c to these
 REFERENCE_AE = SweepAutoencoder(32, structured=False)  # f8c32 at 32 px
@@ -269,7 +261,7 @@ def estimate(settings: RegimeSettings, costs: dict, max_parallel: int = 2) -> di
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m examples.toy.measure_regime", description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=sorted(REGIME_MODES), default="regime", help="the mode to estimate")
     parser.add_argument("--output", help="write the ratios, costs and estimate here (JSON)")
     parser.add_argument("--recorded", help="estimate from the ratios of this JSON (a previous --output)")

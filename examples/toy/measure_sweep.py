@@ -1,7 +1,7 @@
 """The budget of the channel sweep: measure a few steps of every job kind on this machine, estimate the wall time.
 
-    python examples/toy/measure_sweep.py --output_dir /tmp/toy-measure   # measure (2-3 minutes on 2 idle cores)
-    python examples/toy/measure_sweep.py --recorded                      # the estimate from RECORDED_COSTS
+    python -m examples.toy.measure_sweep --output_dir /tmp/toy-measure   # measure (2-3 minutes on 2 idle cores)
+    python -m examples.toy.measure_sweep --recorded                      # the estimate from RECORDED_COSTS
 
 Measuring (`measure`) runs, with the sweep's own command lines (`toy_stages.sweep_jobs`), data sizes and job pool
 (`--max_parallel` jobs at a time, the cores shared between them as in the real run), `--ae_steps` steps of the
@@ -28,18 +28,15 @@ import dataclasses
 import json
 import os
 import re
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-TOY_DIR = Path(__file__).resolve().parent
-REPO_ROOT = TOY_DIR.parents[1]
-for _path in (REPO_ROOT, TOY_DIR):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from toy_evaluation import (  # noqa: E402
+from dc_ae_hf.checks import check_int
+from dc_ae_hf.data.shapes import SHAPE_CLASSES
+from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder
+from dc_ae_hf.metrics.classifier import train_classifier
+from examples.toy.toy_evaluation import (
     EvaluatedRun,
     evaluate_checkpoints,
     load_autoencoder,
@@ -47,8 +44,8 @@ from toy_evaluation import (  # noqa: E402
     reconstruct,
     sweep_reconstruction_prefixes,
 )
-from toy_scheduler import Timings, run_jobs, simulate_schedule  # noqa: E402
-from toy_settings import (  # noqa: E402
+from examples.toy.toy_scheduler import Timings, simulate_schedule
+from examples.toy.toy_settings import (
     EVAL_GUIDANCE_SCALES,
     SWEEP_MODES,
     SweepSettings,
@@ -56,12 +53,7 @@ from toy_settings import (  # noqa: E402
     sweep_cache_dir,
     sweep_runs,
 )
-from toy_stages import data_exists, sweep_jobs, trainer_environment, write_data, write_sweep_configs  # noqa: E402
-
-from dc_ae_hf.checks import check_int  # noqa: E402
-from dc_ae_hf.data.shapes import SHAPE_CLASSES  # noqa: E402
-from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder  # noqa: E402
-from dc_ae_hf.metrics.classifier import train_classifier  # noqa: E402
+from examples.toy.toy_stages import data_exists, run_trainer_jobs, sweep_jobs, write_data, write_sweep_configs
 
 # accelerate's log line when a trainer starts saving checkpoint-<step> (at every --checkpointing_steps and the end)
 _SAVE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO accelerate\.accelerator: .*?checkpoint-(\d+)\.tmp")
@@ -217,7 +209,7 @@ def measure(out: Path, target: SweepSettings, ae_steps: int, usit_steps: int, ma
     write_sweep_configs(out, settings)
     timings = Timings(out / "timings.json")
     jobs = measured_jobs(out, settings)
-    run_jobs(jobs, out / "logs", max_parallel, timings, cwd=REPO_ROOT, environment=trainer_environment())
+    run_trainer_jobs(jobs, out, max_parallel, timings)
     wall = {name: entry["seconds"] for name, entry in timings.entries.items()}
     per_step, fixed = {}, {"ae": 0.0, "usit": 0.0}
     for job in jobs:
@@ -271,7 +263,7 @@ def measure(out: Path, target: SweepSettings, ae_steps: int, usit_steps: int, ma
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m examples.toy.measure_sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=sorted(SWEEP_MODES), default="sweep", help="the mode to estimate")
     parser.add_argument("--recorded", action="store_true", help="estimate from RECORDED_COSTS, measure nothing")
     parser.add_argument("--output_dir", default="/tmp/toy-measure", help="where the measuring jobs run")

@@ -1,6 +1,6 @@
 """The regime mode's pilot: a short run of its two plain autoencoders and of arms (i) and (ii), to choose its budget.
 
-    python examples/toy/pilot_regime.py --output_dir outputs/regime-pilot --results_dir examples/toy/results/regime
+    python -m examples.toy.pilot_regime --output_dir outputs/regime-pilot --results_dir examples/toy/results/regime
 
 It runs, with the regime mode's own command lines (`toy_stages.sweep_jobs` of `REGIME_MODES["regime"]` cut by
 `pilot_settings`), on 64 px shapes: the plain f16c32 and f32c128 autoencoders (`--ae_steps` steps), their latent
@@ -20,29 +20,21 @@ import argparse
 import dataclasses
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
-TOY_DIR = Path(__file__).resolve().parent
-REPO_ROOT = TOY_DIR.parents[1]
-for _path in (REPO_ROOT, TOY_DIR):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from measure_sweep import seconds_per_step  # noqa: E402
-from toy_evaluation import (  # noqa: E402
+from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder
+from examples.toy.measure_sweep import seconds_per_step
+from examples.toy.toy_evaluation import (
     EvaluatedRun,
     evaluate_checkpoints,
     evaluate_sweep_classifier,
     load_autoencoder,
     load_imagefolder,
 )
-from toy_scheduler import Timings, run_jobs  # noqa: E402
-from toy_settings import REGIME_ARMS, REGIME_MODES, REGIME_USIT_CONFIG, RegimeSettings, sweep_cache_dir  # noqa: E402
-from toy_stages import data_exists, sweep_jobs, trainer_environment, write_data, write_sweep_configs  # noqa: E402
-
-from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder  # noqa: E402
+from examples.toy.toy_scheduler import Timings
+from examples.toy.toy_settings import REGIME_ARMS, REGIME_MODES, REGIME_USIT_CONFIG, RegimeSettings, sweep_cache_dir
+from examples.toy.toy_stages import data_exists, run_trainer_jobs, sweep_jobs, write_data, write_sweep_configs
 
 PILOT_ARMS = ("i", "ii")
 # the trainer's progress bar: "<step>/<steps> [...] loss=<mean of the last --logging_steps steps>"
@@ -85,7 +77,7 @@ def pilot_settings(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m examples.toy.pilot_regime", description=__doc__.split("\n")[0])
     parser.add_argument("--output_dir", default="outputs/regime-pilot")
     parser.add_argument("--results_dir", default="examples/toy/results/regime")
     parser.add_argument("--ae_steps", type=int, default=900)
@@ -126,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not data_exists(out):
         timings.timed("data", "data", lambda: write_data(out, settings))
     write_sweep_configs(out, settings)
-    run_jobs(jobs, out / "logs", args.max_parallel, timings, cwd=REPO_ROOT, environment=trainer_environment())
+    run_trainer_jobs(jobs, out, args.max_parallel, timings)
 
     per_step = {}
     for job in jobs:

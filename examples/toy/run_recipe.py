@@ -1,15 +1,15 @@
 """CPU-scale reproduction of the two DC-AE 1.5 effects on the procedural shapes dataset, with the real trainers.
 
-    python examples/toy/run_recipe.py --mode quick --output_dir outputs/toy          # <= 30 min on 2 CPU cores
-    python examples/toy/run_recipe.py --mode full --output_dir outputs/toy-full     # <= 2 h, 2 seeds, resumable
-    python examples/toy/run_recipe.py --mode smoke --output_dir /tmp/toy-smoke      # a few steps (the test)
-    python examples/toy/run_recipe.py --mode sweep --output_dir outputs/toy-sweep   # ~2 h 15 min, resumable
-    python examples/toy/run_recipe.py --mode sweep-smoke --output_dir /tmp/sweep    # a few steps (the test)
-    python examples/toy/run_recipe.py --mode regime --output_dir outputs/toy-regime    # the paper's regime, resumable
-    python examples/toy/run_recipe.py --mode regime-smoke --output_dir /tmp/regime  # a few steps (the test)
-    python examples/toy/run_recipe.py --mode default --output_dir outputs/toy-default \
+    python -m examples.toy.run_recipe --mode quick --output_dir outputs/toy          # <= 30 min on 2 CPU cores
+    python -m examples.toy.run_recipe --mode full --output_dir outputs/toy-full     # <= 2 h, 2 seeds, resumable
+    python -m examples.toy.run_recipe --mode smoke --output_dir /tmp/toy-smoke      # a few steps (the test)
+    python -m examples.toy.run_recipe --mode sweep --output_dir outputs/toy-sweep   # ~2 h 15 min, resumable
+    python -m examples.toy.run_recipe --mode sweep-smoke --output_dir /tmp/sweep    # a few steps (the test)
+    python -m examples.toy.run_recipe --mode regime --output_dir outputs/toy-regime    # the paper's regime, resumable
+    python -m examples.toy.run_recipe --mode regime-smoke --output_dir /tmp/regime  # a few steps (the test)
+    python -m examples.toy.run_recipe --mode default --output_dir outputs/toy-default \
         --bundle_to dc_ae_hf/assets/toy-dcae15-shapes                                # the built-in default, ~1.5 h
-    python examples/toy/run_recipe.py --mode default-smoke --output_dir /tmp/default  # a few steps (the test)
+    python -m examples.toy.run_recipe --mode default-smoke --output_dir /tmp/default  # a few steps (the test)
 
 Stages (each skipped when its final output exists; the trainers resume from their checkpoints when re-run):
 
@@ -59,18 +59,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-TOY_DIR = Path(__file__).resolve().parent
-REPO_ROOT = TOY_DIR.parents[1]
-for _path in (REPO_ROOT, TOY_DIR):  # run as a script from anywhere in the checkout, or loaded from its file
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from toy_evaluation import (  # noqa: E402
+from dc_ae_hf.checks import check_int
+from examples.toy.toy_evaluation import (
     class_samples,
     evaluate_autoencoders,
     evaluate_classifier,
@@ -86,7 +80,7 @@ from toy_evaluation import (  # noqa: E402
     reconstruct,
     saved_classifier,
 )
-from toy_report import (  # noqa: E402
+from examples.toy.toy_report import (
     default_results_summary,
     regime_results_summary,
     results_summary,
@@ -99,30 +93,28 @@ from toy_report import (  # noqa: E402
     write_report,
     write_sweep_report,
 )
-from toy_scheduler import Timings, run_jobs, stage_wall_times  # noqa: E402
-from toy_settings import (  # noqa: E402
+from examples.toy.toy_scheduler import Timings, stage_wall_times
+from examples.toy.toy_settings import (
     AUTOENCODERS,
-    CHANNEL_CHOICES,
     DEFAULT_MODES,
     DEFAULT_RUN,
     DEFAULT_USIT_CONFIG,
     EVAL_GUIDANCE_SCALES,
     MODES,
     REGIME_MODES,
-    RUNS,
     SWEEP_MODES,
     RegimeSettings,
     resolution_of,
     usit_run_dir,
 )
-from toy_stages import (  # noqa: E402
+from examples.toy.toy_stages import (
     autoencoder_jobs,
     cache_jobs,
     data_exists,
     default_jobs,
     finetune_jobs,
+    run_trainer_jobs,
     sweep_jobs,
-    trainer_environment,
     usit_jobs,
     write_configs,
     write_data,
@@ -130,28 +122,12 @@ from toy_stages import (  # noqa: E402
     write_sweep_configs,
 )
 
-from dc_ae_hf.checks import check_int  # noqa: E402
-
-# what tests and callers read from this module besides main (the rest lives in the toy_* modules)
-__all__ = [
-    "CHANNEL_CHOICES",
-    "DEFAULT_MODES",
-    "EVAL_GUIDANCE_SCALES",
-    "MODES",
-    "REGIME_MODES",
-    "RUNS",
-    "SWEEP_MODES",
-    "main",
-    "parse_args",
-    "usit_run_dir",
-]
-
 SAMPLES_PER_CLASS = 4  # samples_struct_aug.png: one row per class
 DEFAULT_SAMPLES_PER_CLASS = 8  # samples.png of the built-in default (the README's grid): one row per class
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m examples.toy.run_recipe", description=__doc__.split("\n")[0])
     modes = sorted(MODES) + sorted(SWEEP_MODES) + sorted(REGIME_MODES) + sorted(DEFAULT_MODES)
     parser.add_argument("--mode", choices=modes, default="quick")
     parser.add_argument("--output_dir", default="outputs/toy", help="runs, logs, checkpoints")
@@ -195,12 +171,6 @@ def _start(results_dir: Path, out: Path) -> Timings:
     return Timings(out / "timings.json")
 
 
-def _run_pool(args: argparse.Namespace, out: Path, timings: Timings, jobs: list) -> None:
-    """Run `jobs` (`toy_scheduler.run_jobs`): `--max_parallel` at a time, logs in `<out>/logs`, from the checkout's
-    root with the trainers' environment."""
-    run_jobs(jobs, out / "logs", args.max_parallel, timings, cwd=REPO_ROOT, environment=trainer_environment())
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Run (or continue) the recipe; returns the results dict that `results.json` holds."""
     args = parse_args(argv)
@@ -217,14 +187,16 @@ def main(argv: list[str] | None = None) -> dict:
         timings.timed("data", "data", lambda: write_data(out, settings))
     write_configs(out)
 
-    _run_pool(args, out, timings, autoencoder_jobs(out, settings))
+    run_trainer_jobs(autoencoder_jobs(out, settings), out, args.max_parallel, timings)
 
     # 3./4. scaling factors, then caches, diffusion runs and plain fine-tunes (one job pool)
     train_images, train_labels = load_imagefolder(out / "data" / "train")
     heldout_images, heldout_labels = load_imagefolder(out / "data" / "heldout")
     for ae in AUTOENCODERS:
         write_diffusion_vae(out, ae, train_images)
-    _run_pool(args, out, timings, cache_jobs(out) + usit_jobs(out, settings) + finetune_jobs(out, settings))
+    run_trainer_jobs(
+        cache_jobs(out) + usit_jobs(out, settings) + finetune_jobs(out, settings), out, args.max_parallel, timings
+    )
 
     # 5. evaluation
     ae_results = timings.timed(
@@ -286,7 +258,7 @@ def run_sweep(args: argparse.Namespace) -> dict:
     if not data_exists(out):
         timings.timed("data", "data", lambda: write_data(out, settings))
     write_sweep_configs(out, settings)
-    _run_pool(args, out, timings, sweep_jobs(out, settings))
+    run_trainer_jobs(sweep_jobs(out, settings), out, args.max_parallel, timings)
 
     train = load_imagefolder(out / "data" / "train", resolution_of(settings))
     heldout = load_imagefolder(out / "data" / "heldout", resolution_of(settings))
@@ -332,13 +304,13 @@ def run_default(args: argparse.Namespace) -> dict:
     if not data_exists(out):
         timings.timed("data", "data", lambda: write_data(out, settings))
     write_configs(out, DEFAULT_USIT_CONFIG)
-    _run_pool(args, out, timings, autoencoder_jobs(out, settings, ("ae_struct",)))
+    run_trainer_jobs(autoencoder_jobs(out, settings, ("ae_struct",)), out, args.max_parallel, timings)
     train_images, train_labels = load_imagefolder(out / "data" / "train")
     heldout_images, heldout_labels = load_imagefolder(out / "data" / "heldout")
     # the imagefolder is sorted by class: evenly spaced images are class balanced
     balanced = torch.linspace(0, len(train_images) - 1, min(len(train_images), 1000)).long()
     write_diffusion_vae(out, "ae_struct", train_images[balanced])
-    _run_pool(args, out, timings, default_jobs(out, settings))
+    run_trainer_jobs(default_jobs(out, settings), out, args.max_parallel, timings)
 
     heldout = (heldout_images, heldout_labels)
     reconstruction = timings.timed(

@@ -3,7 +3,7 @@ scores its own checkpoints: class-balanced samples (euler) without guidance and 
 (overall and per class) and classifier Frechet distance to the pipeline's own reconstructions of the run's held-out
 images.
 
-    python examples/toy/score_pipeline.py --output_dir outputs/toy-default --pipeline dc_ae_hf/assets/toy-dcae15-shapes
+    python -m examples.toy.score_pipeline --output_dir outputs/toy-default --pipeline dc_ae_hf/assets/toy-dcae15-shapes
 
 Use it to compare pipelines that were trained or scored apart (e.g. the previously bundled default against the new
 one) with one judge. It needs `<output_dir>/eval/classifier` (saved by the recipe's evaluation) and
@@ -14,26 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-TOY_DIR = Path(__file__).resolve().parent
-REPO_ROOT = TOY_DIR.parents[1]
-for _path in (REPO_ROOT, TOY_DIR):  # run as a script from anywhere in the checkout
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from toy_evaluation import generate, load_imagefolder, reconstruct  # noqa: E402
-from toy_settings import EVAL_GUIDANCE_SCALES  # noqa: E402
-
-from dc_ae_hf.checks import check_int  # noqa: E402
-from dc_ae_hf.data.shapes import SHAPE_CLASSES  # noqa: E402
-from dc_ae_hf.metrics.classifier import SmallImageClassifier, classifier_metrics, classifier_outputs  # noqa: E402
-from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline  # noqa: E402
+from dc_ae_hf.checks import check_int
+from dc_ae_hf.data.shapes import SHAPE_CLASSES
+from dc_ae_hf.metrics.classifier import SmallImageClassifier, classifier_metrics, classifier_outputs
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from examples.toy.toy_evaluation import generate, load_imagefolder, reconstruct
+from examples.toy.toy_settings import EVAL_GUIDANCE_SCALES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m examples.toy.score_pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("--output_dir", required=True, help="a `--mode default` run (its classifier and data)")
     parser.add_argument("--pipeline", required=True, help="the pipeline folder to score")
     parser.add_argument("--num_samples", type=int, default=500, help="class-balanced samples per guidance scale")

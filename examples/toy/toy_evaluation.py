@@ -32,7 +32,21 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from toy_settings import (
+
+from dc_ae_hf.data.images import image_transform, load_image
+from dc_ae_hf.data.shapes import SHAPE_CLASSES
+from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder
+from dc_ae_hf.metrics.classifier import (
+    SmallImageClassifier,
+    classifier_metrics,
+    classifier_outputs,
+    train_classifier,
+)
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from dc_ae_hf.training.checkpoints import checkpoint_step, list_checkpoints
+from examples.toy.toy_settings import (
     AUTOENCODERS,
     CHANNEL_CHOICES,
     DEFAULT_RUN,
@@ -52,20 +66,6 @@ from toy_settings import (
     sweep_runs,
     usit_run_dir,
 )
-
-from dc_ae_hf.data.images import image_transform, load_image
-from dc_ae_hf.data.shapes import SHAPE_CLASSES
-from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder
-from dc_ae_hf.metrics.classifier import (
-    SmallImageClassifier,
-    classifier_metrics,
-    classifier_outputs,
-    train_classifier,
-)
-from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
-from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
-from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
-from dc_ae_hf.training.checkpoints import checkpoint_step, list_checkpoints
 
 
 def load_imagefolder(root: Path, resolution: int = RESOLUTION) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,7 +32,15 @@ import numpy as np
 import torch
 from diffusers.utils import make_image_grid
 from PIL import Image, ImageOps
-from toy_settings import (
+
+from dc_ae_hf.checks import check_int
+from dc_ae_hf.data.shapes import SHAPE_CLASSES
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from dc_ae_hf.self_contained import make_self_contained
+from dc_ae_hf.training.cards import write_pipeline_card
+from dc_ae_hf.visualization import prefix_reconstruction_grid
+from examples.toy.toy_settings import (
     AUGMENTED_PASSES,
     AUTOENCODER_CONFIG,
     CHANNEL_CHOICES,
@@ -58,14 +66,6 @@ from toy_settings import (
     sweep_runs,
     usit_hidden_size,
 )
-
-from dc_ae_hf.checks import check_int
-from dc_ae_hf.data.shapes import SHAPE_CLASSES
-from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
-from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
-from dc_ae_hf.self_contained import make_self_contained
-from dc_ae_hf.training.cards import write_pipeline_card
-from dc_ae_hf.visualization import prefix_reconstruction_grid
 
 AE_COLUMNS = ("structured", "plain_zeroed", "plain_finetuned")  # the reconstruction table's columns
 

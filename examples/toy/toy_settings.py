@@ -639,7 +639,7 @@ class RegimeSettings:
         raise invalid("run_name", run_name, "is not a run of this regime mode")
 
 
-# Budget of `--mode regime` (`python examples/toy/measure_regime.py --recorded examples/toy/results/regime/budget.json`
+# Budget of `--mode regime` (`python -m examples.toy.measure_regime --recorded examples/toy/results/regime/budget.json`
 # prints it; how each cost was measured: its docstring and results/regime/pilot.md): 3 autoencoders of 3000 steps
 # (~0.9-1.0 s per step at 64 px), 10 diffusion runs of 6000 steps (arm (i) ~0.68 s per step, (iv) ~0.47, the others
 # ~0.25), 2 jobs at a time: ~4.6 h; then 80 checkpoints x 2 guidance scales x 400 samples (~1.2 h), the classifier

@@ -29,8 +29,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from toy_scheduler import Job
-from toy_settings import (
+
+from dc_ae_hf.checks import invalid
+from dc_ae_hf.data.latent_cache import shard_path
+from dc_ae_hf.data.shapes import export_imagefolder
+from dc_ae_hf.latents import compute_scaling_factor
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from examples.toy.toy_scheduler import Job, Timings, run_jobs
+from examples.toy.toy_settings import (
     AUGMENTED_PASSES,
     AUTOENCODER_CONFIG,
     AUTOENCODERS,
@@ -56,12 +62,6 @@ from toy_settings import (
     usit_config_of,
     usit_run_dir,
 )
-
-from dc_ae_hf.checks import invalid
-from dc_ae_hf.data.latent_cache import shard_path
-from dc_ae_hf.data.shapes import export_imagefolder
-from dc_ae_hf.latents import compute_scaling_factor
-from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 
 SCALING_FACTOR_IMAGES = 1000  # training images the scaling factor is measured on
 # images per latent-cache shard (`cache_latents.py`'s default, named here so that a job can find its last shard)
@@ -98,6 +98,12 @@ def trainer_environment() -> dict[str, str]:
     """Environment of the trainer subprocesses: offline Hub, and this checkout first on PYTHONPATH."""
     pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     return {"HF_HUB_OFFLINE": "1", "PYTHONPATH": pythonpath}
+
+
+def run_trainer_jobs(jobs: list[Job], out: Path, max_parallel: int, timings: Timings) -> None:
+    """Run trainer jobs (`toy_scheduler.run_jobs`): `max_parallel` at a time, logs in `<out>/logs`, from the
+    checkout's root with the trainers' environment (`trainer_environment`)."""
+    run_jobs(jobs, out / "logs", max_parallel, timings, cwd=REPO_ROOT, environment=trainer_environment())
 
 
 def trainer_command(script: str, options: Mapping[str, object]) -> list[str]:

@@ -6,12 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
-from helpers import load_toy_recipe
 from PIL import Image
 
 from dc_ae_hf.data.shapes import SHAPE_CLASSES
@@ -19,18 +16,14 @@ from dc_ae_hf.metrics.classifier import train_classifier
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
-
-sys.path.insert(0, str(REPO_ROOT / "examples" / "toy"))  # the recipe's modules sit beside its script
-import score_pipeline  # noqa: E402
-import toy_evaluation  # noqa: E402
-import toy_report  # noqa: E402
-import toy_stages  # noqa: E402
-from toy_settings import (  # noqa: E402
+from examples.toy import run_recipe, score_pipeline, toy_evaluation, toy_report, toy_stages
+from examples.toy.toy_settings import (
     AUTOENCODER_CONFIG,
     CHANNEL_CHOICES,
     DEFAULT_MODES,
     DEFAULT_RUN,
     DEFAULT_USIT_CONFIG,
+    EVAL_GUIDANCE_SCALES,
     DefaultSettings,
 )
 
@@ -183,10 +176,9 @@ def test_bundle_of_the_default_run_states_its_training_and_target(tmp_path):
 
 def test_default_smoke_recipe_end_to_end_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    recipe = load_toy_recipe(monkeypatch)
     out, bundle = tmp_path / "toy", tmp_path / "bundle"
     argv = ["--mode", "default-smoke", "--output_dir", str(out), "--bundle_to", str(bundle)]
-    results = recipe.main(argv)
+    results = run_recipe.main(argv)
 
     folder = out / "results"
     for name in ("results.json", "results.md", "curves.png", "samples.png"):
@@ -196,7 +188,7 @@ def test_default_smoke_recipe_end_to_end_and_resumes(tmp_path, monkeypatch):
     assert sorted(map(int, results["autoencoders"]["structured"])) == CHANNEL_CHOICES
     rows = results["diffusion"]
     assert sorted((r["run"], r["step"], r["guidance_scale"]) for r in rows) == sorted(
-        (DEFAULT_RUN, step, g) for step in (2, 4) for g in recipe.EVAL_GUIDANCE_SCALES
+        (DEFAULT_RUN, step, g) for step in (2, 4) for g in EVAL_GUIDANCE_SCALES
     )
     assert all(r["passes"] == r["step"] and math.isfinite(r["classifier_fd"]) for r in rows)
     assert set(results["final"]) == {"1.0", "3.0"}
@@ -212,7 +204,7 @@ def test_default_smoke_recipe_end_to_end_and_resumes(tmp_path, monkeypatch):
 
     assert (out / "eval" / "classifier" / "info.json").is_file()  # the judge is kept for re-runs and scoring
 
-    again = recipe.main(argv)  # every stage is skipped, the evaluation rows and the classifier are read back
+    again = run_recipe.main(argv)  # every stage is skipped, the evaluation rows and the classifier are read back
     assert again["diffusion"] == rows and again["autoencoders"] == results["autoencoders"]
     assert again["classifier"] == results["classifier"]
 

@@ -7,12 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
 from PIL import Image
 
 from dc_ae_hf.data.shapes import SHAPE_CLASSES, export_imagefolder
@@ -20,10 +18,8 @@ from dc_ae_hf.metrics.classifier import SmallImageClassifier
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
-
-sys.path.insert(0, str(REPO_ROOT / "examples" / "toy"))  # the recipe's modules sit beside its script
-import toy_evaluation  # noqa: E402
-from toy_settings import (  # noqa: E402
+from examples.toy import toy_evaluation
+from examples.toy.toy_settings import (
     AUTOENCODER_CONFIG,
     CHANNEL_CHOICES,
     EVAL_GUIDANCE_SCALES,

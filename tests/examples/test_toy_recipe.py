@@ -10,20 +10,20 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT
-from helpers import load_toy_recipe
 
 from dc_ae_hf.data.shapes import SHAPE_CLASSES
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from examples.toy import run_recipe
+from examples.toy.toy_settings import CHANNEL_CHOICES, EVAL_GUIDANCE_SCALES, MODES, RUNS, usit_run_dir
 
 BUNDLED = REPO_ROOT / "dc_ae_hf" / "assets" / "toy-dcae15-shapes"
 
 
 def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    recipe = load_toy_recipe(monkeypatch)
     out, bundle = tmp_path / "toy", tmp_path / "bundle"
-    results = recipe.main(
+    results = run_recipe.main(
         ["--mode", "smoke", "--output_dir", str(out), "--bundle_to", str(bundle), "--max_parallel", "3"]
     )
 
@@ -42,9 +42,9 @@ def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
 
     # reconstruction numbers for every c' (structured, plain zeroed) and the fine-tuned prefix, all finite
     ae = results["autoencoders"]
-    assert sorted(map(int, ae["structured"])) == recipe.CHANNEL_CHOICES
-    assert sorted(map(int, ae["plain_zeroed"])) == recipe.CHANNEL_CHOICES
-    assert sorted(map(int, ae["plain_finetuned"])) == list(recipe.MODES["smoke"].finetune_channels)
+    assert sorted(map(int, ae["structured"])) == CHANNEL_CHOICES
+    assert sorted(map(int, ae["plain_zeroed"])) == CHANNEL_CHOICES
+    assert sorted(map(int, ae["plain_finetuned"])) == list(MODES["smoke"].finetune_channels)
     for table in ae.values():
         assert all(math.isfinite(v["psnr"]) and 0 <= v["ssim"] <= 1 for v in table.values())
     # the fine-tuned plain AE has the single prefix it was fine-tuned for
@@ -54,14 +54,14 @@ def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
     assert finetune["trainable_modules"] == ["decoder"]  # Fig. 3 protocol: the decoder alone
 
     # diffusion: every run evaluated at every checkpoint; augmented passes = 2 x steps
-    settings = recipe.MODES["smoke"]
+    settings = MODES["smoke"]
     every = settings.usit_steps // settings.usit_checkpoints
     rows = results["diffusion"]
     assert sorted((r["run"], r["step"], r["guidance_scale"]) for r in rows) == sorted(
         (run, every * k, g)
-        for run in recipe.RUNS
+        for run in RUNS
         for k in range(1, settings.usit_checkpoints + 1)
-        for g in recipe.EVAL_GUIDANCE_SCALES
+        for g in EVAL_GUIDANCE_SCALES
     )
     for row in rows:
         assert row["passes"] == row["step"] * (2 if row["run"] == "struct_aug" else 1)
@@ -70,7 +70,7 @@ def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
 
     # the augmented run really trained with prefixes; the baselines on the full latent only
     for run, augmented in (("struct_aug", True), ("struct_plain", False), ("plain_plain", False)):
-        config = json.loads((recipe.usit_run_dir(out, run, 0) / "training_config.json").read_text())
+        config = json.loads((usit_run_dir(out, run, 0) / "training_config.json").read_text())
         assert config["augmented"] is augmented
     # the bundled copy is a loadable pipeline with the shape names
     pipe = DCAE15Pipeline.from_pretrained(bundle)
@@ -81,7 +81,7 @@ def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
     assert not any(str(out) in f.read_text() for f in bundle.rglob("*.json"))  # no local paths in the configs
 
     # a second run skips every stage (resumable) and gives the same autoencoder numbers
-    again = recipe.main(["--mode", "smoke", "--output_dir", str(out), "--max_parallel", "3"])
+    again = run_recipe.main(["--mode", "smoke", "--output_dir", str(out), "--max_parallel", "3"])
     assert again["autoencoders"] == results["autoencoders"]
     assert again["diffusion"] == results["diffusion"]
 
@@ -90,7 +90,7 @@ def test_smoke_recipe_produces_every_artefact(tmp_path, monkeypatch):
 def bundled_pipeline():
     if not (BUNDLED / "model_index.json").is_file():
         raise FileNotFoundError(
-            f"the bundled pipeline is missing: run examples/toy/run_recipe.py --mode default --bundle_to {BUNDLED}"
+            f"the bundled pipeline is missing: run python -m examples.toy.run_recipe --mode default --bundle_to {BUNDLED}"
         )
     pipe = DCAE15Pipeline.from_pretrained(BUNDLED)
     pipe.set_progress_bar_config(disable=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 
 import pytest
 import torch
@@ -14,13 +13,9 @@ from conftest import REPO_ROOT
 
 from dc_ae_hf.data.shapes import SHAPE_CLASSES
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
-
-sys.path.insert(0, str(REPO_ROOT / "examples" / "toy"))  # the recipe's modules sit beside its script
-import toy_evaluation  # noqa: E402
-import toy_report  # noqa: E402
-import toy_stages  # noqa: E402
-from toy_scheduler import check_jobs  # noqa: E402
-from toy_settings import (  # noqa: E402
+from examples.toy import measure_regime, toy_evaluation, toy_report, toy_stages
+from examples.toy.toy_scheduler import check_jobs
+from examples.toy.toy_settings import (
     AUTOENCODER_CONFIG,
     EVAL_GUIDANCE_SCALES,
     MODES,
@@ -325,7 +320,6 @@ def test_a_smoke_report_says_its_numbers_are_not_results(tmp_path):
 
 
 def test_the_budget_estimate_from_step_cost_ratios():
-    import measure_regime
 
     ratios = {
         "autoencoder_step": {"reference": 1.0, "f16c32": 4.0, "f32c128": 4.2},

@@ -8,21 +8,26 @@ import json
 import math
 
 import pytest
-from helpers import load_toy_recipe
+
+from examples.toy import run_recipe, toy_report
+from examples.toy.toy_evaluation import sweep_reconstruction_prefixes
+from examples.toy.toy_settings import (
+    EVAL_GUIDANCE_SCALES,
+    REGIME_ARMS,
+    REGIME_MODES,
+    REGIME_USIT_CONFIG,
+    sweep_cache_dir,
+)
 
 pytestmark = pytest.mark.slow  # 11 trainer subprocesses at 64 px: about 2 minutes on 2 CPU cores
 
 
 def test_regime_smoke_produces_every_artefact_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    recipe = load_toy_recipe(monkeypatch)
-    import toy_report  # importable once the recipe has put its folder on sys.path
-    from toy_evaluation import sweep_reconstruction_prefixes
-    from toy_settings import REGIME_ARMS, REGIME_USIT_CONFIG, sweep_cache_dir
 
     out = tmp_path / "regime"
-    results = recipe.main(["--mode", "regime-smoke", "--output_dir", str(out), "--max_parallel", "2"])
-    settings = recipe.REGIME_MODES["regime-smoke"]
+    results = run_recipe.main(["--mode", "regime-smoke", "--output_dir", str(out), "--max_parallel", "2"])
+    settings = REGIME_MODES["regime-smoke"]
 
     folder = out / "results"
     for name in ("results.json", "results.md", *toy_report.REGIME_PLOTS):
@@ -62,7 +67,7 @@ def test_regime_smoke_produces_every_artefact_and_resumes(tmp_path, monkeypatch)
         for arm in REGIME_ARMS
         for seed in settings.seeds
         for k in range(1, settings.usit_checkpoints + 1)
-        for g in recipe.EVAL_GUIDANCE_SCALES
+        for g in EVAL_GUIDANCE_SCALES
     )
     rows = results["diffusion"]
     assert sorted((r["run"], r["seed"], r["step"], r["guidance_scale"]) for r in rows) == expected
@@ -85,8 +90,8 @@ def test_regime_smoke_produces_every_artefact_and_resumes(tmp_path, monkeypatch)
     assert vae["args"]["resolution"] == 64
 
     # --report_only rewrites the report from results.json; the same command again skips every job
-    rewritten = recipe.main(["--mode", "regime-smoke", "--output_dir", str(out), "--report_only"])
+    rewritten = run_recipe.main(["--mode", "regime-smoke", "--output_dir", str(out), "--report_only"])
     assert rewritten["headline"] == results["headline"]
-    again = recipe.main(["--mode", "regime-smoke", "--output_dir", str(out), "--max_parallel", "2"])
+    again = run_recipe.main(["--mode", "regime-smoke", "--output_dir", str(out), "--max_parallel", "2"])
     assert again["reconstruction"] == results["reconstruction"]
     assert again["diffusion"] == results["diffusion"]

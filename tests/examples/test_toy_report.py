@@ -4,13 +4,10 @@ markdown tables, the plots, the pictures and the bundled pipeline with its card;
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
-from helpers import load_toy_recipe
 from PIL import Image
 
 from dc_ae_hf.data.shapes import SHAPE_CLASSES
@@ -18,10 +15,8 @@ from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 from dc_ae_hf.self_contained import is_self_contained
-
-sys.path.insert(0, str(REPO_ROOT / "examples" / "toy"))  # the recipe's modules sit beside its script
-import toy_report  # noqa: E402
-from toy_settings import AUTOENCODER_CONFIG, CHANNEL_CHOICES, MODES, USIT_CONFIG  # noqa: E402
+from examples.toy import run_recipe, toy_report
+from examples.toy.toy_settings import AUTOENCODER_CONFIG, CHANNEL_CHOICES, MODES, USIT_CONFIG
 
 SMOKE = MODES["smoke"]  # usit_steps 4, seeds (0,)
 
@@ -168,9 +163,8 @@ def test_bundle_copies_the_pipeline_with_a_card(results, tmp_path):
         toy_report.write_bundle(source, tmp_path / "other", "smoke", SMOKE, results["autoencoders"], rows)
 
 
-def test_entry_point_checks_its_flags(monkeypatch, capsys):
-    recipe = load_toy_recipe(monkeypatch)
-    args = recipe.parse_args(["--mode", "smoke", "--output_dir", "/tmp/x"])
+def test_entry_point_checks_its_flags(capsys):
+    args = run_recipe.parse_args(["--mode", "smoke", "--output_dir", "/tmp/x"])
     assert (args.mode, args.output_dir, args.results_dir, args.bundle_to, args.max_parallel) == (
         "smoke",
         "/tmp/x",
@@ -180,6 +174,6 @@ def test_entry_point_checks_its_flags(monkeypatch, capsys):
     )
     for bad in (["--max_parallel", "0"], ["--mode", "huge"]):
         with pytest.raises(SystemExit) as exit_info:
-            recipe.main(bad)
+            run_recipe.main(bad)
         assert exit_info.value.code == 2
     assert "--max_parallel=0" in capsys.readouterr().err

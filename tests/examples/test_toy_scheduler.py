@@ -9,10 +9,8 @@ import sys
 import time
 
 import pytest
-from conftest import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT / "examples" / "toy"))  # the recipe's modules sit beside its script
-from toy_scheduler import Job, Timings, check_jobs, run_jobs, simulate_schedule, stage_wall_times  # noqa: E402
+from examples.toy.toy_scheduler import Job, Timings, check_jobs, run_jobs, simulate_schedule, stage_wall_times
 
 
 def _job(tmp_path, name, code="", after=(), stage="stage"):

@@ -13,11 +13,9 @@ from conftest import REPO_ROOT
 
 from dc_ae_hf.latents import compute_scaling_factor
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
-
-sys.path.insert(0, str(REPO_ROOT / "examples" / "toy"))  # the recipe's modules sit beside its script
-import toy_stages  # noqa: E402
-from toy_scheduler import check_jobs  # noqa: E402
-from toy_settings import (  # noqa: E402
+from examples.toy import toy_stages
+from examples.toy.toy_scheduler import check_jobs
+from examples.toy.toy_settings import (
     CHANNEL_CHOICES,
     MODES,
     RUNS,

@@ -7,24 +7,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import sys
 
 import pytest
 import torch
 from conftest import REPO_ROOT
-from helpers import load_toy_recipe
 from PIL import Image
 
 from dc_ae_hf.data.latent_cache import shard_path
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
-
-sys.path.insert(0, str(REPO_ROOT / "examples" / "toy"))  # the recipe's modules sit beside its script
-import measure_sweep  # noqa: E402
-import toy_evaluation  # noqa: E402
-import toy_report  # noqa: E402
-import toy_stages  # noqa: E402
-from toy_scheduler import check_jobs  # noqa: E402
-from toy_settings import (  # noqa: E402
+from examples.toy import measure_sweep, run_recipe, toy_evaluation, toy_report, toy_stages
+from examples.toy.toy_scheduler import check_jobs
+from examples.toy.toy_settings import (
     AUTOENCODER_CONFIG,
     EVAL_GUIDANCE_SCALES,
     SWEEP_MODES,
@@ -325,24 +318,22 @@ def test_the_speed_up_table_of_the_report(sweep_results, tmp_path):
     assert "| structured | per_sample | class accuracy | 1 | 0.190 | 4 | 1.00x | 1.00x |" in lines
 
 
-def test_report_only_rewrites_the_report_from_results_json(sweep_results, tmp_path, monkeypatch):
-    recipe = load_toy_recipe(monkeypatch)
+def test_report_only_rewrites_the_report_from_results_json(sweep_results, tmp_path):
     toy_report.write_sweep_report(tmp_path, sweep_results)
     before = (tmp_path / "results.md").read_text()
     (tmp_path / "results.md").unlink()
     argv = ["--mode", "sweep-smoke", "--output_dir", str(tmp_path / "nothing"), "--results_dir", str(tmp_path)]
-    recipe.main([*argv, "--report_only"])
+    run_recipe.main([*argv, "--report_only"])
     assert (tmp_path / "results.md").read_text() == before
     assert not (tmp_path / "nothing").exists()  # nothing trained or written there
     with pytest.raises(SystemExit, match="--report_only needs"):
-        recipe.main(["--mode", "sweep-smoke", "--results_dir", str(tmp_path / "empty"), "--report_only"])
+        run_recipe.main(["--mode", "sweep-smoke", "--results_dir", str(tmp_path / "empty"), "--report_only"])
 
 
-def test_entry_point_takes_the_sweep_modes(monkeypatch, capsys):
-    recipe = load_toy_recipe(monkeypatch)
-    assert recipe.parse_args(["--mode", "sweep"]).mode == "sweep"
+def test_entry_point_takes_the_sweep_modes(capsys):
+    assert run_recipe.parse_args(["--mode", "sweep"]).mode == "sweep"
     with pytest.raises(SystemExit) as exit_info:
-        recipe.main(["--mode", "sweep-smoke", "--bundle_to", "/tmp/bundle"])
+        run_recipe.main(["--mode", "sweep-smoke", "--bundle_to", "/tmp/bundle"])
     assert exit_info.value.code == 2
     assert "--bundle_to is not available with --mode sweep-smoke" in capsys.readouterr().err
 

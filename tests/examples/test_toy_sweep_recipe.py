@@ -7,21 +7,26 @@ import json
 import math
 
 import pytest
-from helpers import load_toy_recipe
+
+from examples.toy import run_recipe, toy_report
+from examples.toy.toy_evaluation import sweep_reconstruction_prefixes
+from examples.toy.toy_settings import (
+    EVAL_GUIDANCE_SCALES,
+    SWEEP_MODES,
+    sweep_autoencoders,
+    sweep_cache_dir,
+    sweep_runs,
+)
 
 pytestmark = pytest.mark.slow  # 13 trainer subprocesses: about 3 minutes on 2 CPU cores
 
 
 def test_sweep_smoke_produces_every_artefact_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    recipe = load_toy_recipe(monkeypatch)
-    import toy_report  # importable once the recipe has put its folder on sys.path
-    from toy_evaluation import sweep_reconstruction_prefixes
-    from toy_settings import sweep_autoencoders, sweep_cache_dir, sweep_runs
 
     out = tmp_path / "sweep"
-    results = recipe.main(["--mode", "sweep-smoke", "--output_dir", str(out), "--max_parallel", "2"])
-    settings = recipe.SWEEP_MODES["sweep-smoke"]
+    results = run_recipe.main(["--mode", "sweep-smoke", "--output_dir", str(out), "--max_parallel", "2"])
+    settings = SWEEP_MODES["sweep-smoke"]
 
     folder = out / "results"
     for name in ("results.json", "results.md", *toy_report.SWEEP_PLOTS):
@@ -73,7 +78,7 @@ def test_sweep_smoke_produces_every_artefact_and_resumes(tmp_path, monkeypatch):
         (run.name, run.seed, every * k, g)
         for run in sweep_runs(settings)
         for k in range(1, settings.usit_checkpoints + 1)
-        for g in recipe.EVAL_GUIDANCE_SCALES
+        for g in EVAL_GUIDANCE_SCALES
     )
     rows = results["diffusion"]
     assert sorted((r["run"], r["seed"], r["step"], r["guidance_scale"]) for r in rows) == expected
@@ -90,6 +95,6 @@ def test_sweep_smoke_produces_every_artefact_and_resumes(tmp_path, monkeypatch):
         assert config["args"]["num_channel_samples"] == (2 if run.objective == "per_pass" else 1)
 
     # the same command again skips every job and every evaluated checkpoint, and gives the same numbers
-    again = recipe.main(["--mode", "sweep-smoke", "--output_dir", str(out), "--max_parallel", "2"])
+    again = run_recipe.main(["--mode", "sweep-smoke", "--output_dir", str(out), "--max_parallel", "2"])
     assert again["reconstruction"] == results["reconstruction"]
     assert again["diffusion"] == results["diffusion"]
