@@ -8,7 +8,9 @@ Images are ADM center-cropped to `--resolution` (the official protocol, docs/tra
 is encoded once and decoded from the first c' channels for every `--latent_channels` value (default: the model's
 structured prefixes). Without `--split`, the dataset's "validation" split is evaluated, or its only split when it
 has one (an imagefolder without split folders is a single "train" split). Writes `--output_json` ({c': {metric:
-value}} plus the settings) and prints a markdown table (also written to `--output_markdown`).
+value}} plus the settings) and prints a markdown table (also written to `--output_markdown`). The data and loader
+flags are the trainers' (`dc_ae_hf/training/arguments.py`); the older spellings `--data_dir`, `--num_images`,
+`--num_workers`, `--dtype` and `--output_md` still work.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import datasets
 import torch
 from tqdm.auto import tqdm
 
-from dc_ae_hf.checks import DTYPES, check_channel_prefixes, check_int, invalid, parse_dtype
+from dc_ae_hf.checks import DTYPES, check_channel_prefixes, invalid, parse_dtype
 from dc_ae_hf.data.images import (
     TransformedImageDataset,
     TransformedIterableImageDataset,
@@ -35,6 +36,13 @@ from dc_ae_hf.data.images import (
 from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder, format_markdown_table
 from dc_ae_hf.metrics.lpips import load_lpips
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.training.arguments import (
+    add_data_source_arguments,
+    add_loader_arguments,
+    check_data_source_arguments,
+    check_loader_arguments,
+    make_parser,
+)
 from dc_ae_hf.training.run import run_script
 
 # The split evaluated when --split is not given: the first of these the dataset has, else its only split.
@@ -42,9 +50,7 @@ DEFAULT_SPLITS = ("validation",)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = make_parser(__doc__.split("\n")[0])
     # --help prints every flag's default; the required flags have none (SUPPRESS: no "(default: None)").
     p.add_argument(
         "--pretrained_model_name_or_path",
@@ -53,26 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="save_pretrained folder or Hub id",
     )
     p.add_argument("--subfolder", help="e.g. 'vae' inside a training output or pipeline folder")
-    p.add_argument("--dataset_name", help="Hub dataset id (or a local dataset folder)")
-    p.add_argument("--dataset_config_name", help="configuration of --dataset_name")
     p.add_argument(
-        "--data_dir", "--train_data_dir", dest="data_dir", help="imagefolder directory (instead of --dataset_name)"
+        "--vae_dtype",
+        "--dtype",
+        dest="vae_dtype",
+        default="fp32",
+        choices=sorted(DTYPES),
+        help="autoencoder dtype, either spelling (official: fp32)",
     )
-    p.add_argument(
-        "--split",
-        help="dataset split; None: 'validation' if the dataset has one, else its only split (an imagefolder "
-        "without split folders: 'train')",
-    )
-    p.add_argument("--image_column", help="None: the dataset's image column")
-    p.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
-    p.add_argument("--cache_dir", help="datasets cache folder (None: the datasets default)")
-    p.add_argument("--resolution", type=int, default=512, help="ADM center-crop size, a multiple of the model's f")
-    p.add_argument("--num_images", type=int, help="evaluate only the first N images (None: all)")
-    p.add_argument("--batch_size", type=int, default=16, help="images per batch")
-    p.add_argument("--num_workers", type=int, default=0, help="data loader worker processes")
     p.add_argument(
         "--latent_channels", type=int, nargs="+", help="prefixes c' (None: the model's latent_channel_choices)"
     )
+    data = add_data_source_arguments(
+        p,
+        resolution=512,
+        split=None,
+        split_help="dataset split; None: 'validation' if the dataset has one, else its only split (an imagefolder "
+        "without split folders: 'train')",
+        max_images=True,
+    )
+    data.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
+    add_loader_arguments(data, batch_size=16, batch_help="images per batch")
     p.add_argument(
         "--lpips_net",
         default="alex",
@@ -84,11 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--compute_rfid", action="store_true", help="rFID with weights from $TORCH_HOME (downloads)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    p.add_argument(
-        "--dtype", default="fp32", choices=sorted(DTYPES), help="autoencoder dtype, either spelling (official: fp32)"
-    )
     p.add_argument("--output_json", required=True, default=argparse.SUPPRESS, help="the results file to write")
-    p.add_argument("--output_markdown", help="also write the table here (None: only print it)")
+    p.add_argument(
+        "--output_markdown",
+        "--output_md",
+        dest="output_markdown",
+        help="also write the table here (None: only print it)",
+    )
     return p
 
 
@@ -105,8 +114,8 @@ def resolve_split(args: argparse.Namespace) -> str:
     """
     if args.split is not None:
         return args.split
-    if args.data_dir is not None:
-        path, kwargs = "imagefolder", {"data_dir": str(args.data_dir)}
+    if args.train_data_dir is not None:
+        path, kwargs = "imagefolder", {"data_dir": str(args.train_data_dir)}
     else:
         path, kwargs = args.dataset_name, {"config_name": args.dataset_config_name}
     try:
@@ -122,17 +131,9 @@ def resolve_split(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> dict:
-    if (args.dataset_name is None) == (args.data_dir is None):
-        raise ValueError(
-            f"give exactly one of --dataset_name and --data_dir, got {args.dataset_name!r} and {args.data_dir!r}"
-        )
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        raise invalid("--data_dir", args.data_dir, "must be a directory (an imagefolder)")
-    check_int("--resolution", args.resolution, minimum=1)
-    check_int("--batch_size", args.batch_size, minimum=1)
-    check_int("--num_images", args.num_images, minimum=1, optional=True)
-    check_int("--num_workers", args.num_workers, minimum=0)
-    dtype = parse_dtype("--dtype", args.dtype)
+    check_data_source_arguments(args)
+    check_loader_arguments(args)
+    dtype = parse_dtype("--vae_dtype", args.vae_dtype)
     split = resolve_split(args)
 
     vae = AutoencoderDC15.from_pretrained(
@@ -147,23 +148,23 @@ def main(args: argparse.Namespace) -> dict:
 
     dataset = load_image_dataset(
         dataset_name=args.dataset_name,
-        train_data_dir=args.data_dir,
+        train_data_dir=args.train_data_dir,
         split=split,
         streaming=args.streaming,
         cache_dir=args.cache_dir,
         dataset_config_name=args.dataset_config_name,
     )
-    if args.num_images is not None:
-        dataset = dataset.take(args.num_images)
+    if args.max_images is not None:
+        dataset = dataset.take(args.max_images)
     wrap = TransformedIterableImageDataset if args.streaming else TransformedImageDataset
     dataset = wrap(dataset, image_transform(args.resolution, center_crop=True), image_column=args.image_column)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_images
+        dataset, batch_size=args.batch_size, num_workers=args.dataloader_num_workers, collate_fn=collate_images
     )
     if not args.streaming:
         num_batches = len(loader)
     else:  # a stream's length is known only when it is cut
-        num_batches = math.ceil(args.num_images / args.batch_size) if args.num_images is not None else None
+        num_batches = math.ceil(args.max_images / args.batch_size) if args.max_images is not None else None
     lpips_model = None if args.lpips_net == "none" else load_lpips(args.lpips_net, args.device)
     compute_rfid = args.compute_rfid or args.inception_weights_path is not None
 
@@ -181,13 +182,13 @@ def main(args: argparse.Namespace) -> dict:
     report = {
         "model": args.pretrained_model_name_or_path,
         "subfolder": args.subfolder,
-        "data": args.dataset_name or args.data_dir,
+        "data": args.dataset_name or args.train_data_dir,
         "split": split,
-        "num_images": len(dataset) if not args.streaming else args.num_images,
+        "num_images": len(dataset) if not args.streaming else args.max_images,
         "resolution": args.resolution,
         "lpips_net": args.lpips_net,
         "rfid": compute_rfid,
-        "dtype": args.dtype,
+        "dtype": args.vae_dtype,
         "seconds": round(time.perf_counter() - start, 2),
         "results": {str(c): row for c, row in results.items()},
     }

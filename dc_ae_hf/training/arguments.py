@@ -3,20 +3,29 @@
 `train_dc_ae.py` and `train_usit.py` build their parsers from these groups and add only what is theirs; a flag
 that exists in both means the same thing in both (only some defaults differ, e.g. the official optimiser of each).
 `check_shared_arguments` validates the shared flags in one place, before anything is loaded or written.
+
+The other scripts under `training/` take their data and loader flags from the same declarations
+(`add_data_source_arguments`, `add_loader_arguments`; checked by `check_data_source_arguments` and
+`check_loader_arguments`), so one spelling means one thing everywhere; older spellings stay as aliases.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+from pathlib import Path
 
 from dc_ae_hf.checks import check_int, check_number, invalid
 
 __all__ = [
     "add_channel_arguments",
+    "add_data_source_arguments",
     "add_image_data_arguments",
+    "add_loader_arguments",
     "add_optimization_arguments",
     "add_run_arguments",
+    "check_data_source_arguments",
+    "check_loader_arguments",
     "check_shared_arguments",
     "make_parser",
     "optional_float",
@@ -51,19 +60,63 @@ def add_channel_arguments(parser: argparse.ArgumentParser, title: str, default_n
     return group
 
 
+def add_data_source_arguments(
+    parser: argparse.ArgumentParser,
+    resolution: int = 256,
+    *,
+    split: str | None = "train",
+    split_help: str = "dataset split",
+    label_column: bool = False,
+    max_images: bool = False,
+):
+    """Where the images come from and their ADM center crop, for every script that reads images: a Hub dataset
+    (`--dataset_name`) or an imagefolder (`--train_data_dir`, alias `--data_dir`), `--split`, `--image_column`,
+    `--cache_dir`, `--resolution`; with `label_column` also `--label_column`, with `max_images` also `--max_images`.
+    `check_data_source_arguments` checks them."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset_name", help="Hub dataset id (or a local dataset folder)")
+    group.add_argument("--dataset_config_name", help="configuration of --dataset_name")
+    group.add_argument(
+        "--train_data_dir", "--data_dir", dest="train_data_dir", help="imagefolder directory (class folders: labels)"
+    )
+    group.add_argument("--split", default=split, help=split_help)
+    group.add_argument("--image_column", help="default: the dataset's first image column")
+    if label_column:
+        group.add_argument("--label_column", default="label", help="class ids (ints >= 0) or a ClassLabel")
+    group.add_argument("--cache_dir", help="Hugging Face datasets cache (None: the datasets default)")
+    group.add_argument("--resolution", type=int, default=resolution, help="ADM center crop size (px)")
+    if max_images:
+        group.add_argument(
+            "--max_images", "--num_images", dest="max_images", type=int, help="use only the first N images (None: all)"
+        )
+    return group
+
+
+def add_loader_arguments(group, batch_size: int, batch_help: str):
+    """The data loader of a script that does not train: `--batch_size` (images per model call; the trainers'
+    per-process batch is `--train_batch_size`) and `--dataloader_num_workers`."""
+    group.add_argument("--batch_size", type=int, default=batch_size, help=batch_help)
+    _add_dataloader_num_workers(group)
+    return group
+
+
+def _add_dataloader_num_workers(group) -> None:
+    group.add_argument(
+        "--dataloader_num_workers",
+        "--num_workers",
+        dest="dataloader_num_workers",
+        type=int,
+        default=0,
+        help="data loader worker processes (0: load in the main process)",
+    )
+
+
 def add_image_data_arguments(parser: argparse.ArgumentParser, resolution: int = 256):
     """Image data: a Hub dataset (`--dataset_name`) or an imagefolder (`--train_data_dir`, alias `--data_dir`)."""
-    group = parser.add_argument_group("data")
-    group.add_argument("--dataset_name", help="Hub dataset id")
-    group.add_argument("--dataset_config_name")
-    group.add_argument("--train_data_dir", "--data_dir", dest="train_data_dir", help="imagefolder directory")
-    group.add_argument("--split", default="train")
-    group.add_argument("--image_column", help="default: the dataset's first image column")
-    group.add_argument("--cache_dir", help="Hugging Face datasets cache")
-    group.add_argument("--resolution", type=int, default=resolution, help="ADM center crop size (px)")
+    group = add_data_source_arguments(parser, resolution)
     group.add_argument("--random_flip", action="store_true", help="random horizontal flips (official: off)")
     group.add_argument("--train_batch_size", type=int, default=32, help="per process")
-    group.add_argument("--dataloader_num_workers", type=int, default=0)
+    _add_dataloader_num_workers(group)
     return group
 
 
@@ -186,3 +239,25 @@ def check_shared_arguments(args: argparse.Namespace) -> None:
             raise invalid("--compile_backend", args.compile_backend, f"choose one of torch's {sorted(backends)}")
     if args.report_to != "none" and importlib.util.find_spec(args.report_to) is None:
         raise invalid("--report_to", args.report_to, f"the {args.report_to} package is not installed (or use none)")
+
+
+def check_data_source_arguments(args: argparse.Namespace) -> None:
+    """The flags of `add_data_source_arguments`, before any data is read: exactly one source, an imagefolder that
+    exists, `--resolution` >= 1 and `--max_images` >= 1 where the script has it."""
+    if (args.dataset_name is None) == (args.train_data_dir is None):
+        raise invalid(
+            "--train_data_dir",
+            args.train_data_dir,
+            f"give exactly one of --dataset_name (a Hub dataset; got {args.dataset_name!r}) and --train_data_dir "
+            "(an imagefolder)",
+        )
+    if args.train_data_dir is not None and not Path(args.train_data_dir).is_dir():
+        raise invalid("--train_data_dir", str(args.train_data_dir), "must be a directory (an imagefolder)")
+    check_int("--resolution", args.resolution, minimum=1)
+    check_int("--max_images", getattr(args, "max_images", None), minimum=1, optional=True)
+
+
+def check_loader_arguments(args: argparse.Namespace) -> None:
+    """The flags of `add_loader_arguments`: `--batch_size` >= 1, `--dataloader_num_workers` >= 0."""
+    check_int("--batch_size", args.batch_size, minimum=1)
+    check_int("--dataloader_num_workers", args.dataloader_num_workers, minimum=0)

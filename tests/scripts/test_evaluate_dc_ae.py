@@ -83,17 +83,17 @@ def test_several_splits_without_validation_need_split(script, tmp_path):
 def test_dtype_accepts_both_spellings(script, tmp_path):
     _write_images(tmp_path / "data", 2, seed=5)
     data = ("--data_dir", str(tmp_path / "data"))
-    assert script.parse_args(_argv(tmp_path, *data)).dtype == "fp32"  # the default, unchanged
-    short = script.main(script.parse_args([*_argv(tmp_path, *data), "--dtype", "fp32"]))
-    long = script.main(script.parse_args([*_argv(tmp_path, *data), "--dtype", "float32"]))
+    assert script.parse_args(_argv(tmp_path, *data)).vae_dtype == "fp32"  # the default, unchanged
+    short = script.main(script.parse_args([*_argv(tmp_path, *data), "--vae_dtype", "fp32"]))
+    long = script.main(script.parse_args([*_argv(tmp_path, *data), "--dtype", "float32"]))  # the older spelling
     assert long["results"] == short["results"] and long["dtype"] == "float32"
     for spelling in ("bf16", "bfloat16", "fp16", "float16"):
-        assert script.parse_args([*_argv(tmp_path, *data), "--dtype", spelling]).dtype == spelling
+        assert script.parse_args([*_argv(tmp_path, *data), "--vae_dtype", spelling]).vae_dtype == spelling
     with pytest.raises(SystemExit):
-        script.parse_args([*_argv(tmp_path, *data), "--dtype", "float64"])
+        script.parse_args([*_argv(tmp_path, *data), "--vae_dtype", "float64"])
     args = script.parse_args(_argv(tmp_path, *data))
-    args.dtype = "double"  # a Namespace built in code gets the same check
-    with pytest.raises(ValueError, match="--dtype='double' .*'bf16'"):
+    args.vae_dtype = "double"  # a Namespace built in code gets the same check
+    with pytest.raises(ValueError, match="--vae_dtype='double' .*'bf16'"):
         script.main(args)
 
 
@@ -102,8 +102,8 @@ def test_bad_inputs_are_named(script, tmp_path):
     base = _argv(tmp_path, "--data_dir", str(tmp_path / "data"))
     cases = {
         "--batch_size=0 .*>= 1": ["--batch_size", "0"],
-        "--num_images=0 .*>= 1": ["--num_images", "0"],
-        "--num_workers=-1 .*>= 0": ["--num_workers", "-1"],
+        "--max_images=0 .*>= 1": ["--max_images", "0"],
+        "--dataloader_num_workers=-1 .*>= 0": ["--dataloader_num_workers", "-1"],
         "--resolution=30 .*divisible by the ratio 8": ["--resolution", "30"],
         "--latent_channels=\\[8, 33\\].* outside 1..32": ["--latent_channels", "8", "33"],
     }
@@ -111,8 +111,8 @@ def test_bad_inputs_are_named(script, tmp_path):
         with pytest.raises(ValueError, match=message):
             script.main(script.parse_args([*base, *extra]))
     missing = str(tmp_path / "no-such-folder")
-    with pytest.raises(ValueError, match=f"--data_dir='{missing}' .*directory"):
+    with pytest.raises(ValueError, match=f"--train_data_dir='{missing}' .*directory"):
         script.main(script.parse_args(_argv(tmp_path, "--data_dir", missing)))
-    with pytest.raises(ValueError, match="exactly one of --dataset_name and --data_dir"):
+    with pytest.raises(ValueError, match="exactly one of --dataset_name .*and --train_data_dir"):
         script.main(script.parse_args(_argv(tmp_path)))
     assert not (tmp_path / "eval.json").exists()
