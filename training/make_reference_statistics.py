@@ -6,7 +6,9 @@ dataset, ADM center-cropped, as an `.npz` for `training/evaluate_usit.py --refer
 
 The official reference is the whole ImageNet *train* split at 512 px with the ADM center crop
 (`applications/dc_ae/generate_reference.py` of DC-Gen); the statistics here come from `compute_reference_statistics`
-(torch-fidelity's Inception, float64 mean and N - 1 covariance, the official `.npz` keys).
+(torch-fidelity's Inception, float64 mean and N - 1 covariance, the official `.npz` keys). The data flags are the
+trainers' (`dc_ae_hf/training/arguments.py`); `--fid_feature_layer` is `evaluate_usit.py`'s. The older spellings
+`--data_dir`, `--num_images` and `--feature_layer` still work.
 """
 
 from __future__ import annotations
@@ -26,29 +28,25 @@ from dc_ae_hf.data.images import (
     undecoded_image_column,
 )
 from dc_ae_hf.metrics.inception import INCEPTION_FEATURE_LAYERS, compute_reference_statistics
+from dc_ae_hf.training.arguments import add_data_source_arguments, check_data_source_arguments, make_parser
 from dc_ae_hf.training.run import run_script
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=" ".join(__doc__.split("\n\n")[0].split()), formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = make_parser(" ".join(__doc__.split("\n\n")[0].split()))
     # --help prints every flag's default; the required flags have none (SUPPRESS: no "(default: None)").
-    p.add_argument("--dataset_name", help="Hub dataset id")
-    p.add_argument("--dataset_config_name", help="configuration of --dataset_name")
-    p.add_argument("--train_data_dir", help="imagefolder directory (instead of --dataset_name)")
-    p.add_argument("--split", default="train", help="dataset split (the official reference: ImageNet train)")
-    p.add_argument("--image_column", help="None: the dataset's image column")
-    p.add_argument("--cache_dir", help="datasets cache folder (None: the datasets default)")
-    p.add_argument("--max_images", type=int, help="use only the first N images (None: all)")
-    p.add_argument("--resolution", type=int, default=512, help="ADM center-crop size")
+    add_data_source_arguments(
+        p, resolution=512, split_help="dataset split (the official reference: ImageNet train)", max_images=True
+    )
     p.add_argument("--inception_weights_path", help="torch-fidelity Inception weights (needed offline)")
     p.add_argument("--dinov2", help="also store FD-DINOv2 statistics of this DINOv2 model (Hub id or folder)")
     p.add_argument(
+        "--fid_feature_layer",
         "--feature_layer",
+        dest="fid_feature_layer",
         default="2048",
         choices=INCEPTION_FEATURE_LAYERS,
-        help="Inception layer: 2048 (pool3) is the FID standard; evaluate_usit.py --fid_feature_layer",
+        help="Inception layer: 2048 (pool3) is the FID standard; evaluate_usit.py --fid_feature_layer must match",
     )
     p.add_argument("--batch_size", type=int, default=64, help="images per Inception / DINOv2 batch")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
@@ -81,9 +79,9 @@ class CenterCroppedUInt8(Dataset):
 
 
 def main(args: argparse.Namespace) -> str:
-    check_int("--resolution", args.resolution, minimum=1)
-    check_int("--batch_size", args.batch_size, minimum=1)
     check_int("--max_images", args.max_images, minimum=2, optional=True)  # a covariance needs 2 images
+    check_data_source_arguments(args)
+    check_int("--batch_size", args.batch_size, minimum=1)
     if not str(args.output).endswith(".npz"):
         raise invalid("--output", args.output, "must be an .npz file")
     dataset = load_image_dataset(
@@ -96,14 +94,14 @@ def main(args: argparse.Namespace) -> str:
     if args.max_images is not None:
         dataset = dataset.select(range(min(args.max_images, len(dataset))))
     if len(dataset) < 2:
-        raise ValueError(f"reference statistics need at least 2 images, the dataset has {len(dataset)}")
+        raise invalid("--split", args.split, f"it holds {len(dataset)} image(s); reference statistics need at least 2")
     images = CenterCroppedUInt8(dataset, find_image_column(dataset, args.image_column), args.resolution)
     path = compute_reference_statistics(
         images,
         args.output,
         inception_weights_path=args.inception_weights_path,
         dinov2=args.dinov2,
-        feature_layer=args.feature_layer,
+        feature_layer=args.fid_feature_layer,
         batch_size=args.batch_size,
         device=args.device,
         save_cpu_ram=args.save_cpu_ram,
