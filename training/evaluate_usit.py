@@ -2,7 +2,7 @@
 
     accelerate launch training/evaluate_usit.py --pipeline runs/usit-h/pipeline --num_samples 50000 \
         --sample_dir runs/usit-h/samples-50k --reference imagenet_train_512.npz \
-        --inception_weights_path weights-inception-2015-12-05-6726825d.pth --output_json eval.json --output_md eval.md
+        --inception_weights_path weights-inception-2015-12-05-6726825d.pth --output_json eval.json --output_markdown eval.md
 
 Sample i gets class label i of the label list (`--class_sampling random`: the official `torch.randint(0, K, (N,))`
 with a CPU generator seeded `--class_seed`; `balanced`: i % K) and starting noise from its own generator seeded by
@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 import dc_ae_hf  # noqa: F401  (registers the pipeline components with diffusers' loader)
-from dc_ae_hf.checks import check_int, check_number, exit_with_error
+from dc_ae_hf.checks import check_int, check_number, exit_with_error, invalid
 from dc_ae_hf.data.images import load_image
 from dc_ae_hf.latents import decode_from_diffusion_space
 from dc_ae_hf.metrics.dinov2 import Dinov2Model, load_dinov2
@@ -101,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics_batch_size", type=int, default=64, help="images per Inception / DINOv2 batch")
     p.add_argument("--save_cpu_ram", action="store_true", help="torch-fidelity: no data loader worker processes")
     p.add_argument("--output_json", required=True, default=argparse.SUPPRESS, help="the results file to write")
-    p.add_argument("--output_md", help="also write a markdown table (None: only print it)")
+    p.add_argument(
+        "--output_markdown",
+        "--output_md",
+        dest="output_markdown",
+        help="also write a markdown table (None: only print it)",
+    )
     return p
 
 
@@ -116,7 +121,7 @@ def class_labels(num_samples: int, num_classes: int, class_sampling: str, class_
         return torch.randint(0, num_classes, (num_samples,), generator=generator).tolist()
     if class_sampling == "balanced":
         return [i % num_classes for i in range(num_samples)]
-    raise InputError(f"--class_sampling={class_sampling!r} is not allowed: choose random or balanced")
+    raise invalid("--class_sampling", class_sampling, "choose random or balanced", InputError)
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -187,7 +192,7 @@ def _check_flags(args: argparse.Namespace, metrics: list[str]) -> None:
         minimum, why = 2, "FD-DINOv2 needs a covariance"
     _checked("--num_samples", check_int, "--num_samples", args.num_samples, minimum=1)
     if args.num_samples < minimum:
-        raise InputError(f"--num_samples={args.num_samples} is not allowed: {why}, so it needs >= {minimum}")
+        raise invalid("--num_samples", args.num_samples, f"{why}, so it needs >= {minimum}", InputError)
     _checked("--guidance_scale", check_number, "--guidance_scale", args.guidance_scale)
     _checked("--guidance_interval", check_guidance_interval, args.guidance_interval)
     _checked("--latent_channels", check_int, "--latent_channels", args.latent_channels, minimum=1, optional=True)
@@ -214,7 +219,7 @@ def _check_reference(args: argparse.Namespace, metrics: list[str]) -> None:
             raise InputError(
                 f"{where} holds {mu.shape[0]}-d statistics, but --fid_feature_layer {args.fid_feature_layer} gives "
                 f"{args.fid_feature_layer}-d features: use the layer the file was made with "
-                "(make_reference_statistics.py --feature_layer)"
+                "(make_reference_statistics.py --fid_feature_layer)"
             )
     if args.dinov2 is not None:
         try:
@@ -235,7 +240,7 @@ def _check_writable_folder(folder: Path, where: str) -> None:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     _check_writable_folder(Path(args.sample_dir), f"--sample_dir={args.sample_dir!r}")
-    for flag in ("output_json", "output_md"):
+    for flag in ("output_json", "output_markdown"):
         path = getattr(args, flag)
         if path is None:
             continue
@@ -395,8 +400,8 @@ def main(args: argparse.Namespace) -> dict:
             f"\n{args.num_samples} samples from `{args.pipeline}` ({args.class_sampling} classes, solver "
             f"{args.solver}, guidance {args.guidance_scale}) against `{args.reference}`.\n"
         )
-        if args.output_md:
-            Path(args.output_md).write_text(table + note)
+        if args.output_markdown:
+            Path(args.output_markdown).write_text(table + note)
         print(table + note)
     accelerator.end_training()
     return result

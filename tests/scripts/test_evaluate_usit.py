@@ -212,8 +212,8 @@ def test_the_output_folders_are_checked_before_sampling(script, inputs, tmp_path
     output = tmp_path / "a_file" / "eval.json"
     with pytest.raises(ValueError, match=f"^--output_json='{output}': its folder '{output.parent}' is not a writable"):
         run_in_process(script, _argv(tmp_path, inputs, output_json=str(output)))
-    with pytest.raises(ValueError, match=f"^--output_md='{tmp_path}' is a folder"):
-        run_in_process(script, _argv(tmp_path, inputs, output_md=str(tmp_path)))
+    with pytest.raises(ValueError, match=f"^--output_markdown='{tmp_path}' is a folder"):
+        run_in_process(script, _argv(tmp_path, inputs, output_markdown=str(tmp_path)))
     (tmp_path / "samples").mkdir(exist_ok=True)
     (tmp_path / "samples" / "generation_settings.json").write_text("{broken")
     with pytest.raises(ValueError, match="^--sample_dir='.*samples': generation_settings.json is unreadable"):
