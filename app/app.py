@@ -11,7 +11,9 @@ Two tabs:
   reconstruction from the first c' channels next to the input, and the paper's pictures of the latent: the
   channel-wise mean (Fig. 2) and every channel (Fig. 9/10).
 
-Bad input (a class that does not exist, an image too small) is a message in the page, never a stack trace.
+Bad input (a class that does not exist, an image too small or not an image at all, a seed out of range) is a message
+in the page, never a stack trace; a bad command line (a model that does not load, a port in use) is one line
+`error: ...` on stderr and exit status 2.
 
 Without dc_ae_hf (a Space folder made by `make space`) the app loads the pipeline with plain diffusers
 (`DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`: a self-contained folder, such as the toy pipeline
@@ -21,8 +23,10 @@ next to it) and takes its picture helpers from `app_helpers.py`, which `make spa
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -32,7 +36,7 @@ if (HERE.parent / "dc_ae_hf").is_dir():  # run from a checkout without installin
 
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
 from torchvision.transforms.functional import center_crop, pil_to_tensor, resize  # noqa: E402
 
 try:
@@ -59,6 +63,8 @@ SOLVERS = {
     "dopri5 (official, adaptive)": "dopri5",
 }
 MAX_IMAGES = 16
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 0..2**64-1; Gradio's number box keeps 2**53 exactly
+USAGE_ERROR_STATUS = 2  # as argparse and every dc_ae_hf entry point
 
 
 def load_pipeline(model: str):
@@ -146,7 +152,7 @@ class Demo:
             raise ValueError(f"the guidance interval must satisfy 0 <= start < end <= 1, got ({low}, {high})")
         if guidance_scale != 1 and not self.guided:
             raise ValueError("this model was trained without label dropout: only guidance scale 1 is available")
-        generator = torch.Generator(self.device).manual_seed(int(seed))
+        generator = torch.Generator(self.device).manual_seed(check_seed(seed))
         images = self.pipe(
             labels,
             guidance_scale=float(guidance_scale),
@@ -200,6 +206,37 @@ class Demo:
         )
 
 
+def check_seed(seed) -> int:
+    """The seed as an int; ValueError unless it is a whole number in 0..MAX_SEED (a cleared box gives None)."""
+    try:
+        whole = not isinstance(seed, bool) and float(seed).is_integer()
+    except (TypeError, ValueError):
+        whole = False
+    if not whole or not 0 <= int(float(seed)) <= MAX_SEED:
+        raise ValueError(f"the seed must be a whole number in 0..{MAX_SEED}, got {seed!r}")
+    return int(float(seed))
+
+
+def image_input(**kwargs) -> gr.Image:
+    """A `gr.Image` whose upload of a file that is not a readable image is a message in the page; plain `gr.Image`
+    fails inside its own preprocessing with a bare "Error". The instance's `preprocess` is wrapped, because a
+    subclass would make Gradio write a `.pyi` stub next to this file."""
+    component = gr.Image(**kwargs)
+    preprocess = component.preprocess
+
+    def readable(payload):
+        try:
+            return preprocess(payload)
+        except (UnidentifiedImageError, OSError) as error:
+            name = getattr(payload, "orig_name", None) or "the uploaded file"
+            raise gr.Error(
+                f"{name} is not an image this app can read ({type(error).__name__}); upload a PNG, JPEG or WebP image"
+            ) from None
+
+    component.preprocess = readable
+    return component
+
+
 def _shown(function):
     """Run an app callback; a ValueError becomes a message in the page (gr.Error), not a stack trace."""
 
@@ -241,7 +278,7 @@ def build_app(demo: Demo) -> gr.Blocks:
                     solver = gr.Dropdown(list(SOLVERS), value=next(iter(SOLVERS)), label="Sampler")
                     steps = gr.Slider(1, 250, value=24, step=1, label="Steps (not used by dopri5)")
                     channels = gr.Dropdown(prefixes, value=prefixes[-1], label="Latent channels to sample in (c')")
-                    seed = gr.Number(0, precision=0, label="Seed")
+                    seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                     sample_button = gr.Button("Sample", variant="primary")
                 samples = gr.Image(type="pil", label="Samples", elem_id="samples")
 
@@ -256,7 +293,7 @@ def build_app(demo: Demo) -> gr.Blocks:
         with gr.Tab("Reconstruct"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(type="pil", label="Input image", elem_id="input")
+                    image = image_input(type="pil", label="Input image", elem_id="input")
                     if EXAMPLES:
                         gr.Examples([[str(p)] for p in EXAMPLES], inputs=[image], label="Built-in images")
                     prefix = gr.Slider(
@@ -284,13 +321,51 @@ def build_app(demo: Demo) -> gr.Blocks:
     return app
 
 
+def _port(text: str) -> int:
+    """argparse type of --port: a whole number in 1..65535."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a whole number in 1..65535")
+    return int(text)
+
+
+def _exit_with_error(message) -> None:
+    """One line `error: ...` on stderr and status 2 (dc_ae_hf's `exit_with_error`, written out here because a Space
+    folder runs without dc_ae_hf)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(USAGE_ERROR_STATUS) from None
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Serve the app. A model that does not load or a port in use is one line `error: ...` and exit status 2."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help=f"pipeline folder or Hub id (default: ${MODEL_ENV}, else the bundled toy)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--port", type=_port, default=os.environ.get("GRADIO_SERVER_PORT", "7860"), help="1..65535")
     args = parser.parse_args(argv)
-    build_app(Demo(args.model)).queue().launch(server_name=args.host, server_port=args.port, show_error=False)
+    _check_free(args.host, args.port)  # before the model loads: a busy port is known at once
+    try:
+        app = build_app(Demo(args.model))
+    except (ValueError, TypeError, OSError) as error:
+        _exit_with_error(f"the app's model (--model / ${MODEL_ENV}) does not load: {error}")
+    try:
+        app.queue().launch(server_name=args.host, server_port=args.port, show_error=False)
+    except OSError:  # taken since the check above (Gradio: "Cannot find empty port in range: ...")
+        _check_free(args.host, args.port)
+        raise
+
+
+def _check_free(host: str, port: int) -> None:
+    """Exit with one line naming --port / --host unless `host:port` can be served on."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            busy = error.errno == errno.EADDRINUSE
+            _exit_with_error(
+                f"port {port} on {host} is in use: pass a free one with --port N"
+                if busy
+                else f"cannot serve on {host}:{port} ({error.strerror}): pass another address with --host or --port"
+            )
 
 
 if __name__ == "__main__":

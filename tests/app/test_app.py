@@ -97,6 +97,52 @@ def test_errors_reach_the_page_as_messages(app):
         app._shown(fails)()
 
 
+@pytest.mark.parametrize("seed", [-1, 2**63, 1.5, float("nan"), None, "seven"])
+def test_a_seed_out_of_range_is_a_clear_message(demo, seed):
+    with pytest.raises(ValueError, match=r"the seed must be a whole number in 0\.\.9223372036854775807, got"):
+        demo.sample(["1"], 1.0, (0.0, 1.0), "euler (official)", 1, 32, seed=seed)
+
+
+def test_an_upload_that_is_not_an_image_is_a_clear_message(app, tmp_path):
+    import gradio as gr
+    from gradio.data_classes import ImageData
+
+    component = app.image_input(type="pil")
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image")
+    with pytest.raises(gr.Error, match=r"notes\.png is not an image this app can read .*upload a PNG, JPEG or WebP"):
+        component.preprocess(ImageData(path=str(notes), orig_name="notes.png"))
+    star = ImageData(path=str(REPO_ROOT / "app" / "examples" / "star.png"), orig_name="star.png")
+    assert component.preprocess(star).size == (64, 64)
+
+
+def _run_app(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(APP), *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT
+    )
+
+
+def test_command_line_errors_are_one_line(tmp_path):
+    missing = _run_app("--model", str(tmp_path / "missing"))
+    assert missing.returncode == 2, missing.stderr[-2000:]
+    assert missing.stderr.startswith("error: the app's model (--model / $DC_AE_HF_APP_MODEL) does not load: ")
+    assert len(missing.stderr.strip().splitlines()) == 1
+    bad_port = _run_app("--port", "70000")
+    assert bad_port.returncode == 2 and "argument --port: '70000' is not a port: give a whole number in 1..65535" in (
+        bad_port.stderr
+    )
+    with socket.socket() as busy:  # a port in use: the message names the app's --port
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _run_app("--port", str(port))
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"error: port {port} on 127.0.0.1 is in use: pass a free one with --port N"
+    assert "Traceback" not in result.stderr
+
+
 def test_space_folder_runs_without_dc_ae_hf(tmp_path):
     target = tmp_path / "space"
     subprocess.run(
