@@ -568,6 +568,7 @@ def load_labeled_image_dataset(
         raise ValueError(
             f"--label_column={label_column!r} is not a column of the dataset {str(source)!r} (columns: "
             f"{list(dataset.features)}); class-conditional training needs labels"
+            + ("" if train_data_dir is None else _class_folders_note(train_data_dir))
         )
     feature = dataset.features[label_column]
     if isinstance(feature, datasets.ClassLabel):
@@ -576,6 +577,22 @@ def load_labeled_image_dataset(
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in labels):
         raise ValueError(f"--label_column={label_column!r} must hold class ids (ints >= 0) or be a ClassLabel")
     return dataset, image_column, None, max(labels) + 1
+
+
+def _class_folders_note(train_data_dir: str | os.PathLike) -> str:
+    """Why an imagefolder has no label column: `datasets` makes one only from two or more class folders."""
+    root = Path(train_data_dir)
+    folders = (
+        sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    )
+    if len(folders) >= 2:
+        return ""
+    found = f"one class folder ({folders[0]}/)" if folders else "no class folders (the images lie in it directly)"
+    return (
+        f". The imagefolder {str(root)!r} has {found}: the `datasets` imagefolder makes the label column only from "
+        "two or more class folders (one per class), so a single class has no labels. Put each class's images in its "
+        "own subfolder, at least two of them"
+    )
 
 
 def load_labeled_image_dataset_from_flags(args) -> tuple:

@@ -373,3 +373,24 @@ def test_reference_statistics_dataset_names_a_corrupt_file(tmp_path):
     assert expected.dtype == torch.uint8 and expected.float().mean() < 200  # scaled, not clipped to white
     with pytest.raises(ValueError, match=re.escape(str(bad))):
         images[paths.index(str(bad))]
+
+
+@pytest.mark.parametrize("class_folders", [["circle"], []])
+def test_an_imagefolder_of_one_class_says_why_it_has_no_labels(tmp_path, class_folders):
+    from dc_ae_hf.data.images import load_labeled_image_dataset
+
+    root = tmp_path / "data"
+    for folder in class_folders or [""]:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (i * 100, 0, 0)).save(root / folder / f"{i}.png")
+    found = (
+        "one class folder \\(circle/\\)" if class_folders else "no class folders \\(the images lie in it directly\\)"
+    )
+    with pytest.raises(ValueError, match=f"--label_column='label' is not a column .*has {found}: the `datasets` "):
+        load_labeled_image_dataset(train_data_dir=root, cache_dir=tmp_path / "cache")
+    if class_folders:  # a second class folder: labelled
+        (root / "star").mkdir()
+        Image.new("RGB", (8, 8)).save(root / "star" / "0.png")
+        _, _, id2label, num_classes = load_labeled_image_dataset(train_data_dir=root, cache_dir=tmp_path / "cache2")
+        assert id2label == {"0": "circle", "1": "star"} and num_classes == 2
