@@ -4,8 +4,9 @@
         --resolution 512 --output_dir latents/in1k-512-f64c128
 
 Images get the ADM center crop at `--resolution` (the official `DMCrop`), are encoded in `--vae_dtype` (official:
-fp32) and multiplied by the autoencoder's scaling factor (official convention: latents are stored scaled). `--flip`
-adds the latents of the horizontally mirrored crops (the official recipe uses no flip). Each process encodes the
+fp32) and multiplied by the autoencoder's scaling factor (official convention: latents are stored scaled).
+`--random_flip` (alias `--flip`) adds the latents of the horizontally mirrored crops (the official recipe uses no
+flip). Each process encodes the
 shards i with i % num_processes == process_index; every shard is written atomically, and a rerun of the same command
 skips the shards that already exist (resumable; a cache made with other settings is refused). The cache layout and
 its reader (`LatentCacheDataset`) are in `dc_ae_hf/data/latent_cache.py`.
@@ -18,6 +19,10 @@ the first `--scaling_factor_images` images, caches with it and saves the autoenc
 
     python training/cache_latents.py --vae runs/my-ae/vae_ema --train_data_dir data --resolution 256 \
         --output_dir latents/my-ae-256 --scaling_factor auto
+
+`main` reads like the trainers': resolve (every flag, the data and the autoencoder are checked; nothing is written),
+measure (the scaling factor), write (metadata.json, the shards, the statistics). The data and loader flags are the
+trainers' (`dc_ae_hf/training/arguments.py`).
 """
 
 from __future__ import annotations
@@ -30,17 +35,19 @@ import shutil
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
+import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
-from dc_ae_hf.checks import DTYPES
+from dc_ae_hf.checks import DTYPES, check_int, check_number, invalid, parse_dtype
 from dc_ae_hf.data.images import (
     decode_dataset_image,
     image_transform,
-    load_labeled_image_dataset_from_flags,
+    load_labeled_image_dataset,
     undecoded_image_column,
 )
 from dc_ae_hf.data.latent_cache import (
@@ -58,6 +65,13 @@ from dc_ae_hf.data.latent_cache import (
 from dc_ae_hf.latents import compute_scaling_factor, encode_to_diffusion_space, get_scaling_factor
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.output_folders import claim_output_folder, mark_output_folder
+from dc_ae_hf.training.arguments import (
+    add_data_source_arguments,
+    add_loader_arguments,
+    check_data_source_arguments,
+    check_loader_arguments,
+    make_parser,
+)
 from dc_ae_hf.training.run import run_script
 
 # The cached (scaled) latents should have std ~1 (the scaling factor is 1 / std); outside this range: a warning.
@@ -67,49 +81,47 @@ WRITER = "training/cache_latents.py"
 SAVED_VAE_FOLDER = "vae"  # <output_dir>/vae: the autoencoder with the factor of --scaling_factor in its config
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--vae", required=True, help="AutoencoderDC15 / AutoencoderDC folder or Hub id")
-    p.add_argument("--dataset_name", help="Hub dataset id")
-    p.add_argument("--dataset_config_name")
+def build_parser() -> argparse.ArgumentParser:
+    p = make_parser(__doc__.split("\n")[0])
+    # --help prints every flag's default; the required flags have none (SUPPRESS: no "(default: None)").
     p.add_argument(
-        "--train_data_dir", "--data_dir", dest="train_data_dir", help="imagefolder directory (class folders: labels)"
+        "--vae", required=True, default=argparse.SUPPRESS, help="AutoencoderDC15 / AutoencoderDC folder or Hub id"
     )
-    p.add_argument("--split", default="train")
-    p.add_argument("--image_column", help="default: the dataset's first image column")
-    p.add_argument("--label_column", default="label")
-    p.add_argument("--cache_dir", help="Hugging Face datasets cache")
-    p.add_argument("--max_images", type=int, help="cache only the first N images")
-    p.add_argument("--output_dir", required=True, help="the latent cache folder")
-    p.add_argument("--resolution", type=int, default=256)
-    p.add_argument("--flip", action="store_true", help="also cache the horizontally flipped crops")
-    p.add_argument("--shard_size", type=int, default=1024, help="source images per shard")
-    p.add_argument("--batch_size", type=int, default=32, help="images per encoder call")
-    p.add_argument("--dataloader_num_workers", type=int, default=0)
-    p.add_argument("--latent_dtype", default="float32", choices=sorted(DTYPES), help="storage dtype of the latents")
-    p.add_argument("--vae_dtype", default="float32", choices=sorted(DTYPES), help="encoder dtype (official: fp32)")
-    p.add_argument(
+    p.add_argument("--output_dir", required=True, default=argparse.SUPPRESS, help="the latent cache folder")
+    data = add_data_source_arguments(p, resolution=256, label_column=True, max_images=True)
+    data.add_argument(
+        "--random_flip",
+        "--flip",
+        dest="random_flip",
+        action="store_true",
+        help="flip augmentation: also cache the latents of the horizontally mirrored crops (both are training "
+        "examples; the official recipe uses no flip)",
+    )
+    add_loader_arguments(data, batch_size=32, batch_help="images per encoder call")
+    g = p.add_argument_group("latents")
+    g.add_argument("--shard_size", type=int, default=1024, help="source images per shard")
+    g.add_argument("--latent_dtype", default="float32", choices=sorted(DTYPES), help="storage dtype of the latents")
+    g.add_argument("--vae_dtype", default="float32", choices=sorted(DTYPES), help="encoder dtype (official: fp32)")
+    g.add_argument(
         "--scaling_factor",
         metavar="auto|FLOAT",
-        help="default: the autoencoder's config.scaling_factor. 'auto': measure 1 / std of the latents on the first "
+        help="None: the autoencoder's config.scaling_factor. 'auto': measure 1 / std of the latents on the first "
         "--scaling_factor_images images (dc_ae_hf.latents.compute_scaling_factor) and cache with it; a number > 0: "
         "cache with it. With either, the autoencoder with that factor in its config is saved to <output_dir>/vae and "
         "the cache refers to it (use it as train_usit.py --vae, the default there); --vae itself is not modified",
     )
-    p.add_argument(
+    g.add_argument(
         "--scaling_factor_images",
         type=int,
         metavar="N",
-        help=f"with --scaling_factor auto: measure on the first N images (default {DEFAULT_SCALING_FACTOR_IMAGES}, "
-        "or all when the dataset has fewer; with --flip also their mirror images)",
+        help=f"with --scaling_factor auto: measure on the first N images (None: {DEFAULT_SCALING_FACTOR_IMAGES}, "
+        "or all when the dataset has fewer; with --random_flip also their mirror images)",
     )
-    args = p.parse_args(argv)
-    # one spelling in the cache metadata whichever the user typed (fp32 / float32, bf16 / bfloat16, ...)
-    args.latent_dtype = str(DTYPES[args.latent_dtype]).removeprefix("torch.")
-    args.vae_dtype = str(DTYPES[args.vae_dtype]).removeprefix("torch.")
-    return args
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def parse_scaling_factor(value: str | None) -> str | float | None:
@@ -117,17 +129,262 @@ def parse_scaling_factor(value: str | None) -> str | float | None:
     if value is None or value.strip().lower() == "auto":
         return None if value is None else "auto"
     try:
-        factor = float(value)
-    except ValueError:
-        factor = None
-    if factor is None or not math.isfinite(factor) or factor <= 0:
-        raise ValueError(f"--scaling_factor={value!r} is not allowed: give 'auto' or a finite number > 0")
-    return factor
+        return check_number("--scaling_factor", float(value), minimum=0, exclusive_minimum=True)
+    except ValueError:  # not a number, or not a finite one > 0
+        raise invalid("--scaling_factor", value, "give 'auto' or a finite number > 0") from None
+
+
+class CacheSettings(NamedTuple):
+    """The command line, checked (`resolve_settings`): what to encode, how, and where to."""
+
+    vae: str  # --vae as given
+    output_dir: Path
+    requested_factor: str | float | None  # None: the autoencoder's config; "auto": measured; else this factor
+    scaling_factor_images: int  # --scaling_factor auto measures on the first N images (at most all)
+    resolution: int
+    flips: tuple[bool, ...]  # (False,), or (False, True) with --random_flip
+    shard_size: int
+    batch_size: int
+    num_workers: int
+    vae_dtype: str  # torch's spelling (float32, bfloat16, float16) whichever the user typed
+    latent_dtype: str
+    data: dict  # the keywords of `load_labeled_image_dataset`
+
+    @property
+    def saved_vae_dir(self) -> Path:
+        return self.output_dir / SAVED_VAE_FOLDER
+
+
+class CacheInputs(NamedTuple):
+    """The data and the autoencoder (`load_inputs`), checked against the settings."""
+
+    dataset: datasets.Dataset
+    image_column: str
+    id2label: dict[str, str] | None
+    num_classes: int
+    vae: AutoencoderDC15  # frozen, on the device, in --vae_dtype
+    weights_hash: str  # of the weights as stored, before any dtype cast
+    source_name: str  # --vae, as an absolute path when it is a folder
+
+
+def _dtype_name(flag: str, value) -> str:
+    """One spelling in the cache metadata whichever the user typed (fp32 / float32, bf16 / bfloat16, ...)."""
+    return str(parse_dtype(flag, value)).removeprefix("torch.")
+
+
+def resolve_settings(args: argparse.Namespace) -> CacheSettings:
+    """Check every flag and the output folder (a new or empty folder, or a latent cache of this script, resumed;
+    other settings than its own are refused when its metadata is compared); nothing is read or written."""
+    check_data_source_arguments(args)
+    check_loader_arguments(args)
+    check_int("--shard_size", args.shard_size, minimum=1)
+    requested_factor = parse_scaling_factor(args.scaling_factor)
+    if args.scaling_factor_images is not None and requested_factor != "auto":
+        why = f"it is only used with --scaling_factor auto (got --scaling_factor={args.scaling_factor!r})"
+        raise invalid("--scaling_factor_images", args.scaling_factor_images, why)
+    check_int("--scaling_factor_images", args.scaling_factor_images, minimum=1, optional=True)
+    output_dir = claim_output_folder(
+        args.output_dir, WRITER, "--output_dir", earlier_output=lambda folder: (folder / METADATA_FILE).is_file()
+    )
+    vae_path, saved = Path(args.vae), output_dir / SAVED_VAE_FOLDER
+    if requested_factor is not None and vae_path.is_dir() and vae_path.resolve() == saved.resolve():
+        why = (
+            f"it is the folder --scaling_factor writes (<output_dir>/{SAVED_VAE_FOLDER}); pass the original "
+            "autoencoder as --vae, or drop --scaling_factor to cache with this one's factor"
+        )
+        raise invalid("--vae", args.vae, why)
+    data = {
+        "dataset_name": args.dataset_name,
+        "train_data_dir": args.train_data_dir,
+        "split": args.split,
+        "cache_dir": args.cache_dir,
+        "dataset_config_name": args.dataset_config_name,
+        "image_column": args.image_column,
+        "label_column": args.label_column,
+        "max_images": args.max_images,
+    }
+    return CacheSettings(
+        vae=args.vae,
+        output_dir=output_dir,
+        requested_factor=requested_factor,
+        scaling_factor_images=args.scaling_factor_images or DEFAULT_SCALING_FACTOR_IMAGES,
+        resolution=args.resolution,
+        flips=(False, True) if args.random_flip else (False,),
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        num_workers=args.dataloader_num_workers,
+        vae_dtype=_dtype_name("--vae_dtype", args.vae_dtype),
+        latent_dtype=_dtype_name("--latent_dtype", args.latent_dtype),
+        data=data,
+    )
+
+
+def load_inputs(settings: CacheSettings, accelerator: Accelerator) -> CacheInputs:
+    """Load the labelled images and the autoencoder (every process; the main process builds the `datasets` cache
+    first) and check that the autoencoder's compression ratio divides --resolution."""
+    with accelerator.main_process_first():
+        dataset, image_column, id2label, num_classes = load_labeled_image_dataset(**settings.data)
+    try:
+        vae = AutoencoderDC15.from_pretrained(settings.vae)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--vae={settings.vae!r} could not be loaded as an autoencoder: {error}") from error
+    f = vae.spatial_compression_ratio
+    if settings.resolution % f:
+        why = f"must be divisible by the autoencoder's compression ratio {f}"
+        raise invalid("--resolution", settings.resolution, why)
+    weights_hash = autoencoder_weights_hash(vae)
+    vae.requires_grad_(False).eval().to(device=accelerator.device, dtype=DTYPES[settings.vae_dtype])
+    vae_path = Path(settings.vae)
+    source_name = str(vae_path.resolve()) if vae_path.is_dir() else settings.vae
+    return CacheInputs(dataset, image_column, id2label, num_classes, vae, weights_hash, source_name)
+
+
+def main(args: argparse.Namespace) -> dict:
+    # ---- resolve: every flag, then the data and the autoencoder; nothing is written yet --------------------------
+    settings = resolve_settings(args)
+    accelerator = Accelerator()
+    inputs = load_inputs(settings, accelerator)
+    # ---- measure: the scaling factor the latents are multiplied by ------------------------------------------------
+    factor_source, measurement = resolve_scaling_factor(settings, inputs, accelerator)
+    metadata = cache_metadata(settings, inputs, factor_source, measurement)
+    # ---- write: metadata.json (and <output_dir>/vae), this process's missing shards, the statistics of all -------
+    write_metadata(settings, metadata, accelerator)
+    start = time.perf_counter()
+    written, skipped = write_shards(settings, inputs, metadata["num_shards"], accelerator)
+    accelerator.wait_for_everyone()
+    statistics = {}
+    if accelerator.is_main_process:  # over every shard, whichever process or earlier run wrote it
+        statistics = _record_statistics(
+            settings.output_dir, metadata["num_shards"], metadata["scaling_factor"], factor_source
+        )
+    summary = {
+        "output_dir": str(settings.output_dir),
+        "process_index": accelerator.process_index,
+        "written": written,
+        "skipped": skipped,
+        "num_shards": metadata["num_shards"],
+        "scaling_factor": metadata["scaling_factor"],
+        "latent_mean": statistics.get("latent_mean"),
+        "latent_std": statistics.get("latent_std"),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    accelerator.print(json.dumps(summary))
+    accelerator.end_training()
+    return summary
+
+
+def resolve_scaling_factor(
+    settings: CacheSettings, inputs: CacheInputs, accelerator: Accelerator
+) -> tuple[str, dict | None]:
+    """Set the factor the latents are multiplied by on `inputs.vae` (`encode_to_diffusion_space` applies it):
+    the autoencoder's own, --scaling_factor's number, or with `auto` 1 / std of the latents of the first
+    --scaling_factor_images images, measured once by the main process (a rerun of the same command reuses the
+    recorded value). Returns where the factor comes from and, with `auto`, the record of its measurement."""
+    if settings.requested_factor is None:
+        return "the autoencoder's config", None
+    if settings.requested_factor != "auto":
+        inputs.vae.register_to_config(scaling_factor=settings.requested_factor)
+        return "--scaling_factor", None
+    count = min(settings.scaling_factor_images, len(inputs.dataset))
+    measurement = {
+        "source_name_or_path": inputs.source_name,
+        "source_scaling_factor": get_scaling_factor(inputs.vae),
+        "num_images": count,
+        "flip": len(settings.flips) == 2,
+        "resolution": settings.resolution,
+        "vae_dtype": settings.vae_dtype,
+    }
+    factor = None
+    if accelerator.is_main_process:
+        existing = _existing_metadata(settings.output_dir)
+        if existing is not None and existing.get("scaling_factor_measurement") == measurement:
+            factor = float(existing["scaling_factor"])
+            print(f"scaling factor {factor:.6g} as measured by the earlier run ({METADATA_FILE})")
+        else:
+            loader = _loader(settings, inputs, range(count))
+            batches = (torch.flip(x, dims=[-1]) if flip else x for x, _, _ in loader for flip in settings.flips)
+            factor = compute_scaling_factor(inputs.vae, batches)
+            print(
+                f"measured scaling factor {factor:.6g} = 1 / std of the latents of {count} images "
+                f"(the autoencoder's config has {measurement['source_scaling_factor']:.6g})"
+            )
+    factor = broadcast_object_list([factor])[0]  # every process caches with the main process's measurement
+    inputs.vae.register_to_config(scaling_factor=factor)
+    return f"measured: 1 / std of the latents of the first {count} images", measurement
 
 
 def _existing_metadata(output_dir: Path) -> dict | None:
     path = output_dir / METADATA_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def cache_metadata(settings: CacheSettings, inputs: CacheInputs, factor_source: str, measurement) -> dict:
+    """metadata.json: the autoencoder (with --scaling_factor: the one saved to <output_dir>/vae), the scaling
+    factor and where it comes from, the crop, the latent layout and the dataset."""
+    vae, f = inputs.vae, inputs.vae.spatial_compression_ratio
+    autoencoder = {"name_or_path": inputs.source_name}
+    if settings.requested_factor is not None:
+        autoencoder = {
+            "name_or_path": str(settings.saved_vae_dir.resolve()),
+            "source_name_or_path": inputs.source_name,
+        }
+    num_images, flip, data = len(inputs.dataset), len(settings.flips) == 2, settings.data
+    train_data_dir = data["train_data_dir"]
+    return {
+        "format_version": FORMAT_VERSION,
+        "autoencoder": {
+            **autoencoder,
+            "class": type(vae).__name__,
+            "config_hash": autoencoder_config_hash(vae.config),
+            "latent_channels": vae.config.latent_channels,
+            "latent_channel_choices": list(vae.latent_channel_choices),
+            "spatial_compression_ratio": f,
+        },
+        "autoencoder_weights_hash": inputs.weights_hash,
+        "scaling_factor": get_scaling_factor(vae),
+        "scaling_factor_source": factor_source,
+        "scaling_factor_measurement": measurement,
+        "resolution": settings.resolution,
+        "crop": "adm_center_crop",
+        "latent_shape": [vae.config.latent_channels, settings.resolution // f, settings.resolution // f],
+        "flip": flip,
+        "dtype": settings.latent_dtype,
+        "vae_dtype": settings.vae_dtype,
+        "shard_size": settings.shard_size,
+        "num_images": num_images,
+        "num_latents": num_images * len(settings.flips),
+        "num_shards": math.ceil(num_images / settings.shard_size),
+        "num_classes": inputs.num_classes,
+        "id2label": inputs.id2label,
+        "dataset": {
+            "dataset_name": data["dataset_name"],
+            "dataset_config_name": data["dataset_config_name"],
+            "train_data_dir": None if train_data_dir is None else str(Path(train_data_dir).resolve()),
+            "split": data["split"],
+            "image_column": inputs.image_column,
+            "label_column": data["label_column"],
+            "max_images": data["max_images"],
+        },
+    }
+
+
+def write_metadata(settings: CacheSettings, metadata: dict, accelerator: Accelerator) -> None:
+    """Write metadata.json, or refuse a cache made with other settings, then record this script as the folder's
+    writer and, with --scaling_factor, save the autoencoder with the factor to <output_dir>/vae."""
+    # Every process checks an existing metadata.json (so all fail alike on a cache made with other settings); the main
+    # process writes a missing one (atomically, so the others see either no file or the whole file).
+    if accelerator.is_main_process or (settings.output_dir / METADATA_FILE).is_file():
+        write_latent_cache_metadata(settings.output_dir, metadata)
+    if accelerator.is_main_process:
+        mark_output_folder(settings.output_dir, WRITER)
+    if settings.requested_factor is not None and accelerator.is_main_process:
+        factor, target = metadata["scaling_factor"], settings.saved_vae_dir
+        if _save_autoencoder(settings.vae, factor, target, metadata["autoencoder"]["config_hash"]):
+            print(
+                f"saved the autoencoder with scaling_factor={factor:.6g} to {target} (the cache refers to it: "
+                f"train_usit.py --latent_cache_dir {settings.output_dir} uses it by default)"
+            )
+    accelerator.wait_for_everyone()
 
 
 def _save_autoencoder(source: str, scaling_factor: float, target: Path, config_hash: str) -> bool:
@@ -145,6 +402,58 @@ def _save_autoencoder(source: str, scaling_factor: float, target: Path, config_h
         shutil.rmtree(target)
     os.replace(tmp, target)
     return True
+
+
+def write_shards(
+    settings: CacheSettings, inputs: CacheInputs, num_shards: int, accelerator: Accelerator
+) -> tuple[list[int], list[int]]:
+    """Encode and write the shards of this process (i % num_processes == process_index) that do not exist yet;
+    returns the shards written and those skipped (finished by an earlier run)."""
+    written, skipped = [], []
+    shards = shards_of_process(num_shards, accelerator.process_index, accelerator.num_processes)
+    for shard in tqdm(shards, desc=f"rank {accelerator.process_index}", disable=not accelerator.is_main_process):
+        path = shard_path(settings.output_dir, shard)
+        if path.is_file():
+            skipped.append(shard)
+            continue
+        first = shard * settings.shard_size
+        indices = range(first, min(first + settings.shard_size, len(inputs.dataset)))
+        tensors = encode_images(settings, inputs, indices, accelerator.device)
+        write_shard(path, **tensors, metadata={"shard": str(shard)})  # + statistics
+        written.append(shard)
+    return written, skipped
+
+
+@torch.no_grad()
+def encode_images(settings: CacheSettings, inputs: CacheInputs, indices: range, device) -> dict[str, torch.Tensor]:
+    """The latents (times the scaling factor) of the images `indices`, then with --random_flip those of their mirror
+    images, with their labels, source indices and flip flags: the tensors of one shard."""
+    parts = {"latents": [], "labels": [], "indices": [], "flipped": []}
+    for pixels, labels, batch_indices in _loader(settings, inputs, indices):
+        pixels = pixels.to(device, DTYPES[settings.vae_dtype])  # (B, 3, R, R)
+        for flip in settings.flips:
+            x = torch.flip(pixels, dims=[-1]) if flip else pixels
+            latents = encode_to_diffusion_space(inputs.vae, x)  # (B, C, R/f, R/f), times the scaling factor
+            parts["latents"].append(latents.float().cpu().to(DTYPES[settings.latent_dtype]))
+            parts["labels"].append(labels)
+            parts["indices"].append(batch_indices)
+            parts["flipped"].append(torch.full_like(labels, int(flip)))
+    # originals first, then their mirror images (one list entry per (batch, flip) above)
+    flips = len(settings.flips)
+    order = sorted(range(len(parts["latents"])), key=lambda k: (k % flips, k // flips))
+    return {name: torch.cat([values[k] for k in order]) for name, values in parts.items()}
+
+
+def _loader(settings: CacheSettings, inputs: CacheInputs, indices: range) -> torch.utils.data.DataLoader:
+    """The ADM center crops (official DMCrop, pixels in [-1, 1]) of the images `indices`, in order."""
+    crops = _CroppedImages(
+        inputs.dataset,
+        list(indices),
+        image_transform(settings.resolution),
+        inputs.image_column,
+        settings.data["label_column"],
+    )
+    return torch.utils.data.DataLoader(crops, batch_size=settings.batch_size, num_workers=settings.num_workers)
 
 
 class _CroppedImages(torch.utils.data.Dataset):
@@ -167,204 +476,18 @@ class _CroppedImages(torch.utils.data.Dataset):
         return self.transform(image), int(row[self.label_column]), index
 
 
-def main(args: argparse.Namespace) -> dict:
-    for flag in ("resolution", "shard_size", "batch_size"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag}={getattr(args, flag)!r} is not allowed: must be >= 1")
-    requested_factor = parse_scaling_factor(args.scaling_factor)
-    if args.scaling_factor_images is not None:
-        if requested_factor != "auto":
-            raise ValueError(
-                f"--scaling_factor_images={args.scaling_factor_images} is only used with --scaling_factor auto "
-                f"(got --scaling_factor={args.scaling_factor!r})"
-            )
-        if args.scaling_factor_images < 1:
-            raise ValueError(f"--scaling_factor_images={args.scaling_factor_images} is not allowed: must be >= 1")
-    # a new or empty folder, or a latent cache of this script (resumed; other settings are refused below)
-    output_dir = claim_output_folder(
-        args.output_dir, WRITER, "--output_dir", earlier_output=lambda folder: (folder / METADATA_FILE).is_file()
-    )
-    vae_path = Path(args.vae)
-    saved_vae_dir = output_dir / SAVED_VAE_FOLDER
-    if requested_factor is not None and vae_path.is_dir() and vae_path.resolve() == saved_vae_dir.resolve():
-        raise ValueError(
-            f"--vae={args.vae!r} is the folder --scaling_factor writes (<output_dir>/{SAVED_VAE_FOLDER}); pass the "
-            "original autoencoder as --vae, or drop --scaling_factor to cache with this one's factor"
-        )
-    accelerator = Accelerator()
-    with accelerator.main_process_first():  # the main process builds the `datasets` cache once
-        dataset, image_column, id2label, num_classes = load_labeled_image_dataset_from_flags(args)
-    try:
-        vae = AutoencoderDC15.from_pretrained(args.vae)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"--vae={args.vae!r} could not be loaded as an autoencoder: {error}") from error
-    weights_hash = autoencoder_weights_hash(vae)  # of the weights as stored, before any dtype cast
-    vae.requires_grad_(False).eval().to(accelerator.device)
-    if args.vae_dtype != "float32":
-        vae.to(DTYPES[args.vae_dtype])
-    f = vae.spatial_compression_ratio
-    if args.resolution % f:
-        raise ValueError(
-            f"--resolution={args.resolution} must be divisible by the autoencoder's compression ratio {f}"
-        )
-
-    num_images = len(dataset)
-    num_shards = math.ceil(num_images / args.shard_size)
-    transform = image_transform(args.resolution)  # ADM center crop (official DMCrop), pixels in [-1, 1]
-    flips = [False, True] if args.flip else [False]
-    source_name = str(vae_path.resolve()) if vae_path.is_dir() else args.vae
-    source_factor = get_scaling_factor(vae)
-    autoencoder = {"name_or_path": source_name}
-    measurement = None
-    if requested_factor is None:
-        factor_source = "the autoencoder's config"
-    elif requested_factor == "auto":
-        count = min(args.scaling_factor_images or DEFAULT_SCALING_FACTOR_IMAGES, num_images)
-        measurement = {
-            "source_name_or_path": source_name,
-            "source_scaling_factor": source_factor,
-            "num_images": count,
-            "flip": args.flip,
-            "resolution": args.resolution,
-            "vae_dtype": args.vae_dtype,
-        }
-        factor_source = f"measured: 1 / std of the latents of the first {count} images"
-        factor = None
-        if accelerator.is_main_process:  # measures once; a rerun of the same command reuses the recorded factor
-            existing = _existing_metadata(output_dir)
-            if existing is not None and existing.get("scaling_factor_measurement") == measurement:
-                factor = float(existing["scaling_factor"])
-                accelerator.print(f"scaling factor {factor:.6g} as measured by the earlier run ({METADATA_FILE})")
-            else:
-                crops = _CroppedImages(dataset, list(range(count)), transform, image_column, args.label_column)
-                loader = torch.utils.data.DataLoader(
-                    crops, batch_size=args.batch_size, num_workers=args.dataloader_num_workers
-                )
-                batches = (torch.flip(x, dims=[-1]) if flipped else x for x, _, _ in loader for flipped in flips)
-                factor = compute_scaling_factor(vae, batches)
-                accelerator.print(
-                    f"measured scaling factor {factor:.6g} = 1 / std of the latents of {count} images "
-                    f"(the autoencoder's config has {source_factor:.6g})"
-                )
-        factor = broadcast_object_list([factor])[0]  # every process caches with the main process's measurement
-    else:
-        factor, factor_source = requested_factor, "--scaling_factor"
-    if requested_factor is not None:
-        vae.register_to_config(scaling_factor=factor)  # encode_to_diffusion_space multiplies by it
-        autoencoder = {"name_or_path": str(saved_vae_dir.resolve()), "source_name_or_path": source_name}
-    metadata = {
-        "format_version": FORMAT_VERSION,
-        "autoencoder": {
-            **autoencoder,
-            "class": type(vae).__name__,
-            "config_hash": autoencoder_config_hash(vae.config),
-            "latent_channels": vae.config.latent_channels,
-            "latent_channel_choices": list(vae.latent_channel_choices),
-            "spatial_compression_ratio": f,
-        },
-        "autoencoder_weights_hash": weights_hash,
-        "scaling_factor": get_scaling_factor(vae),
-        "scaling_factor_source": factor_source,
-        "scaling_factor_measurement": measurement,
-        "resolution": args.resolution,
-        "crop": "adm_center_crop",
-        "latent_shape": [vae.config.latent_channels, args.resolution // f, args.resolution // f],
-        "flip": args.flip,
-        "dtype": args.latent_dtype,
-        "vae_dtype": args.vae_dtype,
-        "shard_size": args.shard_size,
-        "num_images": num_images,
-        "num_latents": num_images * (2 if args.flip else 1),
-        "num_shards": num_shards,
-        "num_classes": num_classes,
-        "id2label": id2label,
-        "dataset": {
-            "dataset_name": args.dataset_name,
-            "dataset_config_name": args.dataset_config_name,
-            "train_data_dir": None if args.train_data_dir is None else str(Path(args.train_data_dir).resolve()),
-            "split": args.split,
-            "image_column": image_column,
-            "label_column": args.label_column,
-            "max_images": args.max_images,
-        },
-    }
-    # Every process checks an existing metadata.json (so all fail alike on a cache made with other settings); the main
-    # process writes a missing one (atomically, so the others see either no file or the whole file).
-    if accelerator.is_main_process or (output_dir / "metadata.json").is_file():
-        write_latent_cache_metadata(output_dir, metadata)
-    if accelerator.is_main_process:
-        mark_output_folder(output_dir, WRITER)
-    if requested_factor is not None and accelerator.is_main_process:
-        if _save_autoencoder(
-            args.vae, metadata["scaling_factor"], saved_vae_dir, metadata["autoencoder"]["config_hash"]
-        ):
-            accelerator.print(
-                f"saved the autoencoder with scaling_factor={metadata['scaling_factor']:.6g} to {saved_vae_dir} "
-                f"(the cache refers to it: train_usit.py --latent_cache_dir {output_dir} uses it by default)"
-            )
-    accelerator.wait_for_everyone()
-
-    my_shards = shards_of_process(num_shards, accelerator.process_index, accelerator.num_processes)
-    written, skipped = [], []
-    start = time.perf_counter()
-    for shard in tqdm(my_shards, desc=f"rank {accelerator.process_index}", disable=not accelerator.is_main_process):
-        if shard_path(output_dir, shard).is_file():  # finished by an earlier run
-            skipped.append(shard)
-            continue
-        indices = list(range(shard * args.shard_size, min((shard + 1) * args.shard_size, num_images)))
-        images = _CroppedImages(dataset, indices, transform, image_column, args.label_column)
-        loader = torch.utils.data.DataLoader(
-            images, batch_size=args.batch_size, num_workers=args.dataloader_num_workers
-        )
-        parts = {"latents": [], "labels": [], "indices": [], "flipped": []}
-        with torch.no_grad():
-            for pixels, labels, batch_indices in loader:
-                pixels = pixels.to(accelerator.device, DTYPES[args.vae_dtype])  # (B, 3, R, R)
-                for flipped in flips:
-                    x = torch.flip(pixels, dims=[-1]) if flipped else pixels
-                    latents = encode_to_diffusion_space(vae, x)  # (B, C, R/f, R/f), times the scaling factor
-                    parts["latents"].append(latents.float().cpu().to(DTYPES[args.latent_dtype]))
-                    parts["labels"].append(labels)
-                    parts["indices"].append(batch_indices)
-                    parts["flipped"].append(torch.full_like(labels, int(flipped)))
-        # originals first, then their mirror images (one list entry per (batch, flip) above)
-        order = sorted(range(len(parts["latents"])), key=lambda k: (k % len(flips), k // len(flips)))
-        tensors = {name: torch.cat([values[k] for k in order]) for name, values in parts.items()}
-        write_shard(shard_path(output_dir, shard), **tensors, metadata={"shard": str(shard)})  # + statistics
-        written.append(shard)
-    accelerator.wait_for_everyone()
-    statistics = {}
-    if accelerator.is_main_process:  # over every shard, whichever process or earlier run wrote it
-        statistics = _record_statistics(output_dir, num_shards, metadata["scaling_factor"], factor_source)
-        accelerator.print(
-            f"latents of the cache (diffusion space, {statistics['latent_count']} values): mean "
-            f"{statistics['latent_mean']:.4f}, std {statistics['latent_std']:.4f} (scaling factor "
-            f"{metadata['scaling_factor']:.6g})"
-        )
-    summary = {
-        "output_dir": str(output_dir),
-        "process_index": accelerator.process_index,
-        "written": written,
-        "skipped": skipped,
-        "num_shards": num_shards,
-        "scaling_factor": metadata["scaling_factor"],
-        "latent_mean": statistics.get("latent_mean"),
-        "latent_std": statistics.get("latent_std"),
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-    accelerator.print(json.dumps(summary))
-    accelerator.end_training()
-    return summary
-
-
 def _record_statistics(output_dir: Path, num_shards: int, factor: float, factor_source: str) -> dict:
-    """Combine the per-shard statistics, write latent_mean / latent_std to metadata.json and warn once when the std
-    is outside LATENT_STD_WARNING_RANGE."""
+    """Combine the per-shard statistics, write latent_mean / latent_std to metadata.json, print them and warn once
+    when the std is outside LATENT_STD_WARNING_RANGE (main process)."""
     combined = cache_latent_statistics(output_dir, num_shards)
     mean, std = combined.mean, combined.std
     unit_factor = factor / std if std > 0 and math.isfinite(std) else None  # std of z * factor / std is 1
     fields = {"latent_mean": mean, "latent_std": std, "scaling_factor_for_unit_std": unit_factor}
     update_latent_cache_metadata(output_dir, fields)
+    print(
+        f"latents of the cache (diffusion space, {combined.count} values): mean {mean:.4f}, std {std:.4f} (scaling "
+        f"factor {factor:.6g})"
+    )
     low, high = LATENT_STD_WARNING_RANGE
     if not low <= std <= high:
         if unit_factor is None:

@@ -116,7 +116,7 @@ def _argv(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def flip_cache(script, workspace):
     output_dir = workspace / "cache_flip"
-    summary = run_in_process(script, _argv(workspace, output_dir, "--flip"))
+    summary = run_in_process(script, _argv(workspace, output_dir, "--random_flip"))
     return output_dir, summary
 
 
@@ -370,9 +370,11 @@ def test_scaling_factor_number_and_bad_values(script, workspace, tmp_path):
     for bad in ("0", "-1", "nan", "inf", "big"):
         with pytest.raises(ValueError, match=rf"--scaling_factor='{bad}' is not allowed: give 'auto' or a finite"):
             run_in_process(script, _argv(workspace, tmp_path / "bad", "--scaling_factor", bad))
-    with pytest.raises(ValueError, match="--scaling_factor_images=5 is only used with --scaling_factor auto"):
+    with pytest.raises(
+        ValueError, match="--scaling_factor_images=5 is not allowed: it is only used with --scaling_factor auto"
+    ):
         run_in_process(script, _argv(workspace, tmp_path / "bad", "--scaling_factor_images", "5"))
-    with pytest.raises(ValueError, match="--scaling_factor_images=0 is not allowed: must be >= 1"):
+    with pytest.raises(ValueError, match="--scaling_factor_images=0 is not allowed: must be an int >= 1"):
         run_in_process(
             script, _argv(workspace, tmp_path / "bad", "--scaling_factor", "auto", "--scaling_factor_images", "0")
         )
