@@ -1,4 +1,4 @@
-"""`--help` of the evaluation scripts shows the default of every flag."""
+"""`--help` of the scripts that do not train (the evaluations, the latent cache) shows the default of every flag."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 from conftest import REPO_ROOT
 
-SCRIPTS = ("evaluate_dc_ae", "evaluate_usit", "make_reference_statistics")
+SCRIPTS = ("cache_latents", "evaluate_dc_ae", "evaluate_usit", "make_reference_statistics")
 
 
 def _load(name: str):
