@@ -50,9 +50,9 @@ structured autoencoder on 20000 images, then a larger USiT (`toy_settings.DEFAUL
 for 16000 steps with one-pass augmented training (`--channel_sampling per_sample --always_include_full`), every
 checkpoint scored by a classifier trained for 4000 steps; `--bundle_to` copies the final pipeline with its card.
 
-This file is the entry point; the work is in its sibling modules: `toy_settings.py` (modes, configs),
-`toy_scheduler.py` (the job pool), `toy_stages.py` (data and trainer command lines), `toy_evaluation.py` and
-`toy_report.py` (tables, plots, pictures, bundle).
+This module is the entry point; the work is in the package's other modules: `toy_settings` (modes, configs),
+`toy_scheduler` (the job pool), `toy_stages` (data and trainer command lines), `toy_evaluation` and `report` (one
+module per report: tables, plots, pictures, the bundle and its card).
 """
 
 from __future__ import annotations
@@ -64,6 +64,12 @@ from pathlib import Path
 import torch
 
 from dc_ae_hf.checks import check_int
+from examples.toy.report.card import write_bundle
+from examples.toy.report.default import default_results_summary, write_default_report
+from examples.toy.report.pictures import sample_grid, write_prefix_grids
+from examples.toy.report.quick_full import results_summary, write_report
+from examples.toy.report.regime import regime_results_summary, write_regime_report
+from examples.toy.report.sweep import sweep_results_summary, write_sweep_report
 from examples.toy.toy_evaluation import (
     class_samples,
     evaluate_autoencoders,
@@ -79,19 +85,6 @@ from examples.toy.toy_evaluation import (
     load_sweep_vaes,
     reconstruct,
     saved_classifier,
-)
-from examples.toy.toy_report import (
-    default_results_summary,
-    regime_results_summary,
-    results_summary,
-    sample_grid,
-    sweep_results_summary,
-    write_bundle,
-    write_default_report,
-    write_prefix_grids,
-    write_regime_report,
-    write_report,
-    write_sweep_report,
 )
 from examples.toy.toy_scheduler import Timings, stage_wall_times
 from examples.toy.toy_settings import (

@@ -5,7 +5,7 @@ sweep's `SweepSettings`, `SweepAutoencoder`, `SweepRun` and their lists, the reg
 built-in default's `DefaultSettings`); the other modules of the recipe read it:
 
 - `toy_scheduler.py` runs the training subprocesses, `toy_stages.py` builds their command lines,
-- `toy_evaluation.py` measures the results, `toy_report.py` writes tables, plots, markdown and the bundle,
+- `toy_evaluation.py` measures the results, `report/` writes tables, plots, markdown and the bundle,
 - `run_recipe.py` is the entry point that runs them in order.
 """
 

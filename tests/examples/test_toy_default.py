@@ -16,7 +16,9 @@ from dc_ae_hf.metrics.classifier import train_classifier
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
-from examples.toy import run_recipe, score_pipeline, toy_evaluation, toy_report, toy_stages
+from examples.toy import run_recipe, score_pipeline, toy_evaluation, toy_stages
+from examples.toy.report.card import write_bundle
+from examples.toy.report.default import default_results_summary, write_default_report
 from examples.toy.toy_settings import (
     AUTOENCODER_CONFIG,
     CHANNEL_CHOICES,
@@ -116,7 +118,7 @@ def _summary(final_guided: float) -> dict:
         "steps": 5,
         "trained_on": ["ae_struct"],
     }
-    return toy_report.default_results_summary(
+    return default_results_summary(
         "default-smoke", SMOKE, ae, classifier, _rows(final_guided), {"diffusion": 12.0}, {}
     )
 
@@ -126,7 +128,7 @@ def test_default_report_states_the_target(tmp_path, final_guided, verdict):
     results = _summary(final_guided)
     assert results["target_met"] is (final_guided >= 0.8)
     assert results["final"]["3.0"]["class_accuracy"] == final_guided
-    toy_report.write_default_report(tmp_path, results)
+    write_default_report(tmp_path, results)
     text = (tmp_path / "results.md").read_text()
     assert f"Target (guided class accuracy >= 0.8 at the final step): {verdict}." in text
     assert "| 4 | 0.200 | 2.5 | " + f"{final_guided:.3f} | 2.5 |" in text  # one row per checkpoint
@@ -140,7 +142,7 @@ def test_default_report_says_when_the_final_step_is_not_evaluated(tmp_path):
     results = _summary(0.9)
     results["diffusion"] = [r for r in results["diffusion"] if r["step"] != 4]
     results["final"], results["target_met"] = {}, False
-    toy_report.write_default_report(tmp_path, results)
+    write_default_report(tmp_path, results)
     assert "The final step 4 has not been evaluated." in (tmp_path / "results.md").read_text()
 
 
@@ -152,7 +154,7 @@ def test_bundle_of_the_default_run_states_its_training_and_target(tmp_path):
     DCAE15Pipeline(transformer.eval(), vae.eval(), id2label=dict(enumerate(SHAPE_CLASSES))).save_pretrained(source)
     results = _summary(0.62)
     target = tmp_path / "bundle"
-    toy_report.write_bundle(
+    write_bundle(
         source,
         target,
         "default-smoke",
@@ -170,7 +172,7 @@ def test_bundle_of_the_default_run_states_its_training_and_target(tmp_path):
     assert "requested shape class 62% of the time at guidance 3" in card
     assert "6 layers (7 blocks), hidden 128" in card
     with pytest.raises(ValueError, match="cannot be bundled"):
-        toy_report.write_bundle(source, tmp_path / "x", "default-smoke", SMOKE, {}, [], "plain_plain")
+        write_bundle(source, tmp_path / "x", "default-smoke", SMOKE, {}, [], "plain_plain")
     assert not (tmp_path / "x").exists()
 
 

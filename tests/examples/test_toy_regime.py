@@ -13,7 +13,14 @@ from conftest import REPO_ROOT
 
 from dc_ae_hf.data.shapes import SHAPE_CLASSES
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
-from examples.toy import measure_regime, toy_evaluation, toy_report, toy_stages
+from examples.toy import measure_regime, toy_evaluation, toy_stages
+from examples.toy.report.regime import (
+    REGIME_PLOTS,
+    regime_headline,
+    regime_results_summary,
+    regime_speedups,
+    write_regime_report,
+)
 from examples.toy.toy_scheduler import check_jobs
 from examples.toy.toy_settings import (
     AUTOENCODER_CONFIG,
@@ -222,7 +229,7 @@ def _fake_results(curves: dict[str, list[float]], settings=SMOKE) -> dict:
         for ae in settings.autoencoders()
     }
     classifier = {"accuracy": {"held-out real images": 0.9}, "fd_floor": {"x": 1.0}, "steps": 5, "trained_on": []}
-    return toy_report.regime_results_summary(
+    return regime_results_summary(
         "regime", settings, reconstruction, classifier, rows, {"diffusion": 10.0}, {}, max_parallel=2
     )
 
@@ -244,7 +251,7 @@ def test_speedups_against_arms_i_and_ii():
     assert results["runs"]["struct_f32c128_per_pass"]["compute_per_step"] == 8
     rows = {
         (r["reference"], r["arm"]): r
-        for r in toy_report.regime_speedups(results)
+        for r in regime_speedups(results)
         if r["metric"] == "class_accuracy" and r["guidance_scale"] == 3.0
     }
     # (i) ends at 0.655 (mean of its seeds) at step 800, compute 12800; (iv) passes it between steps 200 and 300
@@ -255,7 +262,7 @@ def test_speedups_against_arms_i_and_ii():
     assert rows[("i", "v")]["reached_step"] is None and rows[("i", "v")]["speedup_steps"] is None
     assert rows[("i", "v")]["final_compute"] == 800 * 4
     assert rows[("ii", "i")]["reached_step"] is not None  # (i) against (ii) too
-    fd = [r for r in toy_report.regime_speedups(results) if r["metric"] == "classifier_fd"]
+    fd = [r for r in regime_speedups(results) if r["metric"] == "classifier_fd"]
     assert fd and all(r["target"] > 0 for r in fd)
 
 
@@ -267,7 +274,7 @@ def test_the_headline_holds_does_not_hold_or_cannot_be_told(tmp_path):
         "iv": [0.2, 0.4, 0.66, 0.7, 0.72, 0.74, 0.76, 0.78],
         "v": [0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.22, 0.24],
     }
-    headline = toy_report.regime_headline(_fake_results(holds, TWO_SEEDS))
+    headline = regime_headline(_fake_results(holds, TWO_SEEDS))
     assert headline["verdict"] == "holds", headline["statement"]
     assert headline["compute_claim"]["iv"]["met"] and not headline["compute_claim"]["v"]["met"]
     assert headline["versus"]["iv_vs_ii"]["equal_compute"] == "ahead"
@@ -276,23 +283,23 @@ def test_the_headline_holds_does_not_hold_or_cannot_be_told(tmp_path):
     assert "(v) does not reach (i)'s final class accuracy (0.655)" in headline["statement"]
 
     fails = {**holds, "iv": holds["ii"], "v": holds["ii"]}
-    headline = toy_report.regime_headline(_fake_results(fails, TWO_SEEDS))
+    headline = regime_headline(_fake_results(fails, TWO_SEEDS))
     assert headline["verdict"] == "does not hold"
     assert headline["versus"]["iv_vs_iii"]["equal_steps"] == "level"
 
     part = {**holds, "iv": [0.2, 0.3, 0.45, 0.5, 0.55, 0.6, 0.66, 0.7]}  # ahead of (ii), (iii); > 1/4 compute
-    headline = toy_report.regime_headline(_fake_results(part, TWO_SEEDS))
+    headline = regime_headline(_fake_results(part, TWO_SEEDS))
     assert headline["verdict"] == "holds in part"
     assert not headline["compute_claim"]["iv"]["met"]
 
     chance = {arm: [0.1 + 0.01 * k for k in range(8)] for arm in REGIME_ARMS}
-    headline = toy_report.regime_headline(_fake_results(chance, TWO_SEEDS))
+    headline = regime_headline(_fake_results(chance, TWO_SEEDS))
     assert headline["verdict"] == "cannot tell" and "too small" in headline["statement"]
     assert f"chance is {1 / len(SHAPE_CLASSES):g}" in headline["statement"]
 
     # the report of the outcome that holds: every section, the plots, the JSON with the headline
-    results = toy_report.write_regime_report(tmp_path, _fake_results(holds, TWO_SEEDS))
-    for name in ("results.json", "results.md", *toy_report.REGIME_PLOTS):
+    results = write_regime_report(tmp_path, _fake_results(holds, TWO_SEEDS))
+    for name in ("results.json", "results.md", *REGIME_PLOTS):
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["headline"]["verdict"] == "holds" and saved["speedups"] == json.loads(json.dumps(results["speedups"]))
@@ -314,7 +321,7 @@ def test_the_headline_holds_does_not_hold_or_cannot_be_told(tmp_path):
 
 def test_a_smoke_report_says_its_numbers_are_not_results(tmp_path):
     curves = {arm: [0.1, 0.1, 0.1, 0.1] for arm in REGIME_ARMS}
-    toy_report.write_regime_report(tmp_path, _fake_results(curves))
+    write_regime_report(tmp_path, _fake_results(curves))
     markdown = (tmp_path / "results.md").read_text()
     assert "are not results" in markdown and "Cannot tell" in markdown
 

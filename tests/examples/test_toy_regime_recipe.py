@@ -9,7 +9,8 @@ import math
 
 import pytest
 
-from examples.toy import run_recipe, toy_report
+from examples.toy import run_recipe
+from examples.toy.report.regime import REGIME_PLOTS
 from examples.toy.toy_evaluation import sweep_reconstruction_prefixes
 from examples.toy.toy_settings import (
     EVAL_GUIDANCE_SCALES,
@@ -30,7 +31,7 @@ def test_regime_smoke_produces_every_artefact_and_resumes(tmp_path, monkeypatch)
     settings = REGIME_MODES["regime-smoke"]
 
     folder = out / "results"
-    for name in ("results.json", "results.md", *toy_report.REGIME_PLOTS):
+    for name in ("results.json", "results.md", *REGIME_PLOTS):
         assert (folder / name).stat().st_size > 0, name
     saved = json.loads((folder / "results.json").read_text())
     assert saved["mode"] == "regime-smoke" and saved["diffusion"] == results["diffusion"]

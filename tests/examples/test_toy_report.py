@@ -1,5 +1,6 @@
-"""The toy recipe's report (examples/toy/toy_report.py) from a small fake results dict: the seed summary, the
-markdown tables, the plots, the pictures and the bundled pipeline with its card; and the entry point's flags."""
+"""The toy recipe's report of the smoke, quick and full modes (examples/toy/report/) from a small fake results dict:
+the seed summary, the markdown tables, the plots, the pictures and the bundled pipeline with its card; and the entry
+point's flags."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 from dc_ae_hf.self_contained import is_self_contained
-from examples.toy import run_recipe, toy_report
+from examples.toy import run_recipe
+from examples.toy.report.card import write_bundle
+from examples.toy.report.common import aggregate
+from examples.toy.report.pictures import sample_grid, write_prefix_grids
+from examples.toy.report.quick_full import results_summary, write_report
 from examples.toy.toy_settings import AUTOENCODER_CONFIG, CHANNEL_CHOICES, MODES, USIT_CONFIG
 
 SMOKE = MODES["smoke"]  # usit_steps 4, seeds (0,)
@@ -55,18 +60,18 @@ def results():
         "steps": 5,
     }
     timings = {"ae_struct": {"stage": "autoencoders", "seconds": 26.0, "start": 0.0, "end": 26.0}}
-    return toy_report.results_summary(
+    return results_summary(
         "smoke", SMOKE, ae, classifier, rows, {"autoencoders": 26.0, "diffusion": 30.4}, timings, max_parallel=3
     )
 
 
 def test_aggregate_summarises_seeds_per_run_and_step(results):
-    table = toy_report.aggregate(results["diffusion"], "class_accuracy", 3.0)
+    table = aggregate(results["diffusion"], "class_accuracy", 3.0)
     assert list(table) == ["struct_aug", "struct_plain", "plain_plain"]
     mean, low, high, passes = table["struct_aug"][4]
     assert (mean, low, high, passes) == pytest.approx((0.24, 0.14, 0.34, 8))
     assert table["plain_plain"][2] == pytest.approx((0.1, 0.1, 0.1, 2))
-    assert toy_report.aggregate(results["diffusion"], "classifier_fd", 2.0) == {run: {} for run in table}
+    assert aggregate(results["diffusion"], "classifier_fd", 2.0) == {run: {} for run in table}
 
 
 def test_results_summary_holds_settings_and_the_structure_cost(results):
@@ -78,7 +83,7 @@ def test_results_summary_holds_settings_and_the_structure_cost(results):
 
 
 def test_write_report_writes_json_markdown_and_plots(results, tmp_path):
-    toy_report.write_report(tmp_path, results)
+    write_report(tmp_path, results)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["diffusion"] == results["diffusion"] and saved["settings"]["seeds"] == [0]
     lines = (tmp_path / "results.md").read_text().splitlines()
@@ -107,7 +112,7 @@ def test_write_report_writes_json_markdown_and_plots(results, tmp_path):
 def test_sample_grid_frames_every_cell_and_enlarges():
     colours = [(255 * (i % 2), 20 * i, 0) for i in range(8)]
     images = [Image.new("RGB", (32, 32), colour) for colour in colours]
-    grid = toy_report.sample_grid(images, columns=4)
+    grid = sample_grid(images, columns=4)
     assert grid.size == ((4 * 34 + 2) * 3, (2 * 34 + 2) * 3)  # 32 px cells 2 px apart and from the edge, x3
     pixels = np.asarray(grid)
     for i, colour in enumerate(colours):
@@ -115,11 +120,11 @@ def test_sample_grid_frames_every_cell_and_enlarges():
         top, left = 3 * (2 + 34 * row), 3 * (2 + 34 * column)
         assert (pixels[top : top + 96, left : left + 96] == colour).all()
         assert (pixels[top - 6 : top, left : left + 96] == 255).all()  # the white frame above it
-    assert (toy_report.sample_grid(images, columns=2, border=0, upscale=1).size) == (64, 128)
+    assert (sample_grid(images, columns=2, border=0, upscale=1).size) == (64, 128)
     with pytest.raises(ValueError, match="non-empty multiple of columns=3 images, got 8"):
-        toy_report.sample_grid(images, columns=3)
+        sample_grid(images, columns=3)
     with pytest.raises(ValueError, match="columns=0"):
-        toy_report.sample_grid(images, columns=0)
+        sample_grid(images, columns=0)
 
 
 def _autoencoder(choices) -> AutoencoderDC15:
@@ -129,7 +134,7 @@ def _autoencoder(choices) -> AutoencoderDC15:
 
 def test_prefix_grids_show_one_image_per_class(tmp_path):
     heldout = torch.rand(20, 3, 32, 32) * 2 - 1
-    toy_report.write_prefix_grids(tmp_path, _autoencoder(CHANNEL_CHOICES), _autoencoder([32]), heldout)
+    write_prefix_grids(tmp_path, _autoencoder(CHANNEL_CHOICES), _autoencoder([32]), heldout)
     for name in ("structured", "plain"):
         with Image.open(tmp_path / f"prefix_grid_{name}.png") as grid:
             # 10 rows (classes) x 6 columns (input, c' = 4, 8, 16, 24, 32), 32 px cells with 2 px padding
@@ -145,7 +150,7 @@ def test_bundle_copies_the_pipeline_with_a_card(results, tmp_path):
     DCAE15Pipeline.from_pretrained(source).save_pretrained(source)  # now its configs name the local folder
     target = tmp_path / "bundle"
     (target / "stale").mkdir(parents=True)  # an earlier bundle is replaced, not merged
-    toy_report.write_bundle(source, target, "smoke", SMOKE, results["autoencoders"], results["diffusion"])
+    write_bundle(source, target, "smoke", SMOKE, results["autoencoders"], results["diffusion"])
 
     assert not (target / "stale").exists()
     bundled = DCAE15Pipeline.from_pretrained(target)
@@ -160,7 +165,7 @@ def test_bundle_copies_the_pipeline_with_a_card(results, tmp_path):
     assert "c'=4: 20.50 dB, c'=8: 21.00 dB, c'=16: 22.00 dB, c'=32: 24.00 dB" in card
     rows = [r for r in results["diffusion"] if r["step"] != 4]
     with pytest.raises(ValueError, match="no evaluation of run struct_aug, seed 0, step 4"):
-        toy_report.write_bundle(source, tmp_path / "other", "smoke", SMOKE, results["autoencoders"], rows)
+        write_bundle(source, tmp_path / "other", "smoke", SMOKE, results["autoencoders"], rows)
 
 
 def test_entry_point_checks_its_flags(capsys):

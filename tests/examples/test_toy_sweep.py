@@ -15,7 +15,16 @@ from PIL import Image
 
 from dc_ae_hf.data.latent_cache import shard_path
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
-from examples.toy import measure_sweep, run_recipe, toy_evaluation, toy_report, toy_stages
+from examples.toy import measure_sweep, run_recipe, toy_evaluation, toy_stages
+from examples.toy.report.common import common_step, steps_to_reach
+from examples.toy.report.sweep import (
+    SWEEP_PLOTS,
+    channel_runs,
+    speedup_rows,
+    sweep_results_summary,
+    table5_runs,
+    write_sweep_report,
+)
 from examples.toy.toy_scheduler import check_jobs
 from examples.toy.toy_settings import (
     AUTOENCODER_CONFIG,
@@ -229,7 +238,7 @@ def sweep_results():
         "steps": 5,
         "trained_on": names,
     }
-    return toy_report.sweep_results_summary(
+    return sweep_results_summary(
         "sweep-smoke", settings, reconstruction, classifier, rows, {"autoencoders": 12.0}, {}, max_parallel=2
     )
 
@@ -244,7 +253,7 @@ def test_sweep_results_summary_describes_every_autoencoder_and_run(sweep_results
         "seeds": [0, 1],
     }
     assert sweep_results["autoencoders"]["ae_struct_c16"]["channel_choices"] == [8, 16]
-    assert toy_report.table5_runs(sweep_results) == [
+    assert table5_runs(sweep_results) == [
         "struct_c32_plain",
         "struct_c32_per_pass",
         "struct_c32_per_sample",
@@ -252,16 +261,16 @@ def test_sweep_results_summary_describes_every_autoencoder_and_run(sweep_results
         "plain_c32_per_pass",
         "plain_c32_per_sample",
     ]
-    assert toy_report.channel_runs(sweep_results) == ["plain_c8_plain", "plain_c16_plain", "plain_c32_plain"]
+    assert channel_runs(sweep_results) == ["plain_c8_plain", "plain_c16_plain", "plain_c32_plain"]
     rows = sweep_results["diffusion"]
-    assert toy_report.common_step(rows, toy_report.table5_runs(sweep_results)) == 4
+    assert common_step(rows, table5_runs(sweep_results)) == 4
     # equal compute: the per_pass runs reach 4 passes at step 2, the one-pass runs at step 4
-    assert toy_report.common_step(rows, toy_report.table5_runs(sweep_results), by="passes") == 4
-    assert toy_report.common_step(rows, ["nothing"]) is None
+    assert common_step(rows, table5_runs(sweep_results), by="passes") == 4
+    assert common_step(rows, ["nothing"]) is None
 
 
 def test_write_sweep_report_writes_every_table_and_plot(sweep_results, tmp_path):
-    toy_report.write_sweep_report(tmp_path, sweep_results)
+    write_sweep_report(tmp_path, sweep_results)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["diffusion"] == sweep_results["diffusion"] and saved["settings"]["seeds"] == [0, 1]
     assert {"reconstruction", "classifier", "runs", "autoencoders", "stage_seconds"} <= set(saved)
@@ -286,25 +295,22 @@ def test_write_sweep_report_writes_every_table_and_plot(sweep_results, tmp_path)
     one_pass = "0.190 [0.140, 0.240] | 61.5 [61.0, 62.0]"
     assert f"| structured | per_sample | 4 | 4 | {one_pass} | {one_pass} |" in lines[passes:]
     assert lines[-1] == "| autoencoders | 12 |"
-    for name, size in zip(toy_report.SWEEP_PLOTS, ((12 * 90, 4.5 * 90), (22 * 90, 4.5 * 90), (22 * 90, 13 * 90))):
+    for name, size in zip(SWEEP_PLOTS, ((12 * 90, 4.5 * 90), (22 * 90, 4.5 * 90), (22 * 90, 13 * 90))):
         with Image.open(tmp_path / name) as plot:
             assert plot.size == tuple(int(v) for v in size), name
 
 
 def test_steps_to_reach_interpolates_between_checkpoints():
     curve = {600: (0.2,), 1200: (0.4,), 1800: (0.5,)}
-    assert toy_report.steps_to_reach(curve, 0.3) == pytest.approx(900.0)
-    assert toy_report.steps_to_reach(curve, 0.1) == 600.0  # already at the first checkpoint: an upper bound
-    assert toy_report.steps_to_reach(curve, 0.6) is None
+    assert steps_to_reach(curve, 0.3) == pytest.approx(900.0)
+    assert steps_to_reach(curve, 0.1) == 600.0  # already at the first checkpoint: an upper bound
+    assert steps_to_reach(curve, 0.6) is None
     fd = {600: (40.0,), 1200: (20.0,)}
-    assert toy_report.steps_to_reach(fd, 30.0, higher_is_better=False) == pytest.approx(900.0)
+    assert steps_to_reach(fd, 30.0, higher_is_better=False) == pytest.approx(900.0)
 
 
 def test_the_speed_up_table_of_the_report(sweep_results, tmp_path):
-    rows = {
-        (r["latent"], r["objective"], r["metric"], r["guidance_scale"]): r
-        for r in toy_report.speedup_rows(sweep_results)
-    }
+    rows = {(r["latent"], r["objective"], r["metric"], r["guidance_scale"]): r for r in speedup_rows(sweep_results)}
     assert len(rows) == 2 * 2 * 2 * len(EVAL_GUIDANCE_SCALES)
     # per_pass is ahead by 0.05: it passes the plain run's final 0.19 at its first checkpoint (step 2, 4 passes)
     per_pass = rows[("plain", "per_pass", "class_accuracy", 3.0)]
@@ -312,14 +318,14 @@ def test_the_speed_up_table_of_the_report(sweep_results, tmp_path):
     assert per_pass["speedup_steps"] == 2.0 and per_pass["speedup_passes"] == 1.0
     per_sample = rows[("structured", "per_sample", "class_accuracy", 1.0)]  # the plain run's own curve
     assert per_sample["reached_step"] == 4.0 and per_sample["speedup_steps"] == 1.0
-    toy_report.write_sweep_report(tmp_path, sweep_results)
+    write_sweep_report(tmp_path, sweep_results)
     lines = (tmp_path / "results.md").read_text().splitlines()
     assert "| plain | per_pass | class accuracy | 3 | 0.190 | <= 2 | >= 2.00x | >= 1.00x |" in lines
     assert "| structured | per_sample | class accuracy | 1 | 0.190 | 4 | 1.00x | 1.00x |" in lines
 
 
 def test_report_only_rewrites_the_report_from_results_json(sweep_results, tmp_path):
-    toy_report.write_sweep_report(tmp_path, sweep_results)
+    write_sweep_report(tmp_path, sweep_results)
     before = (tmp_path / "results.md").read_text()
     (tmp_path / "results.md").unlink()
     argv = ["--mode", "sweep-smoke", "--output_dir", str(tmp_path / "nothing"), "--results_dir", str(tmp_path)]

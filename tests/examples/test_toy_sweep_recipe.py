@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from examples.toy import run_recipe, toy_report
+from examples.toy import run_recipe
+from examples.toy.report.sweep import SWEEP_PLOTS
 from examples.toy.toy_evaluation import sweep_reconstruction_prefixes
 from examples.toy.toy_settings import (
     EVAL_GUIDANCE_SCALES,
@@ -29,7 +30,7 @@ def test_sweep_smoke_produces_every_artefact_and_resumes(tmp_path, monkeypatch):
     settings = SWEEP_MODES["sweep-smoke"]
 
     folder = out / "results"
-    for name in ("results.json", "results.md", *toy_report.SWEEP_PLOTS):
+    for name in ("results.json", "results.md", *SWEEP_PLOTS):
         assert (folder / name).stat().st_size > 0, name
     saved = json.loads((folder / "results.json").read_text())
     assert set(saved) == {
