@@ -5,6 +5,11 @@ multiplied by ``scaling_factor`` right after encoding and divided by it right be
 The pipeline, both trainers, the latent cache and the tests all go through these functions, so a checkpoint's
 ``vae.config.scaling_factor`` is read in exactly one place. :func:`compute_scaling_factor` measures the factor
 (``1 / std`` of the latents) for a new autoencoder.
+
+It is also where a channel prefix c' (DC-AE 1.5's structured latent space, paper Sec. 3.2) is decoded with any
+diffusers ``AutoencoderDC``: :func:`decode_prefix` zero-fills the missing channels (:func:`zero_fill_prefix`) after
+checking c' with the model's own rules (``AutoencoderDC15.check_prefix`` and ``is_trained_prefix``), or, for a plain
+``AutoencoderDC``, which records no trained prefixes, with :func:`check_prefix`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderDC
 
 
@@ -68,8 +74,118 @@ def encode_to_diffusion_space(
 
 
 def decode_from_diffusion_space(vae: AutoencoderDC, latents: torch.Tensor) -> torch.Tensor:
-    """Decode scaled latents (B, c', h, w) to images (B, 3, h*f, w*f), roughly in [-1, 1] (not clamped)."""
-    return vae.decode(from_diffusion_space(vae, latents)).sample
+    """Decode scaled latents (B, c', h, w) to images (B, 3, h*f, w*f), roughly in [-1, 1] (not clamped).
+
+    A prefix c' < latent_channels is decoded by :func:`decode_prefix`, with any ``AutoencoderDC``."""
+    return decode_prefix(vae, from_diffusion_space(vae, latents))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Channel prefixes c' (structured latent space, DC-AE 1.5)
+# ---------------------------------------------------------------------------------------------------------------
+#
+# The rules belong to the model: `AutoencoderDC15` says which prefixes it can decode (`can_decode_prefix`,
+# `check_prefix`) and which it was trained for (`latent_channel_choices`, `is_trained_prefix`). The functions below
+# ask it through those methods (by name: this module cannot import the model's, which imports this one) and apply
+# the one rule there is for a plain diffusers `AutoencoderDC`, which records no trained prefixes: any prefix decodes
+# zero-filled unless its decoder has an input shortcut (`decoder_in_shortcut`, DC-AE 1.0), which repeats latent
+# channels into the decoder stem.
+
+
+def _owns_prefix_rules(vae: AutoencoderDC) -> bool:
+    """Whether `vae` states its own prefix rules (an `AutoencoderDC15`, ours or a self-contained folder's copy)."""
+    methods = ("can_decode_prefix", "check_prefix", "is_trained_prefix")
+    return all(callable(getattr(vae, method, None)) for method in methods)
+
+
+def _check_latent_tensor(latents, name: str) -> torch.Tensor:
+    if not isinstance(latents, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (B, c', h, w), got {type(latents).__name__}.")
+    if latents.ndim != 4:
+        raise ValueError(f"{name} must be 4-D (batch, channels, height, width), got shape {tuple(latents.shape)}.")
+    return latents
+
+
+def zero_fill_prefix(latents: torch.Tensor, latent_channels: int) -> torch.Tensor:
+    """A channel prefix (B, c', h, w) as the full latent (B, C, h, w), C = ``latent_channels``: channels c'..C-1 are
+    zeros; a full latent is returned as it is.
+
+    Decoding this equals decoding the prefix with the official ``AdaptiveInputConvLayer``
+    (``dc_gen/models/nn/ops.py``), which uses only the first c' input slices of the decoder stem's weight: the stem
+    is a convolution, so zero channels add nothing. Only valid for a decoder without an input shortcut (see
+    :func:`check_prefix`). ValueError when ``latents`` has more than ``latent_channels`` channels.
+    """
+    _check_latent_tensor(latents, "latents")
+    if isinstance(latent_channels, bool) or not isinstance(latent_channels, int):
+        raise TypeError(f"latent_channels must be an int, got {latent_channels!r} ({type(latent_channels).__name__}).")
+    missing = latent_channels - latents.shape[1]
+    if missing < 0:
+        raise ValueError(
+            f"latents has {latents.shape[1]} channels, more than latent_channels={latent_channels}: a prefix has at "
+            "most the full latent's channels."
+        )
+    if not missing:
+        return latents
+    return F.pad(latents, (0, 0, 0, 0, 0, missing))  # (B, C, h, w), trailing channels zero
+
+
+def trained_prefixes(vae: AutoencoderDC) -> tuple[int, ...] | None:
+    """The channel prefixes c' ``vae`` was trained for: ``AutoencoderDC15.latent_channel_choices`` (the full latent
+    alone for an unstructured one); None for a plain diffusers ``AutoencoderDC``, which does not record them."""
+    return tuple(vae.latent_channel_choices) if _owns_prefix_rules(vae) else None
+
+
+def can_decode_prefix(vae: AutoencoderDC, latent_channels: int) -> bool:
+    """Whether ``vae`` can decode the first c' = ``latent_channels`` channels of its latent.
+
+    An ``AutoencoderDC15`` answers itself (``vae.can_decode_prefix``: no prefix with latent-level shortcuts). A plain
+    ``AutoencoderDC``: any int 1 <= c' <= latent_channels unless its decoder has an input shortcut
+    (``decoder_in_shortcut``), which allows the full latent only."""
+    if _owns_prefix_rules(vae):
+        return vae.can_decode_prefix(latent_channels)
+    c = vae.config.latent_channels
+    if isinstance(latent_channels, bool) or not isinstance(latent_channels, int) or not 1 <= latent_channels <= c:
+        return False
+    return latent_channels == c or not vae.config.decoder_in_shortcut
+
+
+def check_prefix(vae: AutoencoderDC, latent_channels: int, name: str = "latent_channels") -> int:
+    """``latent_channels`` if :func:`can_decode_prefix`; otherwise TypeError (not an int) or ValueError naming
+    ``name``, the value and what is allowed. An ``AutoencoderDC15`` raises its own errors (``vae.check_prefix``)."""
+    if _owns_prefix_rules(vae):
+        return vae.check_prefix(latent_channels, name)
+    if can_decode_prefix(vae, latent_channels):
+        return latent_channels
+    c = vae.config.latent_channels
+    if isinstance(latent_channels, bool) or not isinstance(latent_channels, int):
+        raise TypeError(
+            f"{name} must be an int in 1..{c}, got {latent_channels!r} ({type(latent_channels).__name__})."
+        )
+    if not 1 <= latent_channels <= c:
+        raise ValueError(
+            f"{name}={latent_channels} is outside the allowed range 1..{c} (latent_channels of this "
+            f"{type(vae).__name__})."
+        )
+    raise ValueError(
+        f"{name}={latent_channels} < latent_channels={c}, but this {type(vae).__name__} has latent shortcuts "
+        "(decoder_in_shortcut=True, a DC-AE 1.0 model): its decoder repeats latent channels into its stem, so it "
+        "cannot decode a channel prefix. Use the full latent."
+    )
+
+
+def decode_prefix(vae: AutoencoderDC, latents: torch.Tensor) -> torch.Tensor:
+    """Decode autoencoder latents (B, c', h, w) (unscaled; 1 <= c' <= latent_channels) to images (B, 3, h*f, w*f),
+    roughly in [-1, 1] (not clamped), with any ``AutoencoderDC``.
+
+    An ``AutoencoderDC15`` decodes the prefix itself (``vae.decode``: ``check_prefix``, a warning for a prefix that
+    is not ``is_trained_prefix``, zero-filling). A plain ``AutoencoderDC`` gets c' checked by :func:`check_prefix`
+    and the zero-filled latent (:func:`zero_fill_prefix`). Pass latents in the vae's dtype and on its device.
+    """
+    if _owns_prefix_rules(vae):
+        return vae.decode(latents).sample
+    _check_latent_tensor(latents, "latents")
+    check_prefix(vae, latents.shape[1], "latents.shape[1] (latent channels of latents)")
+    return vae.decode(zero_fill_prefix(latents, vae.config.latent_channels)).sample
 
 
 # ---------------------------------------------------------------------------------------------------------------

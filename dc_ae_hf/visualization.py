@@ -12,6 +12,8 @@ from PIL import Image
 from torch import nn
 from torchvision.utils import make_grid
 
+from dc_ae_hf.checks import check_channel_prefixes
+from dc_ae_hf.latents import check_prefix, decode_prefix
 from dc_ae_hf.metrics.image import to_uint8
 
 __all__ = [
@@ -33,9 +35,10 @@ def prefix_reconstruction_grid(
     each c' in `channels` (ascending), as in paper Fig. 3.
 
     Args:
-        vae: an `AutoencoderDC15` (any prefix of its latent can be decoded).
+        vae: an `AutoencoderDC15` or a plain diffusers `AutoencoderDC` (prefixes decoded by
+            `dc_ae_hf.latents.decode_prefix`).
         images: (N, 3, H, W) in [-1, 1]; H and W multiples of the spatial compression ratio.
-        channels: the prefixes c' (columns), each in 1..latent_channels.
+        channels: the prefixes c' (columns), each one the vae can decode (`dc_ae_hf.latents.check_prefix`).
         padding: pixels between cells (torchvision `make_grid`).
 
     Returns:
@@ -45,16 +48,15 @@ def prefix_reconstruction_grid(
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a tensor of shape (N, 3, H, W) in [-1, 1], got {shape}")
-    channels = sorted({int(c) for c in channels})
-    if not channels:
-        raise ValueError("channels must list at least one latent-channel prefix")
+    channels = check_channel_prefixes("channels", channels, vae.config.latent_channels)
+    channels = sorted({check_prefix(vae, c, f"channels[{index}]") for index, c in enumerate(channels)})
     was_training = vae.training
     vae.eval()
     try:
         parameter = next(vae.parameters())
         x = images.to(device=parameter.device, dtype=parameter.dtype)
         latent = vae.encode(x).latent  # (N, C, h, w), encoded once
-        columns = [x] + [vae.decode(latent[:, :c]).sample for c in channels]  # each (N, 3, H, W)
+        columns = [x] + [decode_prefix(vae, latent[:, :c]) for c in channels]  # each (N, 3, H, W)
     finally:
         vae.train(was_training)
     cells = torch.stack([to_uint8(column).cpu() for column in columns], dim=1)  # (N, 1 + K, 3, H, W)

@@ -10,10 +10,10 @@ statistics; on the same images the two agree up to the Inception resize differen
 ``dc_ae_hf/metrics/inception.py``).
 
 Structured latent space (DC-AE 1.5): each batch is encoded once to the full latent and decoded from its first c'
-channels for every requested c' (``vae.decode(latent[:, :c'])``). Decoding a prefix equals decoding the latent with
-channels c'.. set to zero when the decoder has no input shortcut (official ``AdaptiveInputConvLayer``,
-``dc_gen/models/nn/ops.py``), which is how a plain diffusers ``AutoencoderDC`` without latent shortcuts is evaluated
-on prefixes.
+channels for every requested c' (``dc_ae_hf.latents.decode_prefix(vae, latent[:, :c'])``). Decoding a prefix equals
+decoding the latent with channels c'.. set to zero when the decoder has no input shortcut (official
+``AdaptiveInputConvLayer``, ``dc_gen/models/nn/ops.py``), which is how a plain diffusers ``AutoencoderDC`` is
+evaluated on prefixes.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from PIL import Image
 from torch import nn
 
 from dc_ae_hf.checks import check_channel_prefixes, check_int
+from dc_ae_hf.latents import check_prefix, decode_prefix, trained_prefixes
 from dc_ae_hf.metrics.image import psnr, ssim, to_uint8
 from dc_ae_hf.metrics.inception import compute_generation_metrics
 
@@ -56,13 +57,13 @@ def evaluate_autoencoder(
     """Evaluate reconstructions for every latent-channel prefix c'.
 
     Args:
-        vae: an ``AutoencoderDC15`` (``encode(x).latent``, ``decode(z).sample`` with z holding any allowed channel
-            prefix; recognised by ``latent_channel_choices`` in its config) or a diffusers ``AutoencoderDC``.
+        vae: an ``AutoencoderDC15`` or a diffusers ``AutoencoderDC`` (prefixes decoded by
+            ``dc_ae_hf.latents.decode_prefix``).
         dataloader: yields dicts with ``"pixel_values"`` (B, 3, H, W) in [-1, 1], such tensors, or (images, ...)
             tuples.
-        latent_channels_list: the c' values. Default: ``vae.config.latent_channel_choices`` when present, else only
-            the full latent. Prefixes of a plain ``AutoencoderDC`` are decoded zero-padded, which is only valid when
-            it has no latent shortcuts (``encoder_out_shortcut=False`` and ``decoder_in_shortcut=False``).
+        latent_channels_list: the c' values, each one the vae can decode (``dc_ae_hf.latents.check_prefix``; a
+            DC-AE 1.0 model decodes the full latent only). Default: the prefixes it was trained for
+            (``AutoencoderDC15.latent_channel_choices``); the full latent for a plain ``AutoencoderDC``.
         lpips_model: an LPIPS module taking two [-1, 1] batches (``load_lpips``); None skips LPIPS.
         compute_rfid: also compute rFID (torch-fidelity; needs ``inception_weights_path`` offline).
         device: where to run; default: the vae's device. The vae and ``lpips_model`` are moved there.
@@ -77,18 +78,7 @@ def evaluate_autoencoder(
     max_batches = check_int("max_batches", max_batches, minimum=1, optional=True)
     if lpips_model is not None and not isinstance(lpips_model, nn.Module):
         raise TypeError(f"lpips_model must be an nn.Module such as load_lpips(...), got {type(lpips_model).__name__}.")
-    full_channels = int(vae.config.latent_channels)
-    channels_list = _resolve_channels(vae, latent_channels_list, full_channels)
-    # Prefix-capable models (AutoencoderDC15) carry latent_channel_choices in their config and validate c' in decode.
-    prefix_decode = "latent_channel_choices" in vae.config
-    if not prefix_decode and min(channels_list) < full_channels:
-        shortcuts = {name: getattr(vae.config, name, True) for name in ("encoder_out_shortcut", "decoder_in_shortcut")}
-        if any(shortcuts.values()):
-            raise ValueError(
-                f"latent_channels_list {channels_list} asks for prefixes of a {type(vae).__name__} without "
-                f"latent_channel_choices, whose latent shortcuts {shortcuts} make a zero-padded prefix differ from a "
-                f"truncated one. Evaluate only the full latent ({full_channels}) or use an AutoencoderDC15."
-            )
+    channels_list = _resolve_channels(vae, latent_channels_list)
 
     parameter = next(vae.parameters())
     device = torch.device(device) if device is not None else parameter.device
@@ -108,7 +98,7 @@ def evaluate_autoencoder(
                 if compute_rfid:
                     _save_png(real_uint8, os.path.join(tmp, "real"), num_images)
                 for c in channels_list:
-                    recon = vae.decode(_latent_prefix(latent, c, prefix_decode)).sample  # (B, 3, H, W)
+                    recon = decode_prefix(vae, latent[:, :c])  # (B, 3, H, W)
                     recon_uint8 = to_uint8(recon)
                     sums[c]["psnr"] += psnr(recon_uint8, real_uint8, data_range=255.0).sum().item()
                     sums[c]["ssim"] += ssim(recon_uint8, real_uint8, data_range=(0.0, 255.0)).sum().item()
@@ -167,22 +157,15 @@ def format_markdown_table(results: dict[int, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _resolve_channels(vae: nn.Module, latent_channels_list: Sequence[int] | None, full_channels: int) -> list[int]:
+def _resolve_channels(vae: nn.Module, latent_channels_list: Sequence[int] | None) -> list[int]:
+    """The c' to evaluate, ascending, each checked once here (range, then the vae's prefix rule)."""
+    full_channels = int(vae.config.latent_channels)
     if latent_channels_list is None:
-        choices = getattr(vae.config, "latent_channel_choices", None)
-        latent_channels_list = list(choices) if choices else [full_channels]
-    return sorted(set(check_channel_prefixes("latent_channels_list", latent_channels_list, full_channels)))
-
-
-def _latent_prefix(latent: torch.Tensor, c: int, prefix_decode: bool) -> torch.Tensor:
-    """The decoder input for prefix c': the first c' channels, or (plain AutoencoderDC) them zero-padded."""
-    if c == latent.shape[1]:
-        return latent
-    if prefix_decode:
-        return latent[:, :c]
-    padded = torch.zeros_like(latent)
-    padded[:, :c] = latent[:, :c]
-    return padded
+        latent_channels_list = trained_prefixes(vae) or [full_channels]
+    channels = check_channel_prefixes("latent_channels_list", latent_channels_list, full_channels)
+    for index, c in enumerate(channels):
+        check_prefix(vae, c, f"latent_channels_list[{index}]")
+    return sorted(set(channels))
 
 
 def _pixel_values(batch: Any) -> torch.Tensor:

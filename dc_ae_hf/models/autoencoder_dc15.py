@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from diffusers import AutoencoderDC
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput, EncoderOutput
@@ -32,7 +31,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers
 from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
-from dc_ae_hf.latents import check_scaling_factor
+from dc_ae_hf.latents import check_scaling_factor, zero_fill_prefix
 from dc_ae_hf.loading import PretrainedChecksMixin
 from dc_ae_hf.self_contained import SelfContainedModelMixin
 
@@ -191,6 +190,15 @@ class AutoencoderDC15(PretrainedChecksMixin, SelfContainedModelMixin, Autoencode
             strictly increasing values in `1..latent_channels`; models with latent shortcuts (DC-AE 1.0) only allow
             `None` or `(latent_channels,)`.
 
+    Channel prefixes c' follow two rules, both owned here (the pipeline, the metrics, the trainers and
+    `dc_ae_hf.latents.decode_prefix` ask the model rather than re-deriving them):
+
+    - *decodable* (`can_decode_prefix`, `check_prefix`): every 1 <= c' <= latent_channels when the model has no
+      latent-level shortcuts (DC-AE 1.5); only the full latent for a DC-AE 1.0 model with them.
+    - *trained* (`latent_channel_choices`, `is_trained_prefix`): the prefixes the latent space is structured for. A
+      decodable but untrained prefix still encodes and decodes, with a warning (evaluating one is a legitimate
+      experiment, paper Fig. 3); `DCAE15Pipeline` refuses to sample in one.
+
     Images are (B, 3, H, W) in [-1, 1] with H and W multiples of `spatial_compression_ratio` (an image of another
     size raises: pad or resize it first; silently padding would shift the latent grid). Latents are unscaled; move
     them to diffusion space with `dc_ae_hf.latents` (multiply by `scaling_factor` after encoding).
@@ -299,7 +307,8 @@ class AutoencoderDC15(PretrainedChecksMixin, SelfContainedModelMixin, Autoencode
 
     @property
     def latent_channel_choices(self) -> tuple[int, ...]:
-        """The structured prefixes c' of this model; `(latent_channels,)` for an unstructured model."""
+        """The prefixes c' this model was trained for (`config.latent_channel_choices`); `(latent_channels,)`, the
+        full latent only, for an unstructured model (config value None)."""
         choices = self.config.latent_channel_choices
         return tuple(choices) if choices else (self.config.latent_channels,)
 
@@ -308,30 +317,55 @@ class AutoencoderDC15(PretrainedChecksMixin, SelfContainedModelMixin, Autoencode
         """True for DC-AE 1.0-style models, where channel prefixes are undefined."""
         return bool(self.config.encoder_out_shortcut or self.config.decoder_in_shortcut)
 
-    def _warn_untrained_prefix(self, name: str, value: int) -> None:
-        # Any prefix decodes (the missing channels are zeros), but only the trained ones are meaningful. A warning, not
-        # an error: evaluating untrained prefixes (e.g. a plain autoencoder with channels zeroed, paper Fig. 3) is a
-        # legitimate experiment. DCAE15Pipeline refuses to *sample* in an untrained prefix.
-        choices = self.latent_channel_choices
-        if value not in choices:
-            warnings.warn(
-                f"{name}={value} is not one of this autoencoder's trained prefixes {list(choices)} "
-                "(config.latent_channel_choices); the result is an untrained reconstruction.",
-                stacklevel=3,
-            )
+    def is_trained_prefix(self, latent_channels: int) -> bool:
+        """Whether c' = `latent_channels` is one of the prefixes this model was trained for (`latent_channel_choices`).
 
-    def _check_prefix(self, name: str, value: int) -> None:
+        False for anything that is not an int (bools included)."""
+        return _is_int(latent_channels) and latent_channels in self.latent_channel_choices
+
+    def can_decode_prefix(self, latent_channels: int) -> bool:
+        """Whether this model can encode to and decode from the first c' = `latent_channels` latent channels.
+
+        True for every 1 <= c' <= latent_channels when the model has no latent-level shortcuts (DC-AE 1.5: the
+        official `AdaptiveInputConvLayer` / `AdaptiveOutputConvLayer`, `dc_gen/models/nn/ops.py`); only for the full
+        latent when it has them (DC-AE 1.0: a prefix has no defined meaning, see the module docstring). False for
+        anything that is not an int (bools included). Decodable does not mean trained: see `is_trained_prefix`.
+        """
         c = self.config.latent_channels
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int in 1..{c}, got {value!r} ({type(value).__name__}).")
-        if not 1 <= value <= c:
-            raise ValueError(f"{name}={value} is outside the allowed range 1..{c} (latent_channels of this model).")
-        if value < c and self.has_latent_shortcuts:
+        if not _is_int(latent_channels) or not 1 <= latent_channels <= c:
+            return False
+        return latent_channels == c or not self.has_latent_shortcuts
+
+    def check_prefix(self, latent_channels: int, name: str = "latent_channels") -> int:
+        """`latent_channels` if `can_decode_prefix(latent_channels)`; otherwise TypeError (not an int) or ValueError
+        (outside 1..latent_channels, or a prefix of a model with latent-level shortcuts), naming it `name`."""
+        if self.can_decode_prefix(latent_channels):
+            return latent_channels
+        c = self.config.latent_channels
+        if not _is_int(latent_channels):
+            raise TypeError(
+                f"{name} must be an int in 1..{c}, got {latent_channels!r} ({type(latent_channels).__name__})."
+            )
+        if not 1 <= latent_channels <= c:
             raise ValueError(
-                f"{name}={value} < latent_channels={c}, but this model has latent-level shortcuts "
-                f"(encoder_out_shortcut={self.config.encoder_out_shortcut}, "
-                f"decoder_in_shortcut={self.config.decoder_in_shortcut}, i.e. a DC-AE 1.0 model): channel prefixes "
-                "are only defined for models without them (DC-AE 1.5). Use the full latent."
+                f"{name}={latent_channels} is outside the allowed range 1..{c} (latent_channels of this model)."
+            )
+        raise ValueError(
+            f"{name}={latent_channels} < latent_channels={c}, but this model has latent-level shortcuts "
+            f"(encoder_out_shortcut={self.config.encoder_out_shortcut}, "
+            f"decoder_in_shortcut={self.config.decoder_in_shortcut}, i.e. a DC-AE 1.0 model): channel prefixes "
+            "are only defined for models without them (DC-AE 1.5). Use the full latent."
+        )
+
+    def _warn_untrained_prefix(self, latent_channels: int, name: str) -> None:
+        # A warning, not an error: evaluating untrained prefixes (e.g. a plain autoencoder with channels zeroed, paper
+        # Fig. 3) is a legitimate experiment. DCAE15Pipeline refuses to *sample* in an untrained prefix.
+        if not self.is_trained_prefix(latent_channels):
+            warnings.warn(
+                f"{name}={latent_channels} is not one of this autoencoder's trained prefixes "
+                f"{list(self.latent_channel_choices)} (config.latent_channel_choices); the result is an untrained "
+                "reconstruction.",
+                stacklevel=3,
             )
 
     # -- encode / decode -----------------------------------------------------------------------------------------
@@ -350,8 +384,8 @@ class AutoencoderDC15(PretrainedChecksMixin, SelfContainedModelMixin, Autoencode
         """
         self._check_images(x)
         if latent_channels is not None:
-            self._check_prefix("latent_channels", latent_channels)
-            self._warn_untrained_prefix("latent_channels", latent_channels)
+            self.check_prefix(latent_channels)
+            self._warn_untrained_prefix(latent_channels, "latent_channels")
         latent = super().encode(x, return_dict=False)[0]  # (B, c, H/f, W/f)
         if latent_channels is not None:
             latent = latent[:, :latent_channels]  # (B, c', H/f, W/f): the encoder head's first c' filters
@@ -364,17 +398,16 @@ class AutoencoderDC15(PretrainedChecksMixin, SelfContainedModelMixin, Autoencode
         r"""Decode latents (B, c', h, w) with 1 <= c' <= latent_channels to images (B, 3, h*f, w*f).
 
         A prefix of c' < latent_channels channels is decoded as the official `AdaptiveInputConvLayer` does, which
-        equals zero-filling the missing trailing channels.
+        equals zero-filling the missing trailing channels (`dc_ae_hf.latents.zero_fill_prefix`). c' must pass
+        `check_prefix`; one that is not `is_trained_prefix` decodes with a warning.
         """
         if not isinstance(z, torch.Tensor):
             raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}.")
         if z.ndim != 4:
             raise ValueError(f"z must be 4-D (batch, channels, height, width), got shape {tuple(z.shape)}.")
-        self._check_prefix("z.shape[1] (latent channels of z)", z.shape[1])
-        self._warn_untrained_prefix("z.shape[1] (latent channels of z)", z.shape[1])
-        missing = self.config.latent_channels - z.shape[1]
-        if missing:
-            z = F.pad(z, (0, 0, 0, 0, 0, missing))  # (B, c, h, w), trailing channels zero
+        name = "z.shape[1] (latent channels of z)"
+        self._warn_untrained_prefix(self.check_prefix(z.shape[1], name), name)
+        z = zero_fill_prefix(z, self.config.latent_channels)  # (B, c, h, w), trailing channels zero
         return super().decode(z, return_dict=return_dict)
 
     def forward(
@@ -424,3 +457,7 @@ def _validate_latent_channel_choices(choices, latent_channels: int, has_shortcut
             f"latent_channel_choices={choices} needs a model without latent shortcuts; set encoder_out_shortcut="
             "False and decoder_in_shortcut=False (DC-AE 1.5), or use None."
         )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderDC, UniPCMultistepScheduler
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
@@ -32,7 +31,7 @@ from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import get_device, randn_tensor
 
 from dc_ae_hf.labels import check_id2label
-from dc_ae_hf.latents import decode_from_diffusion_space
+from dc_ae_hf.latents import can_decode_prefix, check_prefix, decode_from_diffusion_space
 from dc_ae_hf.loading import check_pretrained_folder, resolve_pretrained_path
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
@@ -310,33 +309,28 @@ class DCAE15Pipeline(SelfContainedPipelineMixin, DiffusionPipeline):
                     f"`latents` has {channels} channels; the transformer accepts at most {cfg.in_channels}."
                 )
         self._check_latent_prefix(channels)
-        if output_type != "latent":
-            vae_channels = self.vae.config.latent_channels
-            if channels > vae_channels:
-                raise ValueError(f"Sampling {channels} channels but the vae decodes at most {vae_channels}.")
-            if channels < vae_channels and self.vae.config.decoder_in_shortcut:
-                raise ValueError(
-                    f"latent_channels={channels} < {vae_channels}: this vae has a decoder input shortcut (DC-AE 1.0) "
-                    "and cannot decode a channel prefix; use output_type='latent' or all channels."
-                )
+        if output_type != "latent":  # the vae's rule (AutoencoderDC15.check_prefix, or a plain AutoencoderDC's)
+            name = "latent_channels" if latent_channels is not None else "latents.shape[1]"
+            name = name if latent_channels is not None or latents is not None else "transformer.config.in_channels"
+            try:
+                check_prefix(self.vae, channels, name)
+            except ValueError as error:
+                raise ValueError(f"{error} (output_type='latent' returns the latents without decoding.)") from None
         return channels
 
     def _check_latent_prefix(self, channels: int) -> None:
         """Sampling in c' < all channels needs a structured latent space whose trained prefixes include c'."""
-        vae_channels = self.vae.config.latent_channels
-        if channels >= vae_channels:
+        if channels >= self.vae.config.latent_channels:
             return
         if isinstance(self.vae, AutoencoderDC15):
-            choices = self.vae.latent_channel_choices
-            if channels not in choices:
-                structured = (
-                    f"was trained for the prefixes {list(choices)}" if len(choices) > 1 else "is not structured"
-                )
+            if not self.vae.is_trained_prefix(channels):
+                choices = list(self.vae.latent_channel_choices)
+                structured = f"was trained for the prefixes {choices}" if len(choices) > 1 else "is not structured"
                 raise ValueError(
                     f"latent_channels={channels}: this autoencoder {structured} (vae.config.latent_channel_choices), "
-                    f"so a {channels}-channel latent has no trained meaning; sample in one of {list(choices)}."
+                    f"so a {channels}-channel latent has no trained meaning; sample in one of {choices}."
                 )
-        elif not self.vae.config.decoder_in_shortcut:
+        elif can_decode_prefix(self.vae, channels):
             warnings.warn(
                 f"latent_channels={channels}: a plain AutoencoderDC does not record which channel prefixes it was "
                 "trained for; the samples are only meaningful if it is a structured (DC-AE 1.5) autoencoder. Load it "
@@ -605,12 +599,8 @@ class DCAE15Pipeline(SelfContainedPipelineMixin, DiffusionPipeline):
         return latents
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Diffusion-space latents (B, c', h, w) -> images (B, 3, H, W) in about [-1, 1]."""
-        missing = self.vae.config.latent_channels - latents.shape[1]
-        if missing and not isinstance(self.vae, AutoencoderDC15):
-            # plain AutoencoderDC without decoder input shortcut (checked in check_inputs): a prefix decodes exactly
-            # like the zero-filled full latent (its decoder stem is a conv), as AutoencoderDC15.decode does
-            latents = F.pad(latents, (0, 0, 0, 0, 0, missing))
+        """Diffusion-space latents (B, c', h, w) -> images (B, 3, H, W) in about [-1, 1]; a prefix c' is decoded by
+        ``dc_ae_hf.latents.decode_prefix`` (zero-filled, with an ``AutoencoderDC15`` or a plain ``AutoencoderDC``)."""
         return decode_from_diffusion_space(self.vae, latents.to(self.vae.dtype))
 
     def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None):

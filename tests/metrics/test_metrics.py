@@ -694,6 +694,26 @@ def test_evaluate_autoencoder_rejects_bad_inputs():
         evaluate_autoencoder(with_shortcuts, [images], latent_channels_list=[4, 8])
 
 
+def test_evaluate_autoencoder_checks_every_prefix_before_the_first_batch():
+    """c' is checked once, where it enters, with the vae's own rule: nothing is encoded for a prefix it cannot
+    decode, and the message names the entry of latent_channels_list."""
+
+    def no_batch():
+        raise AssertionError("a batch was read before latent_channels_list was checked")
+        yield
+
+    dc_ae_10 = AutoencoderDC15(**{**TINY_AE, "encoder_out_shortcut": True, "decoder_in_shortcut": True})
+    plain_10 = AutoencoderDC(**{**TINY_AE, "encoder_out_shortcut": True, "decoder_in_shortcut": True})
+    with pytest.raises(
+        ValueError, match=r"^latent_channels_list\[1\]=4 < latent_channels=8, but this model has latent-level"
+    ):
+        evaluate_autoencoder(dc_ae_10, no_batch(), latent_channels_list=[8, 4])
+    with pytest.raises(
+        ValueError, match=r"^latent_channels_list\[0\]=2 < latent_channels=8, but this AutoencoderDC has"
+    ):
+        evaluate_autoencoder(plain_10, no_batch(), latent_channels_list=[2, 8])
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Stand-in weights.
 

@@ -212,3 +212,46 @@ def test_dc_ae_10_rejects_prefixes():
 def test_scaling_factor_must_be_finite_and_positive(bad):
     with pytest.raises(ValueError, match=r"scaling_factor=.* is not allowed: it must be a finite number > 0"):
         AutoencoderDC15(**{**TINY_AE15_CONFIG, "scaling_factor": bad})
+
+
+def test_prefix_rules_of_a_structured_model(vae):
+    """DC-AE 1.5-style (no latent shortcuts, choices 4..16): every prefix decodes, only the choices are trained."""
+    assert vae.latent_channel_choices == (4, 8, 12, 16)
+    assert [c for c in range(-1, 19) if vae.can_decode_prefix(c)] == list(range(1, 17))
+    assert [c for c in range(-1, 19) if vae.is_trained_prefix(c)] == [4, 8, 12, 16]
+    for not_an_int in (4.0, True, "4", None, torch.tensor(4)):
+        assert not vae.can_decode_prefix(not_an_int) and not vae.is_trained_prefix(not_an_int)
+    assert vae.check_prefix(6) == 6 and vae.check_prefix(16, "c") == 16
+    for bad in (0, 17, -1):
+        with pytest.raises(ValueError, match=rf"^c'={bad} is outside the allowed range 1..16 \(latent_channels"):
+            vae.check_prefix(bad, "c'")
+    with pytest.raises(TypeError, match=r"^latent_channels must be an int in 1..16, got 4.0 \(float\)\.$"):
+        vae.check_prefix(4.0)
+    with pytest.raises(TypeError, match=r"got True \(bool\)"):
+        vae.check_prefix(True)
+
+
+def test_prefix_rules_of_an_unstructured_model():
+    """No latent_channel_choices: any prefix decodes, only the full latent is trained."""
+    unstructured = AutoencoderDC15(**{**TINY_AE15_CONFIG, "latent_channel_choices": None})
+    assert unstructured.latent_channel_choices == (16,)
+    assert unstructured.can_decode_prefix(4) and unstructured.check_prefix(4) == 4
+    assert [c for c in range(20) if unstructured.is_trained_prefix(c)] == [16]
+
+
+def test_prefix_rules_of_a_dc_ae_10_model():
+    """Latent-level shortcuts: only the full latent decodes, and it is the only trained one."""
+    vae = AutoencoderDC15(**TINY_AE10_CONFIG)
+    assert vae.has_latent_shortcuts and vae.latent_channel_choices == (16,)
+    assert [c for c in range(20) if vae.can_decode_prefix(c)] == [16]
+    assert [c for c in range(20) if vae.is_trained_prefix(c)] == [16]
+    assert vae.check_prefix(16) == 16
+    with pytest.raises(ValueError) as error:
+        vae.check_prefix(8, "c'")
+    assert str(error.value) == (
+        "c'=8 < latent_channels=16, but this model has latent-level shortcuts (encoder_out_shortcut=True, "
+        "decoder_in_shortcut=True, i.e. a DC-AE 1.0 model): channel prefixes are only defined for models without "
+        "them (DC-AE 1.5). Use the full latent."
+    )
+    with pytest.raises(ValueError, match="outside the allowed range 1..16"):
+        vae.check_prefix(17)

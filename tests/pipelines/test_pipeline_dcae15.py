@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 
 import huggingface_hub
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_AE15_CONFIG, fixture_path
+from conftest import TINY_AE10_CONFIG, TINY_AE15_CONFIG, fixture_path
 from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from helpers import official_usit
 from PIL import Image
@@ -398,6 +399,32 @@ def test_latent_channels_prefix(pipe):
             [1, 2], latent_channels=8, num_inference_steps=4, generator=generator, output_type="pt"
         )
     torch.testing.assert_close(plain_images.images, images, **TOL)
+
+
+def test_latent_channels_the_vae_cannot_decode(pipe):
+    """c' is checked once, at the call, with the vae's rule: a plain AutoencoderDC whose decoder has an input
+    shortcut (DC-AE 1.0) cannot decode a prefix; its latents can still be returned."""
+    torch.manual_seed(0)
+    plain_10 = AutoencoderDC(**TINY_AE10_CONFIG).eval()  # 16 latent channels, f4
+    plain_pipe = DCAE15Pipeline(pipe.transformer, plain_10)
+    plain_pipe.set_progress_bar_config(disable=True)
+    with pytest.raises(ValueError) as error:
+        plain_pipe([1], latent_channels=8, num_inference_steps=1, output_type="pt")
+    assert str(error.value) == (
+        "latent_channels=8 < latent_channels=16, but this AutoencoderDC has latent shortcuts (decoder_in_shortcut="
+        "True, a DC-AE 1.0 model): its decoder repeats latent channels into its stem, so it cannot decode a channel "
+        "prefix. Use the full latent. (output_type='latent' returns the latents without decoding.)"
+    )
+    with pytest.raises(ValueError, match=r"^latents.shape\[1\]=8 < latent_channels=16"):
+        plain_pipe([1], latents=torch.randn(1, 8, 4, 4), num_inference_steps=1, output_type="pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to decode: no error, no warning
+        assert latents_of(plain_pipe, class_labels=[1], latent_channels=8).shape == (1, 8, 4, 4)
+    # an AutoencoderDC15 of DC-AE 1.0 has no trained prefix but the full latent, whatever the output type
+    dc_ae_10 = DCAE15Pipeline(pipe.transformer, AutoencoderDC15(**TINY_AE10_CONFIG).eval())
+    for output_type in ("latent", "pt"):
+        with pytest.raises(ValueError, match=r"latent_channels=8: this autoencoder is not structured"):
+            dc_ae_10([1], latent_channels=8, num_inference_steps=1, output_type=output_type)
 
 
 def test_label_names(pipe):

@@ -151,8 +151,100 @@ def from_diffusion_space(vae: AutoencoderDC, latents: torch.Tensor) -> torch.Ten
 
 
 def decode_from_diffusion_space(vae: AutoencoderDC, latents: torch.Tensor) -> torch.Tensor:
-    """Decode scaled latents (B, c', h, w) to images (B, 3, h*f, w*f), roughly in [-1, 1] (not clamped)."""
-    return vae.decode(from_diffusion_space(vae, latents)).sample
+    """Decode scaled latents (B, c', h, w) to images (B, 3, h*f, w*f), roughly in [-1, 1] (not clamped).
+
+    A prefix c' < latent_channels is decoded by :func:`decode_prefix`, with any ``AutoencoderDC``."""
+    return decode_prefix(vae, from_diffusion_space(vae, latents))
+
+
+def _owns_prefix_rules(vae: AutoencoderDC) -> bool:
+    """Whether `vae` states its own prefix rules (an `AutoencoderDC15`, ours or a self-contained folder's copy)."""
+    methods = ("can_decode_prefix", "check_prefix", "is_trained_prefix")
+    return all(callable(getattr(vae, method, None)) for method in methods)
+
+
+def _check_latent_tensor(latents, name: str) -> torch.Tensor:
+    if not isinstance(latents, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (B, c', h, w), got {type(latents).__name__}.")
+    if latents.ndim != 4:
+        raise ValueError(f"{name} must be 4-D (batch, channels, height, width), got shape {tuple(latents.shape)}.")
+    return latents
+
+
+def zero_fill_prefix(latents: torch.Tensor, latent_channels: int) -> torch.Tensor:
+    """A channel prefix (B, c', h, w) as the full latent (B, C, h, w), C = ``latent_channels``: channels c'..C-1 are
+    zeros; a full latent is returned as it is.
+
+    Decoding this equals decoding the prefix with the official ``AdaptiveInputConvLayer``
+    (``dc_gen/models/nn/ops.py``), which uses only the first c' input slices of the decoder stem's weight: the stem
+    is a convolution, so zero channels add nothing. Only valid for a decoder without an input shortcut (see
+    :func:`check_prefix`). ValueError when ``latents`` has more than ``latent_channels`` channels.
+    """
+    _check_latent_tensor(latents, "latents")
+    if isinstance(latent_channels, bool) or not isinstance(latent_channels, int):
+        raise TypeError(f"latent_channels must be an int, got {latent_channels!r} ({type(latent_channels).__name__}).")
+    missing = latent_channels - latents.shape[1]
+    if missing < 0:
+        raise ValueError(
+            f"latents has {latents.shape[1]} channels, more than latent_channels={latent_channels}: a prefix has at "
+            "most the full latent's channels."
+        )
+    if not missing:
+        return latents
+    return F.pad(latents, (0, 0, 0, 0, 0, missing))  # (B, C, h, w), trailing channels zero
+
+
+def can_decode_prefix(vae: AutoencoderDC, latent_channels: int) -> bool:
+    """Whether ``vae`` can decode the first c' = ``latent_channels`` channels of its latent.
+
+    An ``AutoencoderDC15`` answers itself (``vae.can_decode_prefix``: no prefix with latent-level shortcuts). A plain
+    ``AutoencoderDC``: any int 1 <= c' <= latent_channels unless its decoder has an input shortcut
+    (``decoder_in_shortcut``), which allows the full latent only."""
+    if _owns_prefix_rules(vae):
+        return vae.can_decode_prefix(latent_channels)
+    c = vae.config.latent_channels
+    if isinstance(latent_channels, bool) or not isinstance(latent_channels, int) or not 1 <= latent_channels <= c:
+        return False
+    return latent_channels == c or not vae.config.decoder_in_shortcut
+
+
+def check_prefix(vae: AutoencoderDC, latent_channels: int, name: str = "latent_channels") -> int:
+    """``latent_channels`` if :func:`can_decode_prefix`; otherwise TypeError (not an int) or ValueError naming
+    ``name``, the value and what is allowed. An ``AutoencoderDC15`` raises its own errors (``vae.check_prefix``)."""
+    if _owns_prefix_rules(vae):
+        return vae.check_prefix(latent_channels, name)
+    if can_decode_prefix(vae, latent_channels):
+        return latent_channels
+    c = vae.config.latent_channels
+    if isinstance(latent_channels, bool) or not isinstance(latent_channels, int):
+        raise TypeError(
+            f"{name} must be an int in 1..{c}, got {latent_channels!r} ({type(latent_channels).__name__})."
+        )
+    if not 1 <= latent_channels <= c:
+        raise ValueError(
+            f"{name}={latent_channels} is outside the allowed range 1..{c} (latent_channels of this "
+            f"{type(vae).__name__})."
+        )
+    raise ValueError(
+        f"{name}={latent_channels} < latent_channels={c}, but this {type(vae).__name__} has latent shortcuts "
+        "(decoder_in_shortcut=True, a DC-AE 1.0 model): its decoder repeats latent channels into its stem, so it "
+        "cannot decode a channel prefix. Use the full latent."
+    )
+
+
+def decode_prefix(vae: AutoencoderDC, latents: torch.Tensor) -> torch.Tensor:
+    """Decode autoencoder latents (B, c', h, w) (unscaled; 1 <= c' <= latent_channels) to images (B, 3, h*f, w*f),
+    roughly in [-1, 1] (not clamped), with any ``AutoencoderDC``.
+
+    An ``AutoencoderDC15`` decodes the prefix itself (``vae.decode``: ``check_prefix``, a warning for a prefix that
+    is not ``is_trained_prefix``, zero-filling). A plain ``AutoencoderDC`` gets c' checked by :func:`check_prefix`
+    and the zero-filled latent (:func:`zero_fill_prefix`). Pass latents in the vae's dtype and on its device.
+    """
+    if _owns_prefix_rules(vae):
+        return vae.decode(latents).sample
+    _check_latent_tensor(latents, "latents")
+    check_prefix(vae, latents.shape[1], "latents.shape[1] (latent channels of latents)")
+    return vae.decode(zero_fill_prefix(latents, vae.config.latent_channels)).sample
 
 
 def looks_like_local_path(name: str | os.PathLike) -> bool:
@@ -720,33 +812,28 @@ class DCAE15Pipeline(DiffusionPipeline):
                     f"`latents` has {channels} channels; the transformer accepts at most {cfg.in_channels}."
                 )
         self._check_latent_prefix(channels)
-        if output_type != "latent":
-            vae_channels = self.vae.config.latent_channels
-            if channels > vae_channels:
-                raise ValueError(f"Sampling {channels} channels but the vae decodes at most {vae_channels}.")
-            if channels < vae_channels and self.vae.config.decoder_in_shortcut:
-                raise ValueError(
-                    f"latent_channels={channels} < {vae_channels}: this vae has a decoder input shortcut (DC-AE 1.0) "
-                    "and cannot decode a channel prefix; use output_type='latent' or all channels."
-                )
+        if output_type != "latent":  # the vae's rule (AutoencoderDC15.check_prefix, or a plain AutoencoderDC's)
+            name = "latent_channels" if latent_channels is not None else "latents.shape[1]"
+            name = name if latent_channels is not None or latents is not None else "transformer.config.in_channels"
+            try:
+                check_prefix(self.vae, channels, name)
+            except ValueError as error:
+                raise ValueError(f"{error} (output_type='latent' returns the latents without decoding.)") from None
         return channels
 
     def _check_latent_prefix(self, channels: int) -> None:
         """Sampling in c' < all channels needs a structured latent space whose trained prefixes include c'."""
-        vae_channels = self.vae.config.latent_channels
-        if channels >= vae_channels:
+        if channels >= self.vae.config.latent_channels:
             return
         if isinstance(self.vae, AutoencoderDC15):
-            choices = self.vae.latent_channel_choices
-            if channels not in choices:
-                structured = (
-                    f"was trained for the prefixes {list(choices)}" if len(choices) > 1 else "is not structured"
-                )
+            if not self.vae.is_trained_prefix(channels):
+                choices = list(self.vae.latent_channel_choices)
+                structured = f"was trained for the prefixes {choices}" if len(choices) > 1 else "is not structured"
                 raise ValueError(
                     f"latent_channels={channels}: this autoencoder {structured} (vae.config.latent_channel_choices), "
-                    f"so a {channels}-channel latent has no trained meaning; sample in one of {list(choices)}."
+                    f"so a {channels}-channel latent has no trained meaning; sample in one of {choices}."
                 )
-        elif not self.vae.config.decoder_in_shortcut:
+        elif can_decode_prefix(self.vae, channels):
             warnings.warn(
                 f"latent_channels={channels}: a plain AutoencoderDC does not record which channel prefixes it was "
                 "trained for; the samples are only meaningful if it is a structured (DC-AE 1.5) autoencoder. Load it "
@@ -1015,12 +1102,8 @@ class DCAE15Pipeline(DiffusionPipeline):
         return latents
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Diffusion-space latents (B, c', h, w) -> images (B, 3, H, W) in about [-1, 1]."""
-        missing = self.vae.config.latent_channels - latents.shape[1]
-        if missing and not isinstance(self.vae, AutoencoderDC15):
-            # plain AutoencoderDC without decoder input shortcut (checked in check_inputs): a prefix decodes exactly
-            # like the zero-filled full latent (its decoder stem is a conv), as AutoencoderDC15.decode does
-            latents = F.pad(latents, (0, 0, 0, 0, 0, missing))
+        """Diffusion-space latents (B, c', h, w) -> images (B, 3, H, W) in about [-1, 1]; a prefix c' is decoded by
+        ``dc_ae_hf.latents.decode_prefix`` (zero-filled, with an ``AutoencoderDC15`` or a plain ``AutoencoderDC``)."""
         return decode_from_diffusion_space(self.vae, latents.to(self.vae.dtype))
 
     def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None):
