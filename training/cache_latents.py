@@ -245,7 +245,7 @@ def main(args: argparse.Namespace) -> dict:
     accelerator = Accelerator()
     inputs = load_inputs(settings, accelerator)
     # ---- measure: the scaling factor the latents are multiplied by ------------------------------------------------
-    factor_source, measurement = resolve_scaling_factor(settings, inputs, accelerator)
+    factor_source, measurement = measure_scaling_factor(settings, inputs, accelerator)
     metadata = cache_metadata(settings, inputs, factor_source, measurement)
     # ---- write: metadata.json (and <output_dir>/vae), this process's missing shards, the statistics of all -------
     write_metadata(settings, metadata, accelerator)
@@ -273,7 +273,7 @@ def main(args: argparse.Namespace) -> dict:
     return summary
 
 
-def resolve_scaling_factor(
+def measure_scaling_factor(
     settings: CacheSettings, inputs: CacheInputs, accelerator: Accelerator
 ) -> tuple[str, dict | None]:
     """Set the factor the latents are multiplied by on `inputs.vae` (`encode_to_diffusion_space` applies it):
