@@ -6,7 +6,7 @@ It runs, with the regime mode's own command lines (`toy_stages.sweep_jobs` of `R
 `pilot_settings`), on 64 px shapes: the plain f16c32 and f32c128 autoencoders (`--ae_steps` steps), their latent
 caches, and arms (i) and (ii) (`--usit_steps` steps of the plain objective on each latent, 4 checkpoints, seed 0),
 two jobs at a time. Then, in this process: held-out PSNR/SSIM of both autoencoders from the full latent; a
-classifier trained on both autoencoders' reconstructions (`evaluate_sweep_classifier`); class accuracy and classifier
+classifier trained on both autoencoders' reconstructions (`evaluate_classifier`); class accuracy and classifier
 FD of `--num_samples` samples at every checkpoint of both arms (`evaluate_checkpoints`). It writes `pilot.json`:
 those numbers, the flow-matching loss every 50 steps as the trainers logged it, every job's wall time and seconds
 per step (`measure_sweep.seconds_per_step`: between the first and the last checkpoint save), and the seconds of
@@ -28,7 +28,7 @@ from examples.toy.measure_sweep import seconds_per_step
 from examples.toy.toy_evaluation import (
     EvaluatedRun,
     evaluate_checkpoints,
-    evaluate_sweep_classifier,
+    evaluate_classifier,
     load_autoencoder,
     load_imagefolder,
 )
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     vaes = {ae.name: load_autoencoder(sweep_cache_dir(out, ae) / "vae") for ae in autoencoders}
     start = time.time()
-    classifier, references, classifier_info = evaluate_sweep_classifier(vaes, train, heldout, settings)
+    classifier, references, classifier_info = evaluate_classifier(vaes, train, heldout, settings)
     seconds[f"classifier ({settings.classifier_steps} steps + reconstructions)"] = round(time.time() - start, 1)
     evaluated = [
         EvaluatedRun(run.name, run.seed, run.folder(out), run.autoencoder.name, run.passes_per_step) for run in runs

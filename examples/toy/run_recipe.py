@@ -72,17 +72,15 @@ from examples.toy.report.regime import regime_results_summary, write_regime_repo
 from examples.toy.report.sweep import sweep_results_summary, write_sweep_report
 from examples.toy.toy_evaluation import (
     class_samples,
+    diffusion_vaes,
     evaluate_autoencoders,
     evaluate_classifier,
     evaluate_default_autoencoder,
-    evaluate_default_diffusion,
     evaluate_diffusion,
+    evaluate_structured_classifier,
     evaluate_sweep_autoencoders,
-    evaluate_sweep_classifier,
-    evaluate_sweep_diffusion,
     load_autoencoder,
     load_imagefolder,
-    load_sweep_vaes,
     reconstruct,
     saved_classifier,
 )
@@ -199,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_prefix_grids(results_dir, vaes["ae_struct"], vaes["ae_plain"], heldout_images)
     train, heldout = (train_images, train_labels), (heldout_images, heldout_labels)
     classifier, references, classifier_info = timings.timed(
-        "classifier", "evaluation: classifier", lambda: evaluate_classifier(vaes, train, heldout, settings)
+        "classifier", "evaluation: classifier", lambda: evaluate_structured_classifier(vaes, train, heldout, settings)
     )
     rows = evaluate_diffusion(out, settings, classifier, references)
     # summed per evaluation (kept in eval/diffusion.json), so a resumed run reports the time its rows really took
@@ -258,11 +256,11 @@ def run_sweep(args: argparse.Namespace) -> dict:
     reconstruction = timings.timed(
         "eval_autoencoders", "evaluation: autoencoders", lambda: evaluate_sweep_autoencoders(out, settings, heldout[0])
     )
-    vaes = load_sweep_vaes(out, settings)
+    vaes = diffusion_vaes(out, settings)
     classifier, references, classifier_info = timings.timed(
-        "classifier", "evaluation: classifier", lambda: evaluate_sweep_classifier(vaes, train, heldout, settings)
+        "classifier", "evaluation: classifier", lambda: evaluate_classifier(vaes, train, heldout, settings)
     )
-    rows = evaluate_sweep_diffusion(out, settings, vaes, classifier, references)
+    rows = evaluate_diffusion(out, settings, classifier, references)
     timings.record_total("eval_diffusion", "evaluation: diffusion samples", sum(r["eval_seconds"] for r in rows))
 
     summary = regime_results_summary if isinstance(settings, RegimeSettings) else sweep_results_summary
@@ -315,11 +313,11 @@ def run_default(args: argparse.Namespace) -> dict:
         lambda: timings.timed(
             "classifier",
             "evaluation: classifier",
-            lambda: evaluate_sweep_classifier(vaes, (train_images, train_labels), heldout, settings),
+            lambda: evaluate_classifier(vaes, (train_images, train_labels), heldout, settings),
         ),
     )
     references = {"ae_struct": reconstruct(vaes["ae_struct"], heldout_images)}
-    rows = evaluate_default_diffusion(out, settings, classifier, references)
+    rows = evaluate_diffusion(out, settings, classifier, references)
     timings.record_total("eval_diffusion", "evaluation: diffusion samples", sum(r["eval_seconds"] for r in rows))
 
     source = usit_run_dir(out, DEFAULT_RUN, settings.seed) / "pipeline"

@@ -17,10 +17,9 @@ import json
 from pathlib import Path
 
 from dc_ae_hf.checks import check_int
-from dc_ae_hf.data.shapes import SHAPE_CLASSES
-from dc_ae_hf.metrics.classifier import SmallImageClassifier, classifier_metrics, classifier_outputs
+from dc_ae_hf.metrics.classifier import SmallImageClassifier
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
-from examples.toy.toy_evaluation import generate, load_imagefolder, reconstruct
+from examples.toy.toy_evaluation import load_imagefolder, reconstruct, score_samples
 from examples.toy.toy_settings import EVAL_GUIDANCE_SCALES
 
 
@@ -60,17 +59,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     reference = reconstruct(pipe.vae, heldout)  # the pipeline's own autoencoder, as the recipe's references
     rows = []
     for scale in EVAL_GUIDANCE_SCALES:
-        samples, labels = generate(pipe, args.num_samples, args.sample_steps, seed=args.seed, guidance_scale=scale)
-        metrics = classifier_metrics(classifier, samples, labels, reference)
-        predicted = classifier_outputs(classifier, samples)[0].argmax(dim=1)
-        per_class = {name: (predicted[labels == k] == k).float().mean().item() for k, name in enumerate(SHAPE_CLASSES)}
+        metrics = score_samples(
+            pipe, classifier, reference, args.num_samples, args.sample_steps, args.seed, scale, per_class=True
+        )
         row = {
             "pipeline": str(args.pipeline),
             "guidance_scale": scale,
             "num_samples": args.num_samples,
             "sample_steps": args.sample_steps,
             **metrics,
-            "class_accuracy_per_class": per_class,
         }
         print(json.dumps(row), flush=True)
         rows.append(row)

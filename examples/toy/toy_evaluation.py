@@ -1,23 +1,20 @@
 """The recipe's evaluation, in this process, of what the trainer jobs wrote (`toy_stages.py` has the layout).
 
-1. Reconstruction (`evaluate_autoencoders`): held-out PSNR/SSIM per prefix c' (`evaluate_autoencoder`, the
-   official uint8 protocol) of the structured AE, of the plain AE with the trailing channels zeroed and of the
-   plain AE fine-tuned for each c'.
-2. A small classifier (`evaluate_classifier`) trained on the structured AE's reconstructions of the training
-   images: its accuracy on held-out images, and the floor of its Frechet distance (reconstructions of training
-   images against the held-out reference).
-3. Diffusion (`evaluate_diffusion`): at every checkpoint of every run, class-balanced samples of the EMA
-   transformer for each scale of `EVAL_GUIDANCE_SCALES`, their class accuracy and classifier Frechet distance to
-   the reconstructions of the held-out images by the run's own AE. The rows are kept in `<out>/eval/
-   diffusion.json`, so a resumed run evaluates only the checkpoints it has not evaluated yet.
-
-The built-in default (`--mode default`) reuses them for its one autoencoder and run: `evaluate_default_autoencoder`,
-`evaluate_sweep_classifier` (with that one autoencoder) and `evaluate_default_diffusion`.
-
-The channel sweep (`--mode sweep`) has its own three: `evaluate_sweep_autoencoders` (every sweep autoencoder at
-`sweep_reconstruction_prefixes`), `evaluate_sweep_classifier` (one classifier trained on every autoencoder's
-reconstructions in turn, so that generations of different c are scored alike) and `evaluate_sweep_diffusion`; the
-diffusion rows of both come from `evaluate_checkpoints`.
+1. Reconstruction: held-out PSNR/SSIM per prefix c' (`evaluate_autoencoder`, the official uint8 protocol). The
+   smoke, quick and full modes (`evaluate_autoencoders`): the structured AE, the plain AE with the trailing channels
+   zeroed and the plain AE fine-tuned for each c'; the sweep and regime modes (`evaluate_sweep_autoencoders`): every
+   autoencoder at `sweep_reconstruction_prefixes`; the built-in default (`evaluate_default_autoencoder`): its one.
+2. A small classifier that scores every sample (`evaluate_classifier`), trained on autoencoders' reconstructions of
+   the training images (on every autoencoder's in turn, so that generations of different latents are scored
+   alike; the smoke, quick and full modes train it on the structured AE's only, `evaluate_structured_classifier`):
+   its accuracy on held-out images, and the floor of its Frechet distance (reconstructions of training images
+   against the held-out reference).
+3. Diffusion (`evaluate_diffusion`, every mode): at every checkpoint of every run of the mode (`evaluated_runs`),
+   class-balanced samples of the EMA transformer for each scale of `EVAL_GUIDANCE_SCALES` (`score_samples`), their
+   class accuracy and classifier Frechet distance to the reconstructions of the held-out images by the run's own
+   AE. The rows are kept in `<out>/eval/diffusion.json`, so a resumed run evaluates only the checkpoints it has not
+   evaluated yet (`evaluate_checkpoints`). `score_pipeline.py` scores any saved pipeline with the same
+   `score_samples`.
 
 Images are tensors (N, 3, 32, 32) in [-1, 1], as the autoencoders take them (64 px in the regime modes).
 """
@@ -36,12 +33,7 @@ from PIL import Image
 from dc_ae_hf.data.images import image_transform, load_image
 from dc_ae_hf.data.shapes import SHAPE_CLASSES
 from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder
-from dc_ae_hf.metrics.classifier import (
-    SmallImageClassifier,
-    classifier_metrics,
-    classifier_outputs,
-    train_classifier,
-)
+from dc_ae_hf.metrics.classifier import SmallImageClassifier, classifier_metrics, classifier_outputs, train_classifier
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
@@ -66,6 +58,12 @@ from examples.toy.toy_settings import (
     sweep_runs,
     usit_run_dir,
 )
+
+# how the smoke, quick and full modes' reports name the held-out reconstructions of their two autoencoders
+STRUCTURED_CLASSIFIER_LABELS = {
+    "ae_struct": "held-out structured-AE reconstructions",
+    "ae_plain": "held-out plain-AE reconstructions",
+}
 
 
 def load_imagefolder(root: Path, resolution: int = RESOLUTION) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,38 +110,102 @@ def evaluate_autoencoders(out: Path, settings: ModeSettings, heldout: torch.Tens
     return {name: {str(c): values for c, values in table.items()} for name, table in results.items()}
 
 
+def sweep_reconstruction_prefixes(ae: SweepAutoencoder, settings: SweepSettings | RegimeSettings) -> list[int]:
+    """The prefixes c' a sweep autoencoder is evaluated at: every prefix of a structured one; the full latent of a
+    plain one, and for the plain one at the largest c also every prefix with the trailing channels zeroed (the
+    unstructured counterpart of the structured one's prefixes)."""
+    if ae.structured or ae.latent_channels == settings.largest_channels:
+        return sweep_prefixes(ae.latent_channels)
+    return [ae.latent_channels]
+
+
+def evaluate_sweep_autoencoders(out: Path, settings: SweepSettings | RegimeSettings, heldout: torch.Tensor) -> dict:
+    """Held-out PSNR/SSIM of every sweep autoencoder (EMA weights) at `sweep_reconstruction_prefixes`:
+    ``{"<ae name>": {"<c'>": {"psnr", "ssim"}}}``."""
+    batches = list(heldout.split(100))
+    results = {}
+    for ae in sweep_autoencoders(settings):
+        vae = load_autoencoder(out / ae.name / "vae_ema")
+        table = evaluate_autoencoder(vae, batches, sweep_reconstruction_prefixes(ae, settings))
+        results[ae.name] = {str(c): values for c, values in table.items()}
+    return results
+
+
+def evaluate_default_autoencoder(out: Path, heldout: torch.Tensor) -> dict:
+    """Held-out PSNR/SSIM of the structured autoencoder (EMA weights) from every prefix c' of `CHANNEL_CHOICES`:
+    ``{"structured": {"<c'>": {"psnr", "ssim"}}}`` (the shape of `evaluate_autoencoders`' results)."""
+    vae = load_autoencoder(out / "ae_struct" / "vae_ema")
+    table = evaluate_autoencoder(vae, list(heldout.split(100)), CHANNEL_CHOICES)
+    return {"structured": {str(c): values for c, values in table.items()}}
+
+
 def evaluate_classifier(
     vaes: dict[str, AutoencoderDC15],
     train: tuple[torch.Tensor, torch.Tensor],
     heldout: tuple[torch.Tensor, torch.Tensor],
-    settings: ModeSettings,
+    settings: ModeSettings | SweepSettings | RegimeSettings | DefaultSettings,
+    trained_on: list[str] | None = None,
 ) -> tuple[SmallImageClassifier, dict[str, torch.Tensor], dict]:
-    """Train the classifier on `vaes["ae_struct"]`'s reconstructions of the training images.
+    """Train the classifier that scores the samples on reconstructions of the training images by the autoencoders
+    `trained_on` (names of `vaes`; default: all of them, in `vaes` order): training image i is reconstructed by
+    autoencoder i mod len(trained_on), so each contributes equally and from every class (the imagefolder is sorted
+    by class), and none is favoured when the generations of different latents are compared.
 
-    Returns the classifier, the references of the diffusion evaluation (each AE's reconstructions of the held-out
-    images, by AE name) and ``{"accuracy", "fd_floor", "steps"}``: its held-out accuracy on real images and on both
-    AEs' reconstructions, and per AE the Frechet distance of as many class-balanced reconstructions of training
-    images as there are samples per checkpoint against that AE's reference.
+    Returns the classifier, the references (each autoencoder's reconstructions of the held-out images, by name)
+    and ``{"accuracy", "fd_floor", "steps", "trained_on"}``: held-out accuracy on real images and on each
+    autoencoder's reconstructions; per autoencoder the Frechet distance of as many class-balanced reconstructions of
+    training images as there are samples per checkpoint against its reference (the floor of the diffusion numbers).
     """
     (train_images, train_labels), (heldout_images, heldout_labels) = train, heldout
-    recon_train = reconstruct(vaes["ae_struct"], train_images)
+    names = list(vaes)
+    trained_on = names if trained_on is None else list(trained_on)
+    if not trained_on or any(name not in vaes for name in trained_on):
+        raise ValueError(f"trained_on={trained_on} must name autoencoders of vaes: {names}")
+    recon_train = torch.empty_like(train_images)
+    for k, name in enumerate(trained_on):
+        recon_train[k :: len(trained_on)] = reconstruct(vaes[name], train_images[k :: len(trained_on)])
     model = train_classifier(recon_train, train_labels, len(SHAPE_CLASSES), steps=settings.classifier_steps)
-    references = {ae: reconstruct(vaes[ae], heldout_images) for ae in AUTOENCODERS}
+    references = {name: reconstruct(vaes[name], heldout_images) for name in names}
     accuracy = {}
-    for name, images in (
-        ("held-out real images", heldout_images),
-        ("held-out structured-AE reconstructions", references["ae_struct"]),
-        ("held-out plain-AE reconstructions", references["ae_plain"]),
-    ):
+    for name, images in [("held-out real images", heldout_images), *references.items()]:
         logits, _ = classifier_outputs(model, images)
         accuracy[name] = (logits.argmax(1) == heldout_labels).float().mean().item()
     # the imagefolder is sorted by class: evenly spaced indices take every class equally, like the samples
     subset = torch.linspace(0, len(train_images) - 1, min(settings.num_samples, len(train_images))).long()
     floor = {}
-    for ae in AUTOENCODERS:
-        recon = reconstruct(vaes[ae], train_images[subset])
-        floor[ae] = classifier_metrics(model, recon, train_labels[subset], references[ae])["classifier_fd"]
-    return model, references, {"accuracy": accuracy, "fd_floor": floor, "steps": settings.classifier_steps}
+    for name in names:
+        recon = reconstruct(vaes[name], train_images[subset])
+        floor[name] = classifier_metrics(model, recon, train_labels[subset], references[name])["classifier_fd"]
+    info = {"accuracy": accuracy, "fd_floor": floor, "steps": settings.classifier_steps, "trained_on": trained_on}
+    return model, references, info
+
+
+def evaluate_structured_classifier(
+    vaes: dict[str, AutoencoderDC15],
+    train: tuple[torch.Tensor, torch.Tensor],
+    heldout: tuple[torch.Tensor, torch.Tensor],
+    settings: ModeSettings,
+) -> tuple[SmallImageClassifier, dict[str, torch.Tensor], dict]:
+    """The classifier of the smoke, quick and full modes: `evaluate_classifier` trained on `vaes["ae_struct"]`'s
+    reconstructions only, its info as their reports hold it: ``{"accuracy", "fd_floor", "steps"}`` with the
+    reconstructions named by `STRUCTURED_CLASSIFIER_LABELS`."""
+    model, references, info = evaluate_classifier(vaes, train, heldout, settings, trained_on=["ae_struct"])
+    accuracy = {STRUCTURED_CLASSIFIER_LABELS.get(name, name): value for name, value in info["accuracy"].items()}
+    return model, references, {"accuracy": accuracy, "fd_floor": info["fd_floor"], "steps": info["steps"]}
+
+
+def saved_classifier(
+    folder: Path, train: Callable[[], tuple[SmallImageClassifier, dict[str, torch.Tensor], dict]]
+) -> tuple[SmallImageClassifier, dict]:
+    """The classifier saved in `folder` (`save_pretrained`, safetensors) with its info (`info.json`), or, when none
+    is saved yet, ``train()``'s (classifier, references, info), saved there first. A re-run of the recipe and
+    `score_pipeline.py` then use the very classifier that scored the run."""
+    if (folder / "info.json").is_file():
+        return SmallImageClassifier.from_pretrained(folder).eval(), json.loads((folder / "info.json").read_text())
+    classifier, _, info = train()
+    classifier.save_pretrained(folder)
+    (folder / "info.json").write_text(json.dumps(info, indent=1))
+    return classifier, info
 
 
 @torch.no_grad()
@@ -167,6 +229,44 @@ def generate(
     return torch.cat(images), labels
 
 
+@torch.no_grad()
+def score_samples(
+    pipe: DCAE15Pipeline,
+    classifier: SmallImageClassifier,
+    reference: torch.Tensor,
+    num_samples: int,
+    steps: int,
+    seed: int,
+    guidance_scale: float,
+    per_class: bool = False,
+) -> dict:
+    """Class accuracy and classifier Frechet distance to `reference` (`classifier_metrics`) of `num_samples`
+    class-balanced samples of `pipe` (`generate`): ``{"class_accuracy", "classifier_fd"}``, and with `per_class`
+    also ``"class_accuracy_per_class"`` (by class name)."""
+    samples, labels = generate(pipe, num_samples, steps, seed=seed, guidance_scale=guidance_scale)
+    metrics = classifier_metrics(classifier, samples, labels, reference)
+    if per_class:
+        predicted = classifier_outputs(classifier, samples)[0].argmax(dim=1)
+        metrics["class_accuracy_per_class"] = {
+            name: (predicted[labels == k] == k).float().mean().item() for k, name in enumerate(SHAPE_CLASSES)
+        }
+    return metrics
+
+
+@torch.no_grad()
+def class_samples(pipeline: Path, per_class: int, steps: int, guidance_scale: float) -> list[Image.Image]:
+    """`per_class` samples of every class, in `SHAPE_CLASSES` order, from a saved pipeline (euler, seed 0)."""
+    pipe = DCAE15Pipeline.from_pretrained(pipeline)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        [name for name in SHAPE_CLASSES for _ in range(per_class)],
+        guidance_scale=guidance_scale,
+        solver="euler",
+        num_inference_steps=steps,
+        generator=torch.Generator().manual_seed(0),
+    ).images
+
+
 @dataclass(frozen=True)
 class EvaluatedRun:
     """A diffusion run to evaluate: its name and seed (the keys of its rows), its folder, the name of its
@@ -179,6 +279,39 @@ class EvaluatedRun:
     passes_per_step: int
 
 
+def evaluated_runs(
+    out: Path, settings: ModeSettings | SweepSettings | RegimeSettings | DefaultSettings
+) -> list[EvaluatedRun]:
+    """The diffusion runs of a mode, in the order of its rows: every run of `RUNS` for each seed (smoke, quick,
+    full), `sweep_runs` (sweep, regime) or the built-in default's `DEFAULT_RUN` (one pass per step)."""
+    if isinstance(settings, ModeSettings):
+        return [
+            EvaluatedRun(run, seed, usit_run_dir(out, run, seed), run_autoencoder(run), passes_per_step(run))
+            for seed in settings.seeds
+            for run in RUNS
+        ]
+    if isinstance(settings, DefaultSettings):
+        folder = usit_run_dir(out, DEFAULT_RUN, settings.seed)
+        return [EvaluatedRun(DEFAULT_RUN, settings.seed, folder, "ae_struct", passes_per_step=1)]
+    return [
+        EvaluatedRun(run.name, run.seed, run.folder(out), run.autoencoder.name, run.passes_per_step)
+        for run in sweep_runs(settings)
+    ]
+
+
+def diffusion_vaes(
+    out: Path, settings: ModeSettings | SweepSettings | RegimeSettings | DefaultSettings
+) -> dict[str, AutoencoderDC15]:
+    """The autoencoders that the runs of a mode decode with, by name: each with the scaling factor measured for its
+    latent cache (`<ae>/vae_diffusion` of the smoke, quick, full and default modes; `<cache>/vae` of every sweep or
+    regime autoencoder, in `sweep_autoencoders` order)."""
+    if isinstance(settings, ModeSettings):
+        return {ae: load_autoencoder(out / ae / "vae_diffusion") for ae in AUTOENCODERS}
+    if isinstance(settings, DefaultSettings):
+        return {"ae_struct": load_autoencoder(out / "ae_struct" / "vae_diffusion")}
+    return {ae.name: load_autoencoder(sweep_cache_dir(out, ae) / "vae") for ae in sweep_autoencoders(settings)}
+
+
 def evaluate_checkpoints(
     cache_path: Path,
     runs: list[EvaluatedRun],
@@ -189,9 +322,10 @@ def evaluate_checkpoints(
     sample_steps: int,
 ) -> list[dict]:
     """Class accuracy and classifier FD at every checkpoint of every run (EMA weights, decoded by the run's
-    autoencoder, against its own reference), one row per guidance scale in `EVAL_GUIDANCE_SCALES`: ``{"run",
-    "seed", "step", "passes", "guidance_scale", "class_accuracy", "classifier_fd", "eval_seconds"}``. Rows already
-    in `cache_path` (JSON) are kept, not recomputed; the file is rewritten after every checkpoint."""
+    autoencoder, against its own reference; `score_samples` with seed 1000 + the run's seed), one row per guidance
+    scale in `EVAL_GUIDANCE_SCALES`: ``{"run", "seed", "step", "passes", "guidance_scale", "class_accuracy",
+    "classifier_fd", "eval_seconds"}``. Rows already in `cache_path` (JSON) are kept, not recomputed; the file is
+    rewritten after every checkpoint."""
     rows = json.loads(cache_path.read_text()) if cache_path.exists() else []
     seen = {(r["run"], r["seed"], r["step"], r["guidance_scale"]) for r in rows}
     for entry in runs:
@@ -205,10 +339,16 @@ def evaluate_checkpoints(
             pipe.set_progress_bar_config(disable=True)
             for scale in scales:
                 start = time.time()
-                samples, labels = generate(
-                    pipe, num_samples, sample_steps, seed=1000 + entry.seed, guidance_scale=scale
+                reference = references[entry.autoencoder]
+                metrics = score_samples(
+                    pipe,
+                    classifier,
+                    reference,
+                    num_samples,
+                    sample_steps,
+                    seed=1000 + entry.seed,
+                    guidance_scale=scale,
                 )
-                metrics = classifier_metrics(classifier, samples, labels, references[entry.autoencoder])
                 rows.append(
                     {
                         "run": entry.run,
@@ -227,166 +367,17 @@ def evaluate_checkpoints(
 
 
 def evaluate_diffusion(
-    out: Path, settings: ModeSettings, classifier: SmallImageClassifier, references: dict[str, torch.Tensor]
-) -> list[dict]:
-    """Class accuracy and classifier FD at every checkpoint of every run of `RUNS` (`evaluate_checkpoints`; the
-    autoencoders with their measured scaling factors, `<ae>/vae_diffusion`)."""
-    vaes = {ae: load_autoencoder(out / ae / "vae_diffusion") for ae in AUTOENCODERS}
-    runs = [
-        EvaluatedRun(run, seed, usit_run_dir(out, run, seed), run_autoencoder(run), passes_per_step(run))
-        for seed in settings.seeds
-        for run in RUNS
-    ]
-    return evaluate_checkpoints(
-        out / "eval" / "diffusion.json",
-        runs,
-        vaes,
-        classifier,
-        references,
-        settings.num_samples,
-        settings.sample_steps,
-    )
-
-
-@torch.no_grad()
-def class_samples(pipeline: Path, per_class: int, steps: int, guidance_scale: float) -> list[Image.Image]:
-    """`per_class` samples of every class, in `SHAPE_CLASSES` order, from a saved pipeline (euler, seed 0)."""
-    pipe = DCAE15Pipeline.from_pretrained(pipeline)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe(
-        [name for name in SHAPE_CLASSES for _ in range(per_class)],
-        guidance_scale=guidance_scale,
-        solver="euler",
-        num_inference_steps=steps,
-        generator=torch.Generator().manual_seed(0),
-    ).images
-
-
-# The channel sweep (`--mode sweep`): every sweep autoencoder, one classifier for all of them, every run.
-
-
-def sweep_reconstruction_prefixes(ae: SweepAutoencoder, settings: SweepSettings | RegimeSettings) -> list[int]:
-    """The prefixes c' a sweep autoencoder is evaluated at: every prefix of a structured one; the full latent of a
-    plain one, and for the plain one at the largest c also every prefix with the trailing channels zeroed (the
-    unstructured counterpart of the structured one's prefixes)."""
-    if ae.structured or ae.latent_channels == settings.largest_channels:
-        return sweep_prefixes(ae.latent_channels)
-    return [ae.latent_channels]
-
-
-def evaluate_sweep_autoencoders(out: Path, settings: SweepSettings | RegimeSettings, heldout: torch.Tensor) -> dict:
-    """Held-out PSNR/SSIM of every sweep autoencoder (EMA weights) at `sweep_reconstruction_prefixes`:
-    ``{"<ae name>": {"<c'>": {"psnr", "ssim"}}}``."""
-    batches = list(heldout.split(100))
-    results = {}
-    for ae in sweep_autoencoders(settings):
-        vae = load_autoencoder(out / ae.name / "vae_ema")
-        table = evaluate_autoencoder(vae, batches, sweep_reconstruction_prefixes(ae, settings))
-        results[ae.name] = {str(c): values for c, values in table.items()}
-    return results
-
-
-def evaluate_sweep_classifier(
-    vaes: dict[str, AutoencoderDC15],
-    train: tuple[torch.Tensor, torch.Tensor],
-    heldout: tuple[torch.Tensor, torch.Tensor],
-    settings: SweepSettings | RegimeSettings | DefaultSettings,
-) -> tuple[SmallImageClassifier, dict[str, torch.Tensor], dict]:
-    """Train one classifier for every sweep autoencoder (or for the built-in default's one) (`vaes`, by name, in a fixed order): training image i is
-    reconstructed by autoencoder i mod len(vaes), so each contributes equally and from every class (the imagefolder
-    is sorted by class), and none is favoured when the generations of different c are compared.
-
-    Returns the classifier, the references (each autoencoder's reconstructions of the held-out images) and
-    ``{"accuracy", "fd_floor", "steps", "trained_on"}``: held-out accuracy on real images and on each autoencoder's
-    reconstructions; per autoencoder the Frechet distance of as many class-balanced reconstructions of training
-    images as there are samples per checkpoint against its reference (the floor of the diffusion numbers).
-    """
-    (train_images, train_labels), (heldout_images, heldout_labels) = train, heldout
-    names = list(vaes)
-    recon_train = torch.empty_like(train_images)
-    for k, name in enumerate(names):
-        recon_train[k :: len(names)] = reconstruct(vaes[name], train_images[k :: len(names)])
-    model = train_classifier(recon_train, train_labels, len(SHAPE_CLASSES), steps=settings.classifier_steps)
-    references = {name: reconstruct(vaes[name], heldout_images) for name in names}
-    accuracy = {}
-    for name, images in [("held-out real images", heldout_images), *references.items()]:
-        logits, _ = classifier_outputs(model, images)
-        accuracy[name] = (logits.argmax(1) == heldout_labels).float().mean().item()
-    subset = torch.linspace(0, len(train_images) - 1, min(settings.num_samples, len(train_images))).long()
-    floor = {}
-    for name in names:
-        recon = reconstruct(vaes[name], train_images[subset])
-        floor[name] = classifier_metrics(model, recon, train_labels[subset], references[name])["classifier_fd"]
-    info = {"accuracy": accuracy, "fd_floor": floor, "steps": settings.classifier_steps, "trained_on": names}
-    return model, references, info
-
-
-def load_sweep_vaes(out: Path, settings: SweepSettings | RegimeSettings) -> dict[str, AutoencoderDC15]:
-    """Every sweep autoencoder with its measured scaling factor (`<cache>/vae`, what its diffusion runs decode
-    with), by name, in `sweep_autoencoders` order."""
-    return {ae.name: load_autoencoder(sweep_cache_dir(out, ae) / "vae") for ae in sweep_autoencoders(settings)}
-
-
-def evaluate_sweep_diffusion(
     out: Path,
-    settings: SweepSettings | RegimeSettings,
-    vaes: dict[str, AutoencoderDC15],
+    settings: ModeSettings | SweepSettings | RegimeSettings | DefaultSettings,
     classifier: SmallImageClassifier,
     references: dict[str, torch.Tensor],
 ) -> list[dict]:
-    """`evaluate_checkpoints` for every run of `sweep_runs` (rows kept in `<out>/eval/diffusion.json`)."""
-    runs = [
-        EvaluatedRun(run.name, run.seed, run.folder(out), run.autoencoder.name, run.passes_per_step)
-        for run in sweep_runs(settings)
-    ]
+    """`evaluate_checkpoints` of every run of a mode (`evaluated_runs`, decoded by `diffusion_vaes`; rows kept in
+    `<out>/eval/diffusion.json`) with the mode's `num_samples` and `sample_steps`."""
     return evaluate_checkpoints(
         out / "eval" / "diffusion.json",
-        runs,
-        vaes,
-        classifier,
-        references,
-        settings.num_samples,
-        settings.sample_steps,
-    )
-
-
-# The built-in default (`--mode default`): one structured autoencoder and one diffusion run.
-
-
-def saved_classifier(
-    folder: Path, train: Callable[[], tuple[SmallImageClassifier, dict[str, torch.Tensor], dict]]
-) -> tuple[SmallImageClassifier, dict]:
-    """The classifier saved in `folder` (`save_pretrained`, safetensors) with its info (`info.json`), or, when none
-    is saved yet, ``train()``'s (classifier, references, info), saved there first. A re-run of the recipe and
-    `score_pipeline.py` then use the very classifier that scored the run."""
-    if (folder / "info.json").is_file():
-        return SmallImageClassifier.from_pretrained(folder).eval(), json.loads((folder / "info.json").read_text())
-    classifier, _, info = train()
-    classifier.save_pretrained(folder)
-    (folder / "info.json").write_text(json.dumps(info, indent=1))
-    return classifier, info
-
-
-def evaluate_default_autoencoder(out: Path, heldout: torch.Tensor) -> dict:
-    """Held-out PSNR/SSIM of the structured autoencoder (EMA weights) from every prefix c' of `CHANNEL_CHOICES`:
-    ``{"structured": {"<c'>": {"psnr", "ssim"}}}`` (the shape of `evaluate_autoencoders`' results)."""
-    vae = load_autoencoder(out / "ae_struct" / "vae_ema")
-    table = evaluate_autoencoder(vae, list(heldout.split(100)), CHANNEL_CHOICES)
-    return {"structured": {str(c): values for c, values in table.items()}}
-
-
-def evaluate_default_diffusion(
-    out: Path, settings: DefaultSettings, classifier: SmallImageClassifier, references: dict[str, torch.Tensor]
-) -> list[dict]:
-    """`evaluate_checkpoints` for the `DEFAULT_RUN` run (one pass per step; decoded by `ae_struct/vae_diffusion`,
-    the autoencoder with its measured scaling factor; rows kept in `<out>/eval/diffusion.json`)."""
-    folder = usit_run_dir(out, DEFAULT_RUN, settings.seed)
-    run = EvaluatedRun(DEFAULT_RUN, settings.seed, folder, "ae_struct", passes_per_step=1)
-    vaes = {"ae_struct": load_autoencoder(out / "ae_struct" / "vae_diffusion")}
-    return evaluate_checkpoints(
-        out / "eval" / "diffusion.json",
-        [run],
-        vaes,
+        evaluated_runs(out, settings),
+        diffusion_vaes(out, settings),
         classifier,
         references,
         settings.num_samples,

@@ -88,7 +88,7 @@ def test_evaluate_classifier_returns_model_references_and_floor(imagefolder):
     images, labels = toy_evaluation.load_imagefolder(imagefolder)
     vaes = {"ae_struct": _autoencoder(0), "ae_plain": _autoencoder(1, [LATENT_CHANNELS])}
     heldout = (images[::3], labels[::3])
-    model, references, info = toy_evaluation.evaluate_classifier(vaes, (images, labels), heldout, SETTINGS)
+    model, references, info = toy_evaluation.evaluate_structured_classifier(vaes, (images, labels), heldout, SETTINGS)
     assert isinstance(model, SmallImageClassifier) and not model.training
     for ae, vae in vaes.items():
         torch.testing.assert_close(references[ae], toy_evaluation.reconstruct(vae, heldout[0]))

@@ -193,7 +193,7 @@ def test_one_classifier_for_every_sweep_autoencoder(tmp_path):
         config = {**AUTOENCODER_CONFIG, "latent_channels": ae.latent_channels}
         vaes[ae.name] = AutoencoderDC15(**config, latent_channel_choices=ae.channel_choices).eval()
     settings = dataclasses.replace(SMOKE, num_samples=10, classifier_steps=2)
-    _, references, info = toy_evaluation.evaluate_sweep_classifier(vaes, (images, labels), (images, labels), settings)
+    _, references, info = toy_evaluation.evaluate_classifier(vaes, (images, labels), (images, labels), settings)
     names = ["ae_struct_c32", "ae_plain_c32", "ae_plain_c8"]
     assert info["trained_on"] == names and list(references) == names and list(info["fd_floor"]) == names
     assert list(info["accuracy"]) == ["held-out real images", *names] and info["steps"] == 2

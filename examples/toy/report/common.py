@@ -135,7 +135,7 @@ def write_results_json(results_dir: Path, results: dict) -> None:
 
 def classifier_lines(classifier: dict) -> list[str]:
     """The markdown section of a classifier trained on every autoencoder's reconstructions in turn
-    (`toy_evaluation.evaluate_sweep_classifier`): its accuracy per image set and the FD floor per autoencoder."""
+    (`toy_evaluation.evaluate_classifier`): its accuracy per image set and the FD floor per autoencoder."""
     lines = ["", f"## Classifier ({classifier['steps']} steps; trained on every AE's reconstructions in turn)", ""]
     lines += ["| images | class accuracy |", "|---|---|"]
     lines += [f"| {name} | {value:.3f} |" for name, value in classifier["accuracy"].items()]
