@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.timing import interleaved, load_average
+from dc_ae_hf.checks import check_int, exit_on_user_error
 from dc_ae_hf.metrics.classifier import SmallImageClassifier
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
@@ -260,16 +261,44 @@ def estimate(settings: RegimeSettings, costs: dict, max_parallel: int = 2) -> di
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
+def recorded_ratios(path: str | Path) -> dict:
+    """The step-cost ratios of an earlier `--output` (its ``"ratios"``); ValueError naming the file when it is not
+    one."""
+    try:
+        recorded = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--recorded {path} is not JSON ({error})") from None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("ratios"), dict):
+        raise ValueError(f"--recorded {path} has no step-cost ratios: give the --output of an earlier measurement")
+    return recorded["ratios"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m examples.toy.measure_regime", description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=sorted(REGIME_MODES), default="regime", help="the mode to estimate")
     parser.add_argument("--output", help="write the ratios, costs and estimate here (JSON)")
     parser.add_argument("--recorded", help="estimate from the ratios of this JSON (a previous --output)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of each training step")
     args = parser.parse_args(argv)
+    try:
+        check_int("--rounds", args.rounds, minimum=1)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Measure (or, with `--recorded`, only estimate) and print the estimate (`run`). A user error (e.g. a
+    `--recorded` file without ratios) prints one line `error: ...` on stderr and exits with status 2
+    (`DC_AE_HF_TRACEBACK=1` keeps the traceback)."""
+    return exit_on_user_error(run, parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The ratios (measured, or read from `--recorded`), the costs and the estimate of `--mode`, as printed."""
     settings = REGIME_MODES[args.mode]
     if args.recorded:
-        ratios = json.loads(Path(args.recorded).read_text())["ratios"]
+        ratios = recorded_ratios(args.recorded)
     else:
         ratios = measure_ratios(settings, args.rounds)
     costs = costs_from_ratios(ratios)

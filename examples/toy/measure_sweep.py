@@ -32,7 +32,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from dc_ae_hf.checks import check_int
+from dc_ae_hf.checks import check_int, exit_on_user_error
 from dc_ae_hf.data.shapes import SHAPE_CLASSES
 from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder
 from dc_ae_hf.metrics.classifier import train_classifier
@@ -262,7 +262,7 @@ def measure(out: Path, target: SweepSettings, ae_steps: int, usit_steps: int, ma
     )
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m examples.toy.measure_sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=sorted(SWEEP_MODES), default="sweep", help="the mode to estimate")
     parser.add_argument("--recorded", action="store_true", help="estimate from RECORDED_COSTS, measure nothing")
@@ -279,6 +279,19 @@ def main(argv: list[str] | None = None) -> dict:
         measured_settings(target, args.ae_steps, args.usit_steps)  # e.g. an odd --usit_steps
     except (TypeError, ValueError) as error:
         parser.error(str(error))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Measure (or, with `--recorded`, only estimate) and print the estimate (`run`). A user error (e.g. an
+    `--output_dir` that cannot be written) prints one line `error: ...` on stderr and exits with status 2
+    (`DC_AE_HF_TRACEBACK=1` keeps the traceback)."""
+    return exit_on_user_error(run, parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The costs (measured, or `RECORDED_COSTS`) and the estimate of `--mode`, as printed."""
+    target = SWEEP_MODES[args.mode]
     if args.recorded:
         costs = RECORDED_COSTS
     else:

@@ -23,6 +23,7 @@ import re
 import time
 from pathlib import Path
 
+from dc_ae_hf.checks import check_int, exit_on_user_error
 from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder
 from examples.toy.measure_sweep import seconds_per_step
 from examples.toy.toy_evaluation import (
@@ -76,7 +77,7 @@ def pilot_settings(
     )
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m examples.toy.pilot_regime", description=__doc__.split("\n")[0])
     parser.add_argument("--output_dir", default="outputs/regime-pilot")
     parser.add_argument("--results_dir", default="examples/toy/results/regime")
@@ -93,6 +94,22 @@ def main(argv: list[str] | None = None) -> dict:
         "--add_losses", action="store_true", help="only add the logged losses to an existing --output_name"
     )
     args = parser.parse_args(argv)
+    try:
+        check_int("--max_parallel", args.max_parallel, minimum=1)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run (or continue) the pilot (`run`). A user error (a budget the regime's settings refuse, e.g. `--usit_steps`
+    not a multiple of 4; a folder that cannot be written) prints one line `error: ...` on stderr and exits with
+    status 2 (`DC_AE_HF_TRACEBACK=1` keeps the traceback)."""
+    return exit_on_user_error(run, parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The pilot of `args` (module docstring); returns what `--output_name` holds."""
     settings = pilot_settings(
         args.ae_steps, args.usit_steps, args.num_train_images, args.num_samples, args.ae_deep_width
     )

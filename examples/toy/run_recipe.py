@@ -63,7 +63,7 @@ from pathlib import Path
 
 import torch
 
-from dc_ae_hf.checks import check_int
+from dc_ae_hf.checks import check_int, exit_on_user_error
 from examples.toy.report.card import write_bundle
 from examples.toy.report.default import default_results_summary, write_default_report
 from examples.toy.report.pictures import sample_grid, write_prefix_grids
@@ -162,13 +162,46 @@ def _start(results_dir: Path, out: Path) -> Timings:
     return Timings(out / "timings.json")
 
 
+def read_results(path: Path, modes: dict) -> dict:
+    """The results dict of an earlier run of one of `modes` (its `results.json`), for `--report_only`; ValueError
+    naming the file when there is none, it is not one, or it holds another kind of mode's results."""
+    if not path.is_file():
+        raise ValueError(f"--report_only needs {path}: run the mode first")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--report_only: {path} is not a results file ({error})") from None
+    if not isinstance(results, dict) or "diffusion" not in results:
+        raise ValueError(f"--report_only: {path} is not a results file (no diffusion rows)")
+    if results.get("mode") not in modes:
+        raise ValueError(
+            f"--report_only: {path} holds results of --mode {results.get('mode')}, not of {sorted(modes)}"
+        )
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Run (or continue) the recipe; returns the results dict that `results.json` holds."""
-    args = parse_args(argv)
+    """Run (or continue) the recipe; returns the results dict that `results.json` holds. A user error (a folder
+    that cannot be written, a missing results.json for --report_only) prints one line `error: ...` on stderr and
+    exits with status 2 (`DC_AE_HF_TRACEBACK=1` keeps the traceback)."""
+    return exit_on_user_error(run, parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run (or continue) the mode of `args`: `run_sweep` (sweep and regime modes), `run_default` (the built-in
+    default) or `run_quick_full` (smoke, quick, full)."""
     if args.mode in SWEEP_MODES or args.mode in REGIME_MODES:
         return run_sweep(args)
     if args.mode in DEFAULT_MODES:
         return run_default(args)
+    return run_quick_full(args)
+
+
+def run_quick_full(args: argparse.Namespace) -> dict:
+    """Run (or continue) a smoke, quick or full mode (`MODES`): data, both autoencoders, their scaling factors and
+    caches, the three diffusion runs and the plain fine-tunes, then the evaluation, the pictures, the report
+    (`write_report`) and, with `--bundle_to`, the `struct_aug` pipeline with its card. Returns the results dict
+    that `results.json` holds."""
     settings = MODES[args.mode]
     out, results_dir = _folders(args)
     timings = _start(results_dir, out)
@@ -237,10 +270,7 @@ def run_sweep(args: argparse.Namespace) -> dict:
     settings = REGIME_MODES[args.mode] if regime else SWEEP_MODES[args.mode]
     out, results_dir = _folders(args)
     if args.report_only:
-        path = results_dir / "results.json"
-        if not path.is_file():
-            raise SystemExit(f"error: --report_only needs {path}: run the mode first")
-        results = json.loads(path.read_text())
+        results = read_results(results_dir / "results.json", REGIME_MODES if regime else SWEEP_MODES)
         results = write_regime_report(results_dir, results) if regime else write_sweep_report(results_dir, results)
         print(f"results in {results_dir}", flush=True)
         return results

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dc_ae_hf.checks import check_int
+from dc_ae_hf.checks import check_int, exit_on_user_error
 from dc_ae_hf.metrics.classifier import SmallImageClassifier
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 from examples.toy.toy_evaluation import load_imagefolder, reconstruct, score_samples
@@ -44,13 +44,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--output_dir {out} has no {needed.relative_to(out)}: run --mode default there first")
     if not (Path(args.pipeline) / "model_index.json").is_file():
         parser.error(f"--pipeline {args.pipeline} is not a pipeline folder (no model_index.json)")
+    if args.output_json and not Path(args.output_json).resolve().parent.is_dir():
+        parser.error(f"--output_json {args.output_json}: its folder does not exist")
     return args
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    """Score `--pipeline` (`run`). A user error (e.g. a pipeline or classifier folder that does not load) prints one
+    line `error: ...` on stderr and exits with status 2 (`DC_AE_HF_TRACEBACK=1` keeps the traceback)."""
+    return exit_on_user_error(run, parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> list[dict]:
     """Score `--pipeline`; returns one row per guidance scale: ``{"pipeline", "guidance_scale", "num_samples",
     "sample_steps", "class_accuracy", "classifier_fd", "class_accuracy_per_class"}`` (the last by class name)."""
-    args = parse_args(argv)
     out = Path(args.output_dir)
     classifier = SmallImageClassifier.from_pretrained(out / "eval" / "classifier").eval()
     pipe = DCAE15Pipeline.from_pretrained(args.pipeline)

@@ -324,7 +324,7 @@ def test_the_speed_up_table_of_the_report(sweep_results, tmp_path):
     assert "| structured | per_sample | class accuracy | 1 | 0.190 | 4 | 1.00x | 1.00x |" in lines
 
 
-def test_report_only_rewrites_the_report_from_results_json(sweep_results, tmp_path):
+def test_report_only_rewrites_the_report_from_results_json(sweep_results, tmp_path, capsys):
     write_sweep_report(tmp_path, sweep_results)
     before = (tmp_path / "results.md").read_text()
     (tmp_path / "results.md").unlink()
@@ -332,8 +332,9 @@ def test_report_only_rewrites_the_report_from_results_json(sweep_results, tmp_pa
     run_recipe.main([*argv, "--report_only"])
     assert (tmp_path / "results.md").read_text() == before
     assert not (tmp_path / "nothing").exists()  # nothing trained or written there
-    with pytest.raises(SystemExit, match="--report_only needs"):
+    with pytest.raises(SystemExit) as exit_info:
         run_recipe.main(["--mode", "sweep-smoke", "--results_dir", str(tmp_path / "empty"), "--report_only"])
+    assert exit_info.value.code == 2 and "error: --report_only needs" in capsys.readouterr().err
 
 
 def test_entry_point_takes_the_sweep_modes(capsys):
