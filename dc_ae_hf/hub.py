@@ -16,6 +16,7 @@ from huggingface_hub import ModelCard, ModelCardData, upload_folder
 from huggingface_hub import create_repo as _create_repo
 from huggingface_hub import errors as _hub_errors
 
+from dc_ae_hf.latents import trained_prefixes
 from dc_ae_hf.self_contained import code_version, is_self_contained
 
 MODEL_CARD_TEMPLATES = ("autoencoder", "pipeline")
@@ -74,7 +75,7 @@ def write_autoencoder_card(
     """
     config = vae.config
     structured = bool(getattr(config, "latent_channel_choices", None))
-    choices = list(getattr(vae, "latent_channel_choices", None) or [config.latent_channels])
+    choices = list(trained_prefixes(vae) or [config.latent_channels])
     card_data = ModelCardData(
         library_name="diffusers",
         license="other",

@@ -66,9 +66,8 @@ def run(argv: list[str] | None) -> None:
     images = load_images(args.images, args.resolution)
     choices = list(vae.latent_channel_choices)
     channels = args.channels or sorted({choices[round(i * (len(choices) - 1) / 5)] for i in range(6)})
-    for c in channels:
-        if not 1 <= c <= vae.config.latent_channels:
-            parser.error(f"--channels value {c} is outside 1..{vae.config.latent_channels}")
+    for c in channels:  # the model's rule: 1..C, and the full latent only for a DC-AE 1.0 model
+        vae.check_prefix(c, "--channels")
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

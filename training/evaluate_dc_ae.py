@@ -145,6 +145,8 @@ def main(args: argparse.Namespace) -> dict:
         raise invalid("--resolution", args.resolution, f"must be divisible by the ratio {f}")
     channels = args.latent_channels or list(vae.latent_channel_choices)
     check_channel_prefixes("--latent_channels", channels, vae.config.latent_channels)
+    for c in channels:  # the model's rule: a DC-AE 1.0 model (latent shortcuts) decodes the full latent only
+        vae.check_prefix(c, "--latent_channels")
 
     dataset = load_image_dataset(
         dataset_name=args.dataset_name,

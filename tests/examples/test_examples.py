@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY_AE15_CONFIG
+from conftest import REPO_ROOT, TINY_AE10_CONFIG, TINY_AE15_CONFIG
 from PIL import Image
 
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
@@ -128,6 +128,24 @@ def test_sample_script_user_errors_are_one_line(args, expected, tmp_path, monkey
     if "--output" in expected:
         assert ".png" in err  # lists what is allowed
     assert not list(tmp_path.iterdir())  # refused before writing anything
+
+
+@pytest.mark.parametrize(
+    ("config", "channels", "expected"),
+    [
+        (TINY_AE15_CONFIG, "17", "--channels=17 "),  # beyond the 16 latent channels
+        (TINY_AE10_CONFIG, "4", "--channels=4 < latent_channels="),  # DC-AE 1.0: latent shortcuts, full latent only
+    ],
+)
+def test_visualize_latents_checks_channels_with_the_model_rule(
+    config, channels, expected, tmp_path, monkeypatch, capsys
+):
+    visualize = _load_example("visualize_latents", monkeypatch)
+    folder = tmp_path / "vae"
+    AutoencoderDC15(**config).save_pretrained(folder)
+    argv = ["--vae", str(folder), "--resolution", "32", "--channels", channels, "--output_dir", str(tmp_path / "out")]
+    assert expected in _user_error(capsys, visualize.main, argv)
+    assert not (tmp_path / "out").exists()  # refused before writing anything
 
 
 def test_sample_script_refuses_cuda_without_a_gpu_before_loading(tmp_path, monkeypatch, capsys):
