@@ -179,6 +179,7 @@ def main(args: argparse.Namespace) -> dict:
         compute_rfid=compute_rfid,
         inception_weights_path=args.inception_weights_path,
         device=args.device,
+        progress=True,  # the rFID stage runs after the pass above: its own bar
     )
     table = format_markdown_table(results)
     report = {

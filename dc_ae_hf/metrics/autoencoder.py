@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from PIL import Image
 from torch import nn
+from tqdm.auto import tqdm
 
 from dc_ae_hf.checks import check_channel_prefixes, check_int
 from dc_ae_hf.latents import check_prefix, decode_prefix, trained_prefixes
@@ -53,6 +54,7 @@ def evaluate_autoencoder(
     inception_weights_path: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     max_batches: int | None = None,
+    progress: bool = False,
 ) -> dict[int, dict[str, float]]:
     """Evaluate reconstructions for every latent-channel prefix c'.
 
@@ -68,6 +70,8 @@ def evaluate_autoencoder(
         compute_rfid: also compute rFID (torch-fidelity; needs ``inception_weights_path`` offline).
         device: where to run; default: the vae's device. The vae and ``lpips_model`` are moved there.
         max_batches: stop after this many batches.
+        progress: show the rFID stage's progress on stderr (one bar over the c', torch-fidelity's own bars for the
+            Inception features); the reconstruction pass is the caller's to show (wrap ``dataloader`` in tqdm).
 
     Returns:
         ``{c': {"psnr": ..., "ssim": ..., "lpips": ..., "rfid": ...}}`` (LPIPS/rFID only when requested), each the
@@ -123,19 +127,23 @@ def evaluate_autoencoder(
             results[c] = {"psnr": sums[c]["psnr"] / num_images, "ssim": sums[c]["ssim"] / num_images}
             if lpips_model is not None:
                 results[c]["lpips"] = sums[c]["lpips"] / num_images
-            if compute_rfid:
-                results[c]["rfid"] = compute_generation_metrics(
-                    os.path.join(tmp, f"recon_{c}"),
-                    os.path.join(tmp, "real"),
-                    fid=True,
-                    inception_score=False,
-                    precision_recall=False,
-                    inception_weights_path=inception_weights_path,
-                    device=device if device.type in ("cpu", "cuda") else "cpu",
-                    # Extract the real images' Inception features once and reuse them for every c'.
-                    cache_root=os.path.join(tmp, "fidelity_cache"),
-                    input2_cache_name="real",
-                )["fid"]
+        rfid_prefixes = channels_list if compute_rfid else []
+        for c in tqdm(rfid_prefixes, desc=f"rFID of {num_images} images per c'", unit="c'", disable=not progress):
+            results[c]["rfid"] = compute_generation_metrics(
+                os.path.join(tmp, f"recon_{c}"),
+                os.path.join(tmp, "real"),
+                fid=True,
+                inception_score=False,
+                precision_recall=False,
+                inception_weights_path=inception_weights_path,
+                device=device if device.type in ("cpu", "cuda") else "cpu",
+                verbose=progress,
+                # torch-fidelity's loader takes min(4, 2 x CPUs) workers: more processes than cores below 4
+                save_cpu_ram=(os.cpu_count() or 1) < 4,
+                # Extract the real images' Inception features once and reuse them for every c'.
+                cache_root=os.path.join(tmp, "fidelity_cache"),
+                input2_cache_name="real",
+            )["fid"]
     return results
 
 

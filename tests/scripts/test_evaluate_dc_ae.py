@@ -116,3 +116,18 @@ def test_bad_inputs_are_named(script, tmp_path):
     with pytest.raises(ValueError, match="exactly one of --dataset_name .*and --train_data_dir"):
         script.main(script.parse_args(_argv(tmp_path)))
     assert not (tmp_path / "eval.json").exists()
+
+
+def test_rfid_shows_progress_and_starts_no_more_workers_than_cores(script, tmp_path, capsys, recwarn):
+    from dc_ae_hf.testing import write_standin_inception_weights
+
+    _write_images(tmp_path / "data", 3, seed=3)
+    inception = write_standin_inception_weights(tmp_path / "inception.pth")
+    argv = _argv(tmp_path, "--train_data_dir", str(tmp_path / "data"), "--inception_weights_path", inception)
+    report = script.main(script.parse_args(argv))
+    assert report["rfid"] and all(row["rfid"] >= 0 for row in report["results"].values())
+    err = capsys.readouterr().err
+    assert "rFID of 3 images per c'" in err and "2/2" in err  # one step per c' (8 and 32)
+    assert not [
+        w for w in recwarn if "worker processes in total" in str(w.message)
+    ]  # torch's oversubscription warning
