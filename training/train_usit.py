@@ -52,7 +52,7 @@ from dc_ae_hf.training.diffusion import (
 from dc_ae_hf.training.ema import ExponentialWarmupEMAModel, ema_folder_names, emas_by_decay, save_ema_model
 from dc_ae_hf.training.flow_matching import flow_matching_loss
 from dc_ae_hf.training.optimization import make_adamw, make_lr_scheduler
-from dc_ae_hf.training.randomness import LatentChannelSampler
+from dc_ae_hf.training.randomness import LatentChannelSampler, diffusion_channel_choices
 from dc_ae_hf.training.run import TrainingRun, check_output_dir, run_script
 from dc_ae_hf.visualization import log_images_to_trackers
 
@@ -133,33 +133,17 @@ def resolve_config(args: argparse.Namespace) -> dict:
     except (TypeError, ValueError) as error:
         raise ValueError(f"invalid transformer configuration from {source}: {error}") from error
     c = model.config.in_channels
-    if args.channel_sampling == "per_sample" and args.num_channel_samples != 1:
-        raise invalid(
-            "--num_channel_samples", args.num_channel_samples, "per_sample draws one c' per sample in one pass: use 1"
-        )
-    if args.no_augmented:
-        if args.latent_channel_choices or args.num_channel_samples != 1 or args.always_include_full:
-            raise ValueError(
-                "--no_augmented trains on the full latent only; drop --latent_channel_choices, "
-                "--num_channel_samples and --always_include_full"
-            )
-        if args.channel_sampling != "per_pass":
-            raise invalid("--channel_sampling", args.channel_sampling, "--no_augmented trains the full latent only")
-        choices = [c]
-    else:
-        choices = sorted(args.latent_channel_choices or data["latent_channel_choices"])
-        if not args.latent_channel_choices and choices == [c]:
-            # an unstructured autoencoder: the choices fall back to [c], so "augmented" would be the plain objective
-            raise ValueError(
-                f"augmented training (the default) needs channel prefixes c' < {c}, but the autoencoder "
-                f"{data['vae']!r} has no structured latent space (no latent_channel_choices in its config"
-                f"{' or the cache metadata' if data['source'] == 'latent_cache' else ''}; the choices fall back to "
-                f"[{c}], the full latent only). Pass --latent_channel_choices C1 C2 ... if it is structured but was "
-                "saved without the list, or --no_augmented to train on the full latent"
-            )
-        check_channel_prefixes("--latent_channel_choices", choices, c, increasing=True)
-        if args.always_include_full and choices[-1] != c:
-            raise invalid("--latent_channel_choices", choices, f"--always_include_full needs the full latent {c}")
+    choices = diffusion_channel_choices(
+        c,
+        args.latent_channel_choices,
+        data["latent_channel_choices"],
+        augmented=not args.no_augmented,
+        num_samples=args.num_channel_samples,
+        always_include_full=args.always_include_full,
+        channel_sampling=args.channel_sampling,
+        autoencoder=data["vae"],
+        from_latent_cache=data["source"] == "latent_cache",
+    )
     labels = args.validation_class_labels
     labels = spread_class_labels(data["num_classes"]) if labels is None else labels
     bad = [y for y in labels if not 0 <= y < model.config.num_classes]

@@ -62,8 +62,9 @@ def autoencoder_config(name: str, flag: str = "--vae") -> dict:
 
 def resolve_diffusion_data(args: argparse.Namespace) -> dict:
     """Describe the training data of `train_usit.py` (its parsed flags): latent shape, classes, scaling factor,
-    autoencoder, channel prefixes. With a latent cache, `--vae` must hold the weights that made it (compared by
-    hash); warnings that a check could not be made are listed under `"warnings"`."""
+    autoencoder, the autoencoder's channel prefixes (None when its config lists none). With a latent cache, `--vae`
+    must hold the weights that made it (compared by hash); warnings that a check could not be made are listed under
+    `"warnings"`."""
     images = args.train_data_dir is not None or args.dataset_name is not None
     if (args.latent_cache_dir is not None) == images or (args.train_data_dir and args.dataset_name):
         raise ValueError(
@@ -113,7 +114,7 @@ def resolve_diffusion_data(args: argparse.Namespace) -> dict:
         raise invalid("--resolution", args.resolution, f"must be divisible by the autoencoder's compression ratio {f}")
     dataset, _, id2label, num_classes = load_labeled_image_dataset_from_flags(args)
     c = vae_config["latent_channels"]
-    choices = vae_config.get("latent_channel_choices") or [c]
+    choices = vae_config.get("latent_channel_choices")
     return {
         "source": "images",
         "vae": args.vae,
@@ -122,7 +123,7 @@ def resolve_diffusion_data(args: argparse.Namespace) -> dict:
         "num_examples": len(dataset),
         "num_classes": num_classes,
         "id2label": id2label,
-        "latent_channel_choices": list(choices),
+        "latent_channel_choices": list(choices) if choices else None,
         "warnings": [],
     }
 

@@ -1,4 +1,5 @@
-"""Stateless randomness: every random draw of a training step is seeded by (seed, rank, step).
+"""Stateless randomness: every random draw of a training step is seeded by (seed, rank, step); and which channel
+prefixes c' a diffusion run draws from (`diffusion_channel_choices`).
 
 As EDM2 reseeds its noise from (seed, rank, nimg) (``training/training_loop.py``), the trainers reseed torch's RNG at
 the start of each optimisation step (`seed_step`) and draw the step's channel prefixes c' from a generator of their
@@ -13,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dc_ae_hf.checks import check_channel_prefixes, check_int
+from dc_ae_hf.checks import check_channel_prefixes, check_int, invalid
 
-__all__ = ["LatentChannelSampler", "seed_step", "step_seed"]
+__all__ = ["LatentChannelSampler", "diffusion_channel_choices", "seed_step", "step_seed"]
 
 # Separate streams for the users of a step's seed: torch's global RNG (t, noise, label dropout), the per-step c' draw
 # and the per-sample c' draw (one sub-stream per micro-batch).
@@ -98,3 +99,55 @@ class LatentChannelSampler:
         if self.always_include_full:
             drawn[: (batch_size + 1) // 2] = self.choices[-1]
         return drawn
+
+
+def diffusion_channel_choices(
+    latent_channels: int,
+    choices: Sequence[int] | None = None,
+    autoencoder_choices: Sequence[int] | None = None,
+    *,
+    augmented: bool = True,
+    num_samples: int = 1,
+    always_include_full: bool = False,
+    channel_sampling: str = "per_pass",
+    autoencoder: str = "the autoencoder",
+    from_latent_cache: bool = False,
+) -> list[int]:
+    """The prefixes c' a diffusion run trains on (paper Eq. 2), for `LatentChannelSampler`: `choices` when given
+    (`--latent_channel_choices`), else the autoencoder's (`autoencoder_choices`: its config's
+    `latent_channel_choices` or the latent cache's; without them only the full latent, which augmented training
+    refuses as it would be the plain objective), sorted; `[latent_channels]` without augmentation (`--no_augmented`).
+
+    Args:
+        latent_channels: the full latent's channels c (the transformer's `in_channels`).
+        num_samples, always_include_full: the sampler's (`--num_channel_samples`, `--always_include_full`).
+        channel_sampling: "per_pass" (one pass per drawn c') or "per_sample" (one c' per sample, needs
+            `num_samples=1`).
+        autoencoder, from_latent_cache: for the messages: the autoencoder's name and where its choices came from.
+    """
+    c = latent_channels
+    if channel_sampling == "per_sample" and num_samples != 1:
+        raise invalid("--num_channel_samples", num_samples, "per_sample draws one c' per sample in one pass: use 1")
+    if not augmented:
+        if choices or num_samples != 1 or always_include_full:
+            raise ValueError(
+                "--no_augmented trains on the full latent only; drop --latent_channel_choices, "
+                "--num_channel_samples and --always_include_full"
+            )
+        if channel_sampling != "per_pass":
+            raise invalid("--channel_sampling", channel_sampling, "--no_augmented trains the full latent only")
+        return [c]
+    resolved = sorted(choices or autoencoder_choices or [c])
+    if not choices and resolved == [c]:
+        # an unstructured autoencoder: the choices fall back to [c], so "augmented" would be the plain objective
+        raise ValueError(
+            f"augmented training (the default) needs channel prefixes c' < {c}, but the autoencoder "
+            f"{autoencoder!r} has no structured latent space (no latent_channel_choices in its config"
+            f"{' or the cache metadata' if from_latent_cache else ''}; the choices fall back to "
+            f"[{c}], the full latent only). Pass --latent_channel_choices C1 C2 ... if it is structured but was "
+            "saved without the list, or --no_augmented to train on the full latent"
+        )
+    check_channel_prefixes("--latent_channel_choices", resolved, c, increasing=True)
+    if always_include_full and resolved[-1] != c:
+        raise invalid("--latent_channel_choices", resolved, f"--always_include_full needs the full latent {c}")
+    return resolved
