@@ -42,6 +42,7 @@ from dc_ae_hf.metrics.frechet import load_statistics
 from dc_ae_hf.metrics.image import to_uint8
 from dc_ae_hf.metrics.image_sets import as_dataset, is_statistics_file
 from dc_ae_hf.metrics.inception import INCEPTION_FEATURE_LAYERS, compute_generation_metrics, resolve_inception_weights
+from dc_ae_hf.output_folders import claim_output_folder, mark_output_folder
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 from dc_ae_hf.pipelines.sampling import SOLVERS, check_guidance_interval
 
@@ -238,7 +239,15 @@ def _check_writable_folder(folder: Path, where: str) -> None:
         raise InputError(f"{where} is not a writable folder ({error.strerror or _one_line(error)})") from None
 
 
+SAMPLE_WRITER = "training/evaluate_usit.py --sample_dir"  # the writer recorded in a --sample_dir it made
+
+
 def _check_outputs(args: argparse.Namespace) -> None:
+    # a new or empty folder, or this script's own samples (resumed): a folder of other images would be scored as
+    # samples. Samples of earlier versions are recognised by their generation_settings.json.
+    claim_output_folder(
+        args.sample_dir, SAMPLE_WRITER, "--sample_dir", lambda folder: (folder / "generation_settings.json").is_file()
+    )
     _check_writable_folder(Path(args.sample_dir), f"--sample_dir={args.sample_dir!r}")
     for flag in ("output_json", "output_markdown"):
         path = getattr(args, flag)
@@ -336,6 +345,7 @@ def main(args: argparse.Namespace) -> dict:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (sample_dir / "generation_settings.json").write_text(json.dumps(settings, indent=2))
+        mark_output_folder(sample_dir, SAMPLE_WRITER)
     accelerator.wait_for_everyone()
 
     # ---- generation: this process's missing samples ---------------------------------------------------------

@@ -99,6 +99,9 @@ def test_valid_inputs_run_end_to_end(script, inputs, tmp_path):
     assert set(result["metrics"]) == {"fid", "inception_score_mean", "inception_score_std", "fd_dinov2"}
     assert all(np.isfinite(v) for v in result["metrics"].values())
     assert result["class_counts"] == [1] * 10 and (tmp_path / "out" / "eval.json").is_file()
+    # the folder is this script's own output: a rerun takes it up again (the samples exist: nothing is generated)
+    assert (tmp_path / "samples" / ".dc_ae_hf_output.json").is_file()
+    assert run_in_process(script, _argv(tmp_path, inputs))["metrics"] == result["metrics"]
 
 
 def _broken_pipelines(root: Path) -> dict[str, tuple[Path, str]]:
@@ -207,8 +210,15 @@ def test_the_reference_is_checked_before_sampling(script, inputs, tmp_path, no_s
 
 def test_the_output_folders_are_checked_before_sampling(script, inputs, tmp_path, no_sampling):
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(ValueError, match=f"^--sample_dir='{tmp_path / 'a_file'}' is not a writable folder"):
+    with pytest.raises(ValueError, match=f"^--sample_dir='{tmp_path / 'a_file'}' is not allowed: it is a file"):
         run_in_process(script, _argv(tmp_path, inputs, sample_dir=str(tmp_path / "a_file")))
+    photos = tmp_path / "photos"  # a folder of other images would be scored as samples: refused
+    photos.mkdir()
+    Image.new("RGB", (8, 8)).save(photos / "000000.png")
+    with pytest.raises(
+        ValueError, match=r"^--sample_dir='.*photos' is not allowed: it holds other files \(000000.png\)"
+    ):
+        run_in_process(script, _argv(tmp_path, inputs, sample_dir=str(photos)))
     output = tmp_path / "a_file" / "eval.json"
     with pytest.raises(ValueError, match=f"^--output_json='{output}': its folder '{output.parent}' is not a writable"):
         run_in_process(script, _argv(tmp_path, inputs, output_json=str(output)))
