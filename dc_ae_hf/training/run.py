@@ -59,7 +59,7 @@ from accelerate.utils import DistributedType
 
 from dc_ae_hf.checks import exit_with_error
 from dc_ae_hf.hub import HubPushError, push_folder_to_hub
-from dc_ae_hf.output_folders import folder_writer
+from dc_ae_hf.output_folders import describe_folder
 from dc_ae_hf.training.checkpoints import (
     CheckpointWriteError,
     list_checkpoints,
@@ -119,43 +119,36 @@ def run_script(main: Callable, parse_args: Callable, argv: list[str] | None = No
 
 
 def check_output_dir(output_dir: str | os.PathLike, script: str, model_folder: str) -> None:
-    """Refuse an existing, non-empty `output_dir` that is not a run of `script` (before anything is written).
+    """Refuse an existing, non-empty `output_dir` that is not a run of `script` (before anything is written), saying
+    what it holds (`dc_ae_hf.output_folders.describe_folder`).
 
     A run of `script` is a folder whose `training_config.json` names it, or (runs of earlier versions) one whose
-    checkpoints hold `model_folder` (`vae` for train_dc_ae, `transformer` for train_usit).
+    configuration names no script and whose checkpoints hold `model_folder` (`vae` for train_dc_ae, `transformer`
+    for train_usit).
     """
     path = Path(output_dir)
     if not path.exists():
         return
     if not path.is_dir():
         raise ValueError(f"--output_dir={str(output_dir)!r} is not allowed: it is a file, not a folder")
-    entries = sorted(p.name for p in path.iterdir())
-    if not entries:
+    if not any(path.iterdir()) or _is_run_of(path, script, model_folder):
         return
-    owner = None
-    if (path / CONFIG_FILE).is_file():
-        try:
-            owner = json.loads((path / CONFIG_FILE).read_text()).get("script")
-        except (ValueError, AttributeError):
-            owner = None
-        if owner is None and any((c / model_folder).is_dir() for c in list_checkpoints(path)):
-            owner = script  # a run written before the config named its script
-    if owner == script:
-        return
-    if owner is not None:
-        what = f"a run of {owner}.py"
-    elif folder_writer(path) is not None:
-        what = f"the output of `{folder_writer(path)}`"
-    elif (path / "model_index.json").is_file():
-        what = "a pipeline folder (model_index.json)"
-    elif (path / "config.json").is_file():
-        what = "a model folder (config.json)"
-    else:
-        what = f"files that are not a run of {script}.py ({', '.join(entries[:5])}{', ...' * (len(entries) > 5)})"
     raise ValueError(
-        f"--output_dir={str(output_dir)!r} is not allowed: it holds {what}, which this run would overwrite; choose a "
-        f"new or empty folder, or the --output_dir of an earlier {script}.py run to resume it"
+        f"--output_dir={str(output_dir)!r} is not allowed: it holds {describe_folder(path)}, which this run would "
+        f"overwrite; choose a new or empty folder, or the --output_dir of an earlier {script}.py run to resume it"
     )
+
+
+def _is_run_of(path: Path, script: str, model_folder: str) -> bool:
+    if not (path / CONFIG_FILE).is_file():
+        return False
+    try:
+        owner = json.loads((path / CONFIG_FILE).read_text()).get("script")
+    except (ValueError, AttributeError):
+        owner = None
+    if owner is None:  # a run written before the config named its script: its checkpoints hold the model
+        return any((c / model_folder).is_dir() for c in list_checkpoints(path))
+    return owner == script
 
 
 def make_accelerator(
