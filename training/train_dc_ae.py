@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import DistributedType, set_seed
-from diffusers.training_utils import EMAModel
 
 from dc_ae_hf.checks import check_channel_prefixes, check_int, check_number, invalid
+from dc_ae_hf.data.images import load_train_and_validation_datasets
 from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder, format_markdown_table
 from dc_ae_hf.metrics.lpips import load_lpips, lpips_backbone_checkpoint_path
 from dc_ae_hf.models.autoencoder_dc15 import AUTOENCODER_PRESETS, AutoencoderDC15
@@ -34,6 +34,7 @@ from dc_ae_hf.training.arguments import (
     add_optimization_arguments,
     add_run_arguments,
     check_shared_arguments,
+    from_flags,
     make_parser,
 )
 from dc_ae_hf.training.autoencoder import (
@@ -46,17 +47,16 @@ from dc_ae_hf.training.autoencoder import (
     phase_trainable_parameters,
     reconstruct_prefixes,
     resolve_autoencoder_config,
-    save_trained_autoencoders,
     stage_indices,
     subsample_channels,
-    training_datasets,
 )
 from dc_ae_hf.training.checkpoints import resolve_resume_checkpoint
-from dc_ae_hf.training.ema import ema_folder_names
+from dc_ae_hf.training.ema import make_emas
+from dc_ae_hf.training.export import save_trained_autoencoders
 from dc_ae_hf.training.losses import generator_adversarial_loss, reconstruction_loss
-from dc_ae_hf.training.optimization import make_adamw, make_lr_scheduler
+from dc_ae_hf.training.optimization import OptimizerSettings, make_adamw, make_lr_scheduler
 from dc_ae_hf.training.randomness import LatentChannelSampler
-from dc_ae_hf.training.run import TrainingRun, check_output_dir, run_script
+from dc_ae_hf.training.run import RunSettings, TrainingRun, check_output_dir, run_script
 from dc_ae_hf.visualization import log_images_to_trackers, prefix_reconstruction_grid
 
 logger = get_logger(__name__)
@@ -113,6 +113,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# What a resume must not change (the model, the objective, the data order): each setting is made of these keys of
+# the resolved configuration (`resolve_config`; "a.b" is config["a"]["b"]), stored with every checkpoint.
+RESUME_SETTINGS = {
+    "model": "model.config",
+    "trainable_modules": "trainable_modules",
+    "objective": ("latent_channel_choices", "args.num_channel_samples", "args.always_include_full"),
+    "loss": ("loss_weights", "args.lpips_net", "args.disc_start_step"),
+    "ema": "ema_decays",
+    "data": ("args.dataset_name", "args.dataset_config_name", "args.train_data_dir", "args.split", "args.streaming"),
+    "augmentation": ("args.resolution", "args.random_crop", "args.random_flip", "args.num_validation_images"),
+    "batch": ("args.train_batch_size", "args.gradient_accumulation_steps"),
+    "seed": "args.seed",
+}
+
+
 def resolve_config(args: argparse.Namespace) -> dict:
     """Validate every flag and the inputs (without loading weights or training state; nothing is written) and return
     the resolved configuration."""
@@ -136,7 +151,9 @@ def resolve_config(args: argparse.Namespace) -> dict:
         )
     if args.train_data_dir is not None:
         check_image_folder("--train_data_dir", args.train_data_dir)
-    vae, source = resolve_autoencoder_config(args.model_config, args.pretrained_model_name_or_path, args)
+    vae, source = resolve_autoencoder_config(
+        args.model_config, args.pretrained_model_name_or_path, args.latent_channel_choices, args.resolution
+    )
     choices, latent_channels = list(vae.latent_channel_choices), vae.config.latent_channels
     stages = stage_indices(vae)
     if args.phase == 2 and not 1 <= args.latent_adaptation_stages <= min(map(len, stages.values())):
@@ -157,8 +174,8 @@ def resolve_config(args: argparse.Namespace) -> dict:
         )
     validation_channels = args.validation_channels or subsample_channels(choices, 8)
     check_channel_prefixes("--validation_channels", validation_channels, latent_channels)
-    if vae.has_latent_shortcuts and validation_channels != [latent_channels]:
-        raise invalid("--validation_channels", validation_channels, f"[{latent_channels}] only (latent shortcuts)")
+    for c in validation_channels:  # the model's rule: with latent shortcuts (DC-AE 1.0) only the full latent decodes
+        vae.check_prefix(c, "--validation_channels")
     if gan_weight > 0:
         disc = PatchDiscriminator(base_channels=args.disc_base_channels, num_layers=args.disc_num_layers)
         if disc.output_size(args.resolution) < 1:
@@ -182,22 +199,40 @@ def resolve_config(args: argparse.Namespace) -> dict:
         "trainable_parameters": sum(p.numel() for p in phase_trainable_parameters(vae, *phase).values()),
         "total_parameters": sum(p.numel() for p in vae.parameters()),
         "resume_from": None if resume is None else str(resume),
+        "ema_decays": args.ema_decays if args.use_ema else None,  # the EMAs kept (--use_ema), the first exported
     }
 
 
-def resume_settings(args: argparse.Namespace, config: dict) -> dict:
-    """What a resume must not change: the model, the objective and the data order."""
-    return {
-        "model": config["model"]["config"],
-        "trainable_modules": config["trainable_modules"],
-        "objective": [config["latent_channel_choices"], args.num_channel_samples, args.always_include_full],
-        "loss": [config["loss_weights"], args.lpips_net, args.disc_start_step],
-        "ema": args.ema_decays if args.use_ema else None,
-        "data": [args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split, args.streaming],
-        "augmentation": [args.resolution, args.random_crop, args.random_flip, args.num_validation_images],
-        "batch": [args.train_batch_size, args.gradient_accumulation_steps],
-        "seed": args.seed,
-    }
+def image_loaders(args: argparse.Namespace) -> tuple:
+    """The loaders of the training images (shuffled unless streamed, seeded) and of the held-out validation images
+    (None without them)."""
+    train_dataset, validation_dataset = load_train_and_validation_datasets(
+        args.dataset_name,
+        args.train_data_dir,
+        args.split,
+        args.validation_split,
+        args.num_validation_images,
+        args.resolution,
+        args.random_crop,
+        args.random_flip,
+        args.image_column,
+        args.streaming,
+        args.cache_dir,
+        args.seed,
+    )
+    loader_generator = torch.Generator().manual_seed(args.seed)  # worker seeds independent of the global RNG
+    train_dataloader = torch.utils.data.DataLoader(
+        train_dataset,
+        batch_size=args.train_batch_size,
+        shuffle=not args.streaming,
+        drop_last=True,
+        num_workers=args.dataloader_num_workers,
+        generator=loader_generator,
+    )
+    validation_loader = None
+    if validation_dataset is not None:
+        validation_loader = torch.utils.data.DataLoader(validation_dataset, batch_size=args.train_batch_size)
+    return train_dataloader, validation_loader
 
 
 def validate(args, run, vae, ema, loader, channels, lpips_model, step):
@@ -231,7 +266,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.dry_run:
         print(json.dumps(config, indent=2, default=str))
         return config
-    run = TrainingRun(args, config, SCRIPT, resume_settings(args, config))
+    run = TrainingRun(from_flags(RunSettings, args), config, SCRIPT, RESUME_SETTINGS)
     accelerator = run.accelerator
     accelerate_sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     gan_weight = config["loss_weights"]["gan"]
@@ -245,7 +280,14 @@ def main(args: argparse.Namespace) -> dict:
 
     # ---- models: the autoencoder (only this phase's parameters train), LPIPS, the discriminator, the EMA ---------
     set_seed(args.seed)
-    vae, trainable = build_autoencoder(args, config)
+    vae, trainable = build_autoencoder(
+        config["model"]["config"],
+        config["trainable_modules"],
+        args.pretrained_model_name_or_path,
+        args.latent_channel_choices,
+        args.gradient_checkpointing,
+        args.compile_backend if args.compile else None,
+    )
     # --fsdp: the encoder and decoder are units too, since the narrower prefixes are decoded outside `forward`
     vae = run.shard(vae, extra_units=("encoder", "decoder"))
     trainable = {name: p for name, p in vae.named_parameters() if name in trainable}  # sharded ones with --fsdp
@@ -255,10 +297,8 @@ def main(args: argparse.Namespace) -> dict:
         disc = PatchDiscriminator(
             base_channels=args.disc_base_channels, num_layers=args.disc_num_layers, norm_type=args.disc_norm_type
         ).train()
-    emas = {}  # with --use_ema: one per --ema_decay, the first validated and exported as vae_ema/
-    for name, decay in ema_folder_names("vae_ema", args.ema_decays if args.use_ema else []).items():
-        emas[name] = EMAModel(vae.parameters(), decay=decay, model_cls=AutoencoderDC15, model_config=vae.config)
-        emas[name].to(accelerator.device)
+    # with --use_ema: one per --ema_decay, the first validated and exported as vae_ema/
+    emas = make_emas(vae, AutoencoderDC15, "vae_ema", config["ema_decays"] or [], accelerator.device)
     ema = emas.get("vae_ema")
     choices = config["latent_channel_choices"]
     sampler = LatentChannelSampler(
@@ -267,28 +307,17 @@ def main(args: argparse.Namespace) -> dict:
 
     # ---- data: training images and held-out validation images ----------------------------------------------------
     with accelerator.main_process_first():  # the main process builds the `datasets` cache once
-        train_dataset, validation_dataset = training_datasets(args)
-    loader_generator = torch.Generator().manual_seed(args.seed)  # worker seeds independent of the global RNG
-    train_dataloader = torch.utils.data.DataLoader(
-        train_dataset,
-        batch_size=args.train_batch_size,
-        shuffle=not args.streaming,
-        drop_last=True,
-        num_workers=args.dataloader_num_workers,
-        generator=loader_generator,
-    )
-    validation_loader = None
-    if validation_dataset is not None:
-        validation_loader = torch.utils.data.DataLoader(validation_dataset, batch_size=args.train_batch_size)
+        train_dataloader, validation_loader = image_loaders(args)
 
     # ---- optimisation ------------------------------------------------------------------------------------------
-    optimizer = make_adamw(list(trainable.values()), args)
-    lr_scheduler = make_lr_scheduler(args, optimizer, accelerator.num_processes)
+    optimization = from_flags(OptimizerSettings, args)
+    optimizer = make_adamw(list(trainable.values()), optimization)
+    lr_scheduler = make_lr_scheduler(optimization, optimizer, accelerator.num_processes)
     vae, optimizer, train_dataloader, lr_scheduler = run.prepare(vae, optimizer, train_dataloader, lr_scheduler)
     models = {"vae": vae}
     if disc is not None:
-        disc_optimizer = make_adamw(disc.parameters(), args, lr=args.disc_learning_rate, betas=DISC_BETAS)
-        disc_scheduler = make_lr_scheduler(args, disc_optimizer, accelerator.num_processes)
+        disc_optimizer = make_adamw(disc.parameters(), optimization, lr=args.disc_learning_rate, betas=DISC_BETAS)
+        disc_scheduler = make_lr_scheduler(optimization, disc_optimizer, accelerator.num_processes)
         disc, disc_optimizer, disc_scheduler = accelerator.prepare(disc, disc_optimizer, disc_scheduler)
         models["discriminator"] = disc
     unwrapped_vae = accelerator.unwrap_model(vae)
@@ -344,7 +373,9 @@ def main(args: argparse.Namespace) -> dict:
     folders = []
     if accelerator.is_main_process:
         disc_model = accelerator.unwrap_model(disc) if disc is not None else None
-        folders = save_trained_autoencoders(run, trained, state_dict, emas, disc_model, config, validation_results)
+        folders = save_trained_autoencoders(
+            run.settings, trained, state_dict, emas, disc_model, config, validation_results
+        )
     run.finish(push_folder=folders[-1] if folders else None, repo_id=run.repo_id)  # the EMA weights with --use_ema
     return config
 

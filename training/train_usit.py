@@ -36,24 +36,26 @@ from dc_ae_hf.training.arguments import (
     add_optimization_arguments,
     add_run_arguments,
     check_shared_arguments,
+    from_flags,
     make_parser,
 )
 from dc_ae_hf.training.checkpoints import resolve_resume_checkpoint
 from dc_ae_hf.training.diffusion import (
+    DiffusionDataSettings,
     build_transformer,
     diffusion_dataset,
     ema_sample_grid,
     official_parameter_groups,
     resolve_diffusion_data,
     resolve_transformer_config,
-    save_trained_pipeline,
     spread_class_labels,
 )
-from dc_ae_hf.training.ema import ExponentialWarmupEMAModel, ema_folder_names, emas_by_decay, save_ema_model
+from dc_ae_hf.training.ema import make_emas
+from dc_ae_hf.training.export import save_trained_usit
 from dc_ae_hf.training.flow_matching import flow_matching_loss
-from dc_ae_hf.training.optimization import make_adamw, make_lr_scheduler
+from dc_ae_hf.training.optimization import OptimizerSettings, make_adamw, make_lr_scheduler
 from dc_ae_hf.training.randomness import LatentChannelSampler, diffusion_channel_choices
-from dc_ae_hf.training.run import TrainingRun, check_output_dir, run_script
+from dc_ae_hf.training.run import RunSettings, TrainingRun, check_output_dir, run_script
 from dc_ae_hf.visualization import log_images_to_trackers
 
 logger = get_logger(__name__)
@@ -104,6 +106,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# What a resume must not change (the model, the objective, the data order): each setting is made of these keys of
+# the resolved configuration (`resolve_config`; "a.b" is config["a"]["b"]), stored with every checkpoint.
+RESUME_SETTINGS = {
+    "model": "model.config",
+    "objective": ("augmented", "latent_channel_choices", "args.num_channel_samples"),
+    "channel_sampling": "args.channel_sampling",
+    "always_include_full": "args.always_include_full",
+    "data": ("data.source", "data.latent_cache_dir", "args.train_data_dir", "args.dataset_name", "args.split"),
+    "vae": "vae_identity",
+    "resolution_and_flip": "image_transform",
+    "batch": ("args.train_batch_size", "args.gradient_accumulation_steps"),
+    "seed": "args.seed",
+    "ema": ("args.ema_decays", "args.ema_warmup_steps"),
+}
+
+
 def resolve_config(args: argparse.Namespace) -> dict:
     """Validate every flag and the data (no training state is loaded, nothing is written) and return the resolved
     configuration."""
@@ -123,10 +141,18 @@ def resolve_config(args: argparse.Namespace) -> dict:
             UserWarning,
             stacklevel=2,
         )
-    data = resolve_diffusion_data(args)
+    data = resolve_diffusion_data(from_flags(DiffusionDataSettings, args))
     for warning in data.pop("warnings"):
         warnings.warn(warning, UserWarning, stacklevel=2)
-    model_config, source = resolve_transformer_config(args, data)
+    model_config, source = resolve_transformer_config(
+        data,
+        args.model_config,
+        args.pretrained_model_name_or_path,
+        args.in_channels,
+        args.sample_size,
+        args.num_classes,
+        args.class_dropout_prob,
+    )
     try:
         with torch.device("meta"):
             model = USiTTransformer2DModel.from_config(model_config)
@@ -162,23 +188,10 @@ def resolve_config(args: argparse.Namespace) -> dict:
         "latent_channel_choices": choices,
         "validation": {"class_labels": labels, "channels": sorted(validation_channels)},
         "resume_from": None if resume is None else str(resume),
-    }
-
-
-def resume_settings(args: argparse.Namespace, config: dict) -> dict:
-    """What a resume must not change: the model, the objective and the data order."""
-    data = config["data"]
-    return {
-        "model": config["model"]["config"],
-        "objective": [config["augmented"], config["latent_channel_choices"], args.num_channel_samples],
-        "channel_sampling": args.channel_sampling,
-        "always_include_full": args.always_include_full,
-        "data": [data["source"], data.get("latent_cache_dir"), args.train_data_dir, args.dataset_name, args.split],
-        "vae": data.get("vae_weights_hash", data["vae"]),
-        "resolution_and_flip": [args.resolution, args.random_flip] if data["source"] == "images" else None,
-        "batch": [args.train_batch_size, args.gradient_accumulation_steps],
-        "seed": args.seed,
-        "ema": [args.ema_decays, args.ema_warmup_steps],
+        # the autoencoder as a resume must keep it: its weights (a latent cache records their hash) or its name
+        "vae_identity": data.get("vae_weights_hash", data["vae"]),
+        # images encoded on the fly: their crop size and flips (a latent cache fixed its own)
+        "image_transform": [args.resolution, args.random_flip] if data["source"] == "images" else None,
     }
 
 
@@ -212,7 +225,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.dry_run:
         print(json.dumps(config, indent=2, default=str))
         return config
-    run = TrainingRun(args, config, SCRIPT, resume_settings(args, config))
+    run = TrainingRun(from_flags(RunSettings, args), config, SCRIPT, RESUME_SETTINGS)
     accelerator = run.accelerator
     if accelerator.distributed_type not in SUPPORTED_DISTRIBUTED:
         raise ValueError(
@@ -222,20 +235,27 @@ def main(args: argparse.Namespace) -> dict:
 
     # ---- models: the transformer (same initial weights on every process), the frozen autoencoder ---------------
     set_seed(args.seed)
-    model = run.shard(build_transformer(args, config))  # --fsdp: sharded per block; otherwise DDP in prepare
+    compile_backend = args.compile_backend if args.compile else None
+    model = build_transformer(
+        config["model"]["config"], args.pretrained_model_name_or_path, args.gradient_checkpointing, compile_backend
+    )
+    model = run.shard(model)  # --fsdp: sharded per block; otherwise DDP in prepare
     on_the_fly = config["data"]["source"] == "images"
     vae = None
     if on_the_fly or accelerator.is_main_process:  # encoder (on the fly) / decoder (validation grids, pipeline)
         vae = AutoencoderDC15.from_pretrained(config["data"]["vae"]).requires_grad_(False).eval()
         vae.to(accelerator.device)  # fp32, as the official code runs the autoencoder
-    choices = config["latent_channel_choices"]
     sampler = LatentChannelSampler(
-        choices, args.num_channel_samples, args.always_include_full, args.seed, accelerator.process_index
+        config["latent_channel_choices"],
+        args.num_channel_samples,
+        args.always_include_full,
+        args.seed,
+        accelerator.process_index,
     )
 
     # ---- data: the latent cache, or images encoded on the fly ----------------------------------------------------
     with accelerator.main_process_first():  # the main process builds the `datasets` cache once
-        train_dataset = diffusion_dataset(args, config)
+        train_dataset = diffusion_dataset(from_flags(DiffusionDataSettings, args), args.seed)
     train_dataloader = torch.utils.data.DataLoader(
         train_dataset,
         batch_size=args.train_batch_size,
@@ -246,23 +266,20 @@ def main(args: argparse.Namespace) -> dict:
     )
 
     # ---- optimisation (official: AdamW, constant LR after warm-up, no clipping, EMA 0.9999 with warm-up) -------
-    optimizer = make_adamw(official_parameter_groups(model, args.adam_weight_decay), args)
-    lr_scheduler = make_lr_scheduler(args, optimizer, accelerator.num_processes)
+    optimization = from_flags(OptimizerSettings, args)
+    optimizer = make_adamw(official_parameter_groups(model, args.adam_weight_decay), optimization)
+    lr_scheduler = make_lr_scheduler(optimization, optimizer, accelerator.num_processes)
     model, optimizer, train_dataloader, lr_scheduler = run.prepare(model, optimizer, train_dataloader, lr_scheduler)
     unwrapped = accelerator.unwrap_model(model)
     # after prepare: DDP has broadcast the main process's weights; one EMA per --ema_decay (sharded with --fsdp)
-    emas = {
-        name: ExponentialWarmupEMAModel(
-            unwrapped.parameters(),
-            decay=decay,
-            warmup_steps=args.ema_warmup_steps,
-            model_cls=USiTTransformer2DModel,
-            model_config=unwrapped.config,
-        )
-        for name, decay in ema_folder_names("transformer_ema", args.ema_decays).items()
-    }
-    for ema in emas.values():
-        ema.to(accelerator.device)
+    emas = make_emas(
+        unwrapped,
+        USiTTransformer2DModel,
+        "transformer_ema",
+        args.ema_decays,
+        accelerator.device,
+        args.ema_warmup_steps,
+    )
     ema = next(iter(emas.values()))  # the first decay: validation grids
     run.track(models={"transformer": model}, emas=emas)
     run.resume()
@@ -307,17 +324,13 @@ def main(args: argparse.Namespace) -> dict:
         if config["validation"]["class_labels"] and run.due(step, args.validation_steps):
             validate(args, run, unwrapped, ema, vae, config, step)
 
-    # ---- save: the raw and the EMA transformer, the pipeline (EMA) with its model card -------------------------
+    # ---- save: the raw and the EMA transformers, the pipeline (EMA) with its model card ------------------------
     accelerator.wait_for_everyone()
-    final = run.output_dir / "pipeline"
     trained, emas = run.full_models(model, emas)  # sharded: gathered on the main process
     if accelerator.is_main_process:
-        trained.save_pretrained(run.output_dir / "transformer")
         exported = args.ema_decay if args.pipeline_ema_decay is None else args.pipeline_ema_decay
-        for name, each in emas.items():  # every EMA as a model folder (the first too); the chosen one in the pipeline
-            save_ema_model(each, trained, run.output_dir / name)
-        save_trained_pipeline(final, trained, emas_by_decay(emas)[exported], vae, args, config, run)
-    run.finish(push_folder=final, repo_id=run.repo_id)
+        save_trained_usit(run.settings, trained, emas, vae, config, exported, run.step, accelerator.num_processes)
+    run.finish(push_folder=run.output_dir / "pipeline", repo_id=run.repo_id)
     return config
 
 

@@ -12,10 +12,14 @@ The other scripts under `training/` take their data and loader flags from the sa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 from pathlib import Path
+from typing import TypeVar
 
 from dc_ae_hf.checks import check_int, check_number, invalid
+
+T = TypeVar("T")
 
 __all__ = [
     "add_channel_arguments",
@@ -27,6 +31,7 @@ __all__ = [
     "check_data_source_arguments",
     "check_loader_arguments",
     "check_shared_arguments",
+    "from_flags",
     "make_parser",
     "optional_float",
 ]
@@ -49,6 +54,13 @@ def make_parser(description: str) -> argparse.ArgumentParser:
 def optional_float(text: str) -> float | None:
     """argparse type: a float, or None for "none"."""
     return None if text.strip().lower() == "none" else float(text)
+
+
+def from_flags(settings_class: type[T], args: argparse.Namespace, **values) -> T:
+    """The flags turned into a library's settings object (a dataclass such as `RunSettings`): each field takes the
+    flag of its name, unless `values` gives it. This is where the flags stop: the library never reads `args`."""
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings_class) if f.name not in values}
+    return settings_class(**flags, **values)
 
 
 def add_channel_arguments(parser: argparse.ArgumentParser, title: str, default_note: str):

@@ -1,5 +1,6 @@
-"""Autoencoder training pieces used by `training/train_dc_ae.py`: which parameters train in each DC-AE phase, the
-encode-once / decode-every-prefix reconstruction of paper Eq. 1, and the model card of a trained autoencoder.
+"""Autoencoder training pieces used by `training/train_dc_ae.py`: the model to train and which of its parameters train
+in each DC-AE phase, the encode-once / decode-every-prefix reconstruction of paper Eq. 1, the discriminator's step.
+What a finished run writes (the model folders and their cards) is in `dc_ae_hf.training.export`.
 
 DC-AE training phases ("Decoupled High-Resolution Adaptation", DC-AE paper Sec. 3; not in any released code, so the
 exact layer split is our documented, configurable choice; see docs/training.md):
@@ -29,6 +30,8 @@ from torch import nn
 from dc_ae_hf.checks import check_channel_prefixes, check_int, invalid
 from dc_ae_hf.loading import model_subfolder_hint
 from dc_ae_hf.models.autoencoder_dc15 import AUTOENCODER_PRESETS, AutoencoderDC15, resolve_autoencoder_preset
+from dc_ae_hf.training.losses import hinge_d_loss
+from dc_ae_hf.training.optimization import compile_blocks
 
 __all__ = [
     "PHASES",
@@ -36,15 +39,14 @@ __all__ = [
     "check_image_folder",
     "discriminator_step",
     "resolve_autoencoder_config",
-    "save_trained_autoencoders",
     "freeze_frozen_norm_statistics",
     "load_autoencoder_config",
+    "module_parameters",
     "phase_trainable_modules",
     "phase_trainable_parameters",
     "reconstruct_prefixes",
     "stage_indices",
     "subsample_channels",
-    "training_datasets",
 ]
 
 PHASES: dict[int, str] = {
@@ -152,10 +154,16 @@ def phase_trainable_parameters(
 ) -> dict[str, nn.Parameter]:
     """The parameters trained in `phase`, by name (in `named_parameters` order); see `phase_trainable_modules`."""
     prefixes = phase_trainable_modules(vae, phase, latent_adaptation_stages, refinement_stages, freeze_encoder)
+    return module_parameters(vae, prefixes)
+
+
+def module_parameters(model: nn.Module, modules: Sequence[str]) -> dict[str, nn.Parameter]:
+    """The parameters of the submodules named in `modules` ("" is the model itself), by name, in
+    `named_parameters` order."""
     return {
         name: parameter
-        for name, parameter in vae.named_parameters()
-        if any(prefix == "" or name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+        for name, parameter in model.named_parameters()
+        if any(prefix == "" or name == prefix or name.startswith(prefix + ".") for prefix in modules)
     }
 
 
@@ -236,118 +244,71 @@ def check_image_folder(flag: str, folder: str | os.PathLike) -> None:
         raise invalid(flag, str(folder), f"contains no images ({sorted(IMAGE_SUFFIXES)})")
 
 
-def resolve_autoencoder_config(model_config, pretrained_model_name_or_path, args) -> tuple[nn.Module, str]:
+def resolve_autoencoder_config(
+    model_config: str | os.PathLike | None,
+    pretrained_model_name_or_path: str | os.PathLike | None,
+    latent_channel_choices: Sequence[int] | None = None,
+    resolution: int | None = None,
+) -> tuple[nn.Module, str]:
     """The autoencoder to train, built on the meta device (no memory, no weights) from `--model_config` or
     `--pretrained_model_name_or_path` with `--latent_channel_choices` applied, and where it came from; checked
     against `--resolution`."""
     config, source = load_autoencoder_config(model_config, pretrained_model_name_or_path)
     latent_channels = int(config.get("latent_channels", 32))
-    if args.latent_channel_choices is not None:
-        check_channel_prefixes("--latent_channel_choices", args.latent_channel_choices, latent_channels)
-        config["latent_channel_choices"] = tuple(args.latent_channel_choices)
+    if latent_channel_choices is not None:
+        check_channel_prefixes("--latent_channel_choices", latent_channel_choices, latent_channels)
+        config["latent_channel_choices"] = tuple(latent_channel_choices)
     try:
         with torch.device("meta"):
             vae = AutoencoderDC15.from_config(config)
     except (TypeError, ValueError) as error:
         raise ValueError(f"invalid model configuration from {source} / --latent_channel_choices: {error}") from error
     f = vae.spatial_compression_ratio
-    if args.resolution % f:
-        raise invalid(
-            "--resolution", args.resolution, f"must be divisible by the model's spatial compression ratio {f}"
-        )
+    if resolution is not None and resolution % f:
+        raise invalid("--resolution", resolution, f"must be divisible by the model's spatial compression ratio {f}")
     return vae, source
 
 
-def build_autoencoder(args, config: dict) -> tuple[nn.Module, dict[str, nn.Parameter]]:
-    """The autoencoder of a `train_dc_ae.py` run in training mode, with only this phase's parameters trainable
-    (returned by name): loaded for fine-tuning (with `--latent_channel_choices` written to its config) or built
-    from the resolved config."""
-    if args.pretrained_model_name_or_path:
-        vae = AutoencoderDC15.from_pretrained(args.pretrained_model_name_or_path)
-        if args.latent_channel_choices:  # give the model its (new) structure; saved with its config
-            vae.register_to_config(latent_channel_choices=tuple(args.latent_channel_choices))
+def build_autoencoder(
+    config: dict,
+    trainable_modules: Sequence[str],
+    pretrained_model_name_or_path: str | os.PathLike | None = None,
+    latent_channel_choices: Sequence[int] | None = None,
+    gradient_checkpointing: bool = False,
+    compile_backend: str | None = None,
+) -> tuple[nn.Module, dict[str, nn.Parameter]]:
+    """The autoencoder to train, in training mode, with only the parameters of `trainable_modules` (a phase's,
+    `phase_trainable_modules`) trainable, returned by name.
+
+    Args:
+        config: the resolved model config (`resolve_autoencoder_config`); a fresh model is built from it unless
+        pretrained_model_name_or_path: fine-tune this model, with `latent_channel_choices` (when given) written to
+            its config (the model gets its new structure, saved with it).
+        gradient_checkpointing: trade compute for memory.
+        compile_backend: `torch.compile` every block with this backend (`compile_blocks`); None: not compiled.
+    """
+    if pretrained_model_name_or_path:
+        vae = AutoencoderDC15.from_pretrained(pretrained_model_name_or_path)
+        if latent_channel_choices:
+            vae.register_to_config(latent_channel_choices=tuple(latent_channel_choices))
     else:
-        vae = AutoencoderDC15.from_config(config["model"]["config"])
+        vae = AutoencoderDC15.from_config(config)
     vae.requires_grad_(False)
-    phase = (args.phase, args.latent_adaptation_stages, args.refinement_stages, args.freeze_encoder)
-    trainable = phase_trainable_parameters(vae, *phase)
+    trainable = module_parameters(vae, trainable_modules)
     for parameter in trainable.values():
         parameter.requires_grad_(True)
-    if args.gradient_checkpointing:
+    if gradient_checkpointing:
         vae.enable_gradient_checkpointing()
-    if args.compile:
-        from dc_ae_hf.training.optimization import compile_blocks
-
-        compile_blocks(vae, args.compile_backend)
+    if compile_backend is not None:
+        compile_blocks(vae, compile_backend)
     vae.train()
     freeze_frozen_norm_statistics(vae)
     return vae, trainable
 
 
-def save_trained_autoencoders(run, vae, state_dict, emas, discriminator, config: dict, results) -> list[Path]:
-    """Main process, end of `train_dc_ae.py`: save `vae/` (from `state_dict` when the model was sharded), each EMA
-    (`vae_ema/` for the first `--ema_decay`, `vae_ema-<decay>/` for the others), `discriminator/` with the GAN, the
-    last validation results, and the model cards. With `--self_contained` the autoencoder folders carry their code.
-    Returns the autoencoder folders, the first EMA's last."""
-    from dc_ae_hf.metrics.autoencoder import format_markdown_table
-    from dc_ae_hf.training.cards import write_trained_autoencoder_card
-
-    args, output_dir = run.args, run.output_dir
-    if state_dict is not None:
-        final = AutoencoderDC15.from_config(vae.config)
-        final.load_state_dict(state_dict)
-    else:
-        final = vae
-    final.save_pretrained(output_dir / "vae", self_contained=args.self_contained)
-    folders = [output_dir / "vae"]
-    for name, ema in reversed(list(emas.items())):  # the first decay's folder last: it is the one pushed
-        ema_model = AutoencoderDC15.from_config(vae.config)
-        ema.copy_to(ema_model.parameters())
-        ema_model.save_pretrained(output_dir / name, self_contained=args.self_contained)
-        folders.append(output_dir / name)
-    if discriminator is not None:
-        discriminator.save_pretrained(output_dir / "discriminator")
-    table = format_markdown_table(results) if results else ""
-    if results:
-        (output_dir / "validation_results.json").write_text(json.dumps(results, indent=2))
-    for folder in folders:
-        suffix = {"vae": "", "vae_ema": " (EMA weights)"}.get(
-            folder.name, f" ({folder.name.split('-', 1)[-1]} EMA weights)"
-        )
-        name = run.repo_id.split("/")[-1] + suffix
-        load_id = run.repo_id if args.push_to_hub else str(folder)
-        write_trained_autoencoder_card(
-            folder, final, name, load_id, config, table, base_model=args.pretrained_model_name_or_path
-        )
-    return folders
-
-
-def training_datasets(args):
-    """`(train, validation)` datasets of a `train_dc_ae.py` run from its flags (`load_train_and_validation_datasets`:
-    a Hub dataset or an imagefolder, held-out validation images unless `--validation_split`)."""
-    from dc_ae_hf.data.images import load_train_and_validation_datasets
-
-    return load_train_and_validation_datasets(
-        args.dataset_name,
-        args.train_data_dir,
-        args.split,
-        args.validation_split,
-        args.num_validation_images,
-        args.resolution,
-        args.random_crop,
-        args.random_flip,
-        args.image_column,
-        args.streaming,
-        args.cache_dir,
-        args.seed,
-    )
-
-
 def discriminator_step(accelerator, disc, optimizer, scheduler, images, reconstructions, max_grad_norm=None):
     """One hinge-loss update of the discriminator on the real `images` and every prefix's (detached)
     reconstruction, in one forward pass; returns the detached loss. Call inside `accelerator.accumulate`."""
-    from dc_ae_hf.training.losses import hinge_d_loss
-
     with accelerator.autocast():
         logits = disc(torch.cat([images, *[r.detach() for r in reconstructions]]))  # (B + K*B, 1, h, w)
         real, fake = logits.split([images.shape[0], logits.shape[0] - images.shape[0]])

@@ -4,7 +4,9 @@
   folders written atomically (a killed save leaves a `.tmp` folder that is never resumed; a failed one, e.g. on a
   full disk, removes its `.tmp` folder and raises `CheckpointWriteError`; pruning logs every folder it deletes).
 - `resume_candidates`: which checkpoints a run resumes from, newest first (`--resume_from_checkpoint`).
-- `setting_differences`: the settings that changed between a checkpoint and the resuming command.
+- `resume_settings` / `setting_differences`: the settings a resume must keep, read from a run's resolved
+  configuration by the keys its trainer declares, and which of them changed between a checkpoint and the resuming
+  command.
 - `register_pretrained_hooks`: accelerate save/load hooks that store models as `save_pretrained` folders.
 
 Nothing random is checkpointed besides accelerate's own RNG states: every random draw of a step is seeded by
@@ -18,7 +20,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -80,6 +82,21 @@ def resume_candidates(resume_from_checkpoint: str | None, output_dir: str | os.P
             "folder; use 'latest', 'none' or the path of an existing checkpoint"
         )
     return [path]
+
+
+def resume_settings(config: Mapping, keys: Mapping[str, str | Sequence[str]]) -> dict:
+    """The settings a resume must keep, read from a run's resolved configuration: for each name, the value of its
+    key (a dotted path: `"model.config"` is `config["model"]["config"]`; a key the configuration lacks reads as
+    None), or the list of the values of several keys, e.g.
+    `{"model": "model.config", "batch": ("args.train_batch_size", "args.gradient_accumulation_steps")}`."""
+
+    def value(key: str):
+        node = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        return node
+
+    return {name: value(key) if isinstance(key, str) else [value(k) for k in key] for name, key in keys.items()}
 
 
 def setting_differences(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:

@@ -1,12 +1,14 @@
-"""Pieces of `training/train_usit.py` (and `cache_latents.py`, `evaluate_usit.py`, `bench_train_usit.py`): what the
-training data is, which transformer config fits it, the official optimiser groups, and validation sample grids.
-The loss is in `dc_ae_hf/training/flow_matching.py`.
+"""Pieces of `training/train_usit.py`: what the training data is (`DiffusionDataSettings`, `resolve_diffusion_data`,
+`diffusion_dataset`), which transformer config fits it and the model to train, the official optimiser groups, and
+validation sample grids. The loss is in `dc_ae_hf/training/flow_matching.py`, the c' choice in
+`dc_ae_hf/training/randomness.py`, what a finished run writes in `dc_ae_hf/training/export.py`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,7 +17,7 @@ from diffusers.utils import make_image_grid
 from PIL import Image
 
 from dc_ae_hf.checks import invalid
-from dc_ae_hf.data.images import LabeledImageDataset, image_transform, load_labeled_image_dataset_from_flags
+from dc_ae_hf.data.images import LabeledImageDataset, image_transform, load_labeled_image_dataset
 from dc_ae_hf.data.latent_cache import (
     METADATA_FILE,
     LatentCacheDataset,
@@ -27,10 +29,10 @@ from dc_ae_hf.loading import model_subfolder_hint
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
-from dc_ae_hf.training.cards import save_pipeline
 from dc_ae_hf.training.optimization import compile_blocks
 
 __all__ = [
+    "DiffusionDataSettings",
     "autoencoder_config",
     "build_transformer",
     "diffusion_dataset",
@@ -38,9 +40,38 @@ __all__ = [
     "official_parameter_groups",
     "resolve_diffusion_data",
     "resolve_transformer_config",
-    "save_trained_pipeline",
     "spread_class_labels",
 ]
+
+
+@dataclass(frozen=True)
+class DiffusionDataSettings:
+    """Where the training examples come from: a latent cache (`latent_cache_dir`) or labelled images encoded on the
+    fly by `vae` (`dataset_name` or `train_data_dir`). Each field is `train_usit.py`'s flag of that name."""
+
+    latent_cache_dir: str | os.PathLike | None = None
+    vae: str | None = None  # the autoencoder (default with a cache: the one that made it)
+    dataset_name: str | None = None
+    dataset_config_name: str | None = None
+    train_data_dir: str | os.PathLike | None = None
+    split: str = "train"
+    image_column: str | None = None
+    label_column: str = "label"
+    cache_dir: str | os.PathLike | None = None  # the Hugging Face datasets cache
+    resolution: int = 256  # images: ADM center crop size (px)
+    random_flip: bool = False  # images: random horizontal flips, seeded per sample
+
+    def load_images(self):
+        """`(dataset, image_column, id2label, num_classes)` of the labelled images (`load_labeled_image_dataset`)."""
+        return load_labeled_image_dataset(
+            self.dataset_name,
+            self.train_data_dir,
+            self.split,
+            self.cache_dir,
+            self.dataset_config_name,
+            self.image_column,
+            self.label_column,
+        )
 
 
 def spread_class_labels(num_classes: int, count: int = 8) -> list[int]:
@@ -60,22 +91,21 @@ def autoencoder_config(name: str, flag: str = "--vae") -> dict:
         raise invalid(flag, name, f"it could not be loaded as an autoencoder config ({error}){hint}") from None
 
 
-def resolve_diffusion_data(args: argparse.Namespace) -> dict:
-    """Describe the training data of `train_usit.py` (its parsed flags): latent shape, classes, scaling factor,
-    autoencoder, the autoencoder's channel prefixes (None when its config lists none). With a latent cache, `--vae`
-    must hold the weights that made it (compared by hash); warnings that a check could not be made are listed under
-    `"warnings"`."""
-    images = args.train_data_dir is not None or args.dataset_name is not None
-    if (args.latent_cache_dir is not None) == images or (args.train_data_dir and args.dataset_name):
+def resolve_diffusion_data(settings: DiffusionDataSettings) -> dict:
+    """Describe the training data: latent shape, classes, scaling factor, autoencoder, the autoencoder's channel
+    prefixes (None when its config lists none). With a latent cache, `vae` must hold the weights that made it
+    (compared by hash); warnings that a check could not be made are listed under `"warnings"`."""
+    images = settings.train_data_dir is not None or settings.dataset_name is not None
+    if (settings.latent_cache_dir is not None) == images or (settings.train_data_dir and settings.dataset_name):
         raise ValueError(
             "give exactly one data source: --latent_cache_dir (a latent cache), --train_data_dir or --dataset_name "
-            f"(images encoded on the fly); got latent_cache_dir={args.latent_cache_dir!r}, "
-            f"train_data_dir={args.train_data_dir!r}, dataset_name={args.dataset_name!r}"
+            f"(images encoded on the fly); got latent_cache_dir={settings.latent_cache_dir!r}, "
+            f"train_data_dir={settings.train_data_dir!r}, dataset_name={settings.dataset_name!r}"
         )
-    if args.latent_cache_dir is not None:
-        cache = LatentCacheDataset(args.latent_cache_dir)  # checks metadata and that every shard exists
+    if settings.latent_cache_dir is not None:
+        cache = LatentCacheDataset(settings.latent_cache_dir)  # checks metadata and that every shard exists
         meta = cache.metadata
-        vae = args.vae or meta["autoencoder"]["name_or_path"]
+        vae = settings.vae or meta["autoencoder"]["name_or_path"]
         vae_config = autoencoder_config(vae)
         check_cache_matches_autoencoder(meta, vae_config, vae)  # the architecture first: cheap
         weights = autoencoder_weights_hash(AutoencoderDC15.from_pretrained(vae))
@@ -88,13 +118,13 @@ def resolve_diffusion_data(args: argparse.Namespace) -> dict:
                 meta["id2label"],
                 num_classes,
                 name="id2label of --latent_cache_dir",
-                source=Path(args.latent_cache_dir) / METADATA_FILE,
+                source=Path(settings.latent_cache_dir) / METADATA_FILE,
                 model="the cache",
             )
             id2label = {str(k): v for k, v in names.items()}
         return {
             "source": "latent_cache",
-            "latent_cache_dir": str(args.latent_cache_dir),
+            "latent_cache_dir": str(settings.latent_cache_dir),
             "vae": vae,
             "vae_weights_hash": weights,
             "latent_shape": [c, h, w],
@@ -106,19 +136,20 @@ def resolve_diffusion_data(args: argparse.Namespace) -> dict:
             "latent_channel_choices": meta["autoencoder"]["latent_channel_choices"],
             "warnings": [warning] if warning else [],
         }
-    if args.vae is None:
+    if settings.vae is None:
         raise ValueError("encoding images on the fly needs --vae (the frozen autoencoder)")
-    vae_config = autoencoder_config(args.vae)
+    vae_config = autoencoder_config(settings.vae)
     f = 2 ** (len(vae_config["encoder_block_out_channels"]) - 1)
-    if args.resolution % f:
-        raise invalid("--resolution", args.resolution, f"must be divisible by the autoencoder's compression ratio {f}")
-    dataset, _, id2label, num_classes = load_labeled_image_dataset_from_flags(args)
+    r = settings.resolution
+    if r % f:
+        raise invalid("--resolution", r, f"must be divisible by the autoencoder's compression ratio {f}")
+    dataset, _, id2label, num_classes = settings.load_images()
     c = vae_config["latent_channels"]
     choices = vae_config.get("latent_channel_choices")
     return {
         "source": "images",
-        "vae": args.vae,
-        "latent_shape": [c, args.resolution // f, args.resolution // f],
+        "vae": settings.vae,
+        "latent_shape": [c, r // f, r // f],
         "scaling_factor": vae_config["scaling_factor"],
         "num_examples": len(dataset),
         "num_classes": num_classes,
@@ -128,63 +159,71 @@ def resolve_diffusion_data(args: argparse.Namespace) -> dict:
     }
 
 
-def resolve_transformer_config(args: argparse.Namespace, data: dict) -> tuple[dict, str]:
-    """The transformer config (data-derived sizes unless given) and where it came from; checked against the data."""
-    if (args.model_config is None) == (args.pretrained_model_name_or_path is None):
+def resolve_transformer_config(
+    data: dict,
+    model_config: str | os.PathLike | None = None,
+    pretrained_model_name_or_path: str | os.PathLike | None = None,
+    in_channels: int | None = None,
+    sample_size: int | None = None,
+    num_classes: int | None = None,
+    class_dropout_prob: float | None = None,
+) -> tuple[dict, str]:
+    """The transformer config and where it came from: a preset or config.json (`model_config`, from scratch) or a
+    pretrained model's, with the sizes of `data` (`resolve_diffusion_data`) unless given, checked against the data."""
+    if (model_config is None) == (pretrained_model_name_or_path is None):
         raise ValueError(
             "give exactly one of --model_config (train from scratch) and --pretrained_model_name_or_path (continue), "
-            f"got {args.model_config!r} and {args.pretrained_model_name_or_path!r}"
+            f"got {model_config!r} and {pretrained_model_name_or_path!r}"
         )
     c, h, w = data["latent_shape"]
     if h != w:
         raise ValueError(f"USiT needs square latents, the data has {h}x{w}")
+    given = {"in_channels": in_channels, "sample_size": sample_size, "num_classes": num_classes}
     wanted = {
-        "in_channels": args.in_channels or c,
-        "sample_size": args.sample_size or h,
-        "num_classes": args.num_classes or data["num_classes"],
+        "in_channels": in_channels or c,
+        "sample_size": sample_size or h,
+        "num_classes": num_classes or data["num_classes"],
     }
-    if args.pretrained_model_name_or_path is not None:
+    if pretrained_model_name_or_path is not None:
         try:
-            config = dict(USiTTransformer2DModel.load_config(args.pretrained_model_name_or_path))
+            config = dict(USiTTransformer2DModel.load_config(pretrained_model_name_or_path))
         except (OSError, ValueError) as error:
-            hint = model_subfolder_hint(args.pretrained_model_name_or_path, ("transformer",))
+            hint = model_subfolder_hint(pretrained_model_name_or_path, ("transformer",))
             raise invalid(
-                "--pretrained_model_name_or_path", args.pretrained_model_name_or_path, f"not loadable ({error}){hint}"
+                "--pretrained_model_name_or_path", pretrained_model_name_or_path, f"not loadable ({error}){hint}"
             ) from None
-        source = args.pretrained_model_name_or_path
-        for key in ("in_channels", "sample_size", "num_classes"):
-            if getattr(args, key) is not None and getattr(args, key) != config[key]:
-                raise invalid(f"--{key}", getattr(args, key), f"the pretrained model has {key}={config[key]}")
+        source = pretrained_model_name_or_path
+        for key, value in given.items():
+            if value is not None and value != config[key]:
+                raise invalid(f"--{key}", value, f"the pretrained model has {key}={config[key]}")
             wanted[key] = config[key]
         old = config.get("class_dropout_prob", 0.1)
-        if args.class_dropout_prob is not None and (args.class_dropout_prob > 0) != (old > 0):
+        if class_dropout_prob is not None and (class_dropout_prob > 0) != (old > 0):
             raise invalid(
-                "--class_dropout_prob", args.class_dropout_prob, f"must stay {'> 0' if old > 0 else '0'} (null class)"
+                "--class_dropout_prob", class_dropout_prob, f"must stay {'> 0' if old > 0 else '0'} (null class)"
             )
-    elif args.model_config in USIT_PRESETS:
-        config, source = dict(USIT_PRESETS[args.model_config]), f"preset {args.model_config}"
-    elif Path(args.model_config).is_file() or (Path(args.model_config) / "config.json").is_file():
-        path = Path(args.model_config)
+    elif model_config in USIT_PRESETS:
+        config, source = dict(USIT_PRESETS[model_config]), f"preset {model_config}"
+    elif Path(model_config).is_file() or (Path(model_config) / "config.json").is_file():
+        path = Path(model_config)
         path = path / "config.json" if path.is_dir() else path
         config, source = json.loads(path.read_text()), str(path)
     else:
-        raise invalid(
-            "--model_config", args.model_config, f"neither a config.json nor a preset {sorted(USIT_PRESETS)}"
-        )
+        raise invalid("--model_config", model_config, f"neither a config.json nor a preset {sorted(USIT_PRESETS)}")
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     config.update(wanted)
-    if args.class_dropout_prob is not None:
-        config["class_dropout_prob"] = args.class_dropout_prob
+    if class_dropout_prob is not None:
+        config["class_dropout_prob"] = class_dropout_prob
     if config["in_channels"] != c:
         raise invalid("--in_channels", config["in_channels"], f"must equal the data's latent channels {c}")
     if config["sample_size"] != h:
         raise invalid("--sample_size", config["sample_size"], f"must equal the data's latent size {h}")
     if config["num_classes"] != data["num_classes"]:  # one class embedding per class of the data, none unused
         labels = "class ids 0..{}".format(data["num_classes"] - 1)
-        if args.pretrained_model_name_or_path is not None and args.num_classes is None:
+        if pretrained_model_name_or_path is not None and num_classes is None:
             raise invalid(
                 "--pretrained_model_name_or_path",
-                args.pretrained_model_name_or_path,
+                pretrained_model_name_or_path,
                 f"its transformer has {config['num_classes']} classes but the data has {data['num_classes']} "
                 f"({labels}); the transformer's classes must be the data's",
             )
@@ -196,76 +235,35 @@ def resolve_transformer_config(args: argparse.Namespace, data: dict) -> tuple[di
     return config, source
 
 
-def build_transformer(args: argparse.Namespace, config: dict) -> USiTTransformer2DModel:
-    """The transformer to train, in training mode: from `--pretrained_model_name_or_path` (with the resolved
-    `class_dropout_prob`) or a fresh one from the resolved config (seed torch first for the same initial weights on
-    every process)."""
-    if args.pretrained_model_name_or_path:
-        model = USiTTransformer2DModel.from_pretrained(args.pretrained_model_name_or_path)
-        model.register_to_config(class_dropout_prob=config["model"]["config"]["class_dropout_prob"])
+def build_transformer(
+    config: dict,
+    pretrained_model_name_or_path: str | os.PathLike | None = None,
+    gradient_checkpointing: bool = False,
+    compile_backend: str | None = None,
+) -> USiTTransformer2DModel:
+    """The transformer to train, in training mode: a fresh one from the resolved `config` (seed torch first for the
+    same initial weights on every process), or `pretrained_model_name_or_path` with the config's
+    `class_dropout_prob`. `compile_backend`: `torch.compile` every block with it (`compile_blocks`); None: not."""
+    if pretrained_model_name_or_path:
+        model = USiTTransformer2DModel.from_pretrained(pretrained_model_name_or_path)
+        model.register_to_config(class_dropout_prob=config["class_dropout_prob"])
     else:
-        model = USiTTransformer2DModel.from_config(config["model"]["config"])
-    if args.gradient_checkpointing:
+        model = USiTTransformer2DModel.from_config(config)
+    if gradient_checkpointing:
         model.enable_gradient_checkpointing()
-    if args.compile:
-        compile_blocks(model, args.compile_backend)
+    if compile_backend is not None:
+        compile_blocks(model, compile_backend)
     return model.train()
 
 
-def diffusion_dataset(args: argparse.Namespace, config: dict) -> torch.utils.data.Dataset:
+def diffusion_dataset(settings: DiffusionDataSettings, seed: int = 0) -> torch.utils.data.Dataset:
     """The training examples: the latent cache (`{"latents", "labels"}`) or labelled images for encoding on the fly
-    (`{"pixel_values", "labels"}`, ADM center crop, optional flips seeded per sample)."""
-    if config["data"]["source"] == "latent_cache":
-        return LatentCacheDataset(args.latent_cache_dir)
-    dataset, image_column, _, _ = load_labeled_image_dataset_from_flags(args)
-    transform = image_transform(args.resolution, random_flip=args.random_flip)
-    return LabeledImageDataset(dataset, transform, image_column, args.label_column, seed=args.seed)
-
-
-def save_trained_pipeline(folder: Path, model, ema: EMAModel, vae, args: argparse.Namespace, config: dict, run):
-    """Save the EMA transformer with `vae` as a `DCAE15Pipeline` folder with its model card (main process), with its
-    code when `--self_contained`."""
-    ema_model = USiTTransformer2DModel.from_config(model.config)
-    ema.copy_to(ema_model.parameters())
-    id2label = {int(k): v for k, v in config["id2label"].items()} if config["id2label"] else None
-    if config["augmented"]:
-        choices = config["latent_channel_choices"]
-        if getattr(args, "channel_sampling", "per_pass") == "per_sample":
-            full = ", the full latent on half of each batch" if args.always_include_full else ""
-            mode = f"augmented diffusion training (paper Eq. 2), one c' per sample in {choices}, one pass{full}"
-        else:
-            full = ", always with the full latent" if args.always_include_full else ""
-            mode = (
-                f"augmented diffusion training (paper Eq. 2), c' in {choices}, "
-                f"{args.num_channel_samples} per step{full}"
-            )
-    else:
-        mode = "the plain full-latent objective (--no_augmented baseline)"
-    data, steps = config["data"], run.step
-    kept = [d for d in getattr(args, "ema_decays", [ema.decay]) if d != ema.decay]
-    others = f" (the run also kept EMAs {', '.join(f'{d:g}' for d in kept)})" if kept else ""
-    provenance = (
-        f"{steps} steps on {data['source']} ({data['num_examples']} examples), batch {args.train_batch_size} x "
-        f"{run.accelerator.num_processes} processes x {args.gradient_accumulation_steps} accumulation, SiT flow "
-        f"matching with {mode}; AdamW lr {args.learning_rate}, betas ({args.adam_beta1}, {args.adam_beta2}), weight "
-        f"decay {args.adam_weight_decay}; EMA {ema.decay:g} (warmup {args.ema_warmup_steps}), which the "
-        f"transformer here holds{others}. All settings: training_config.json of the run."
-    )
-    return save_pipeline(
-        folder,
-        ema_model.eval(),
-        vae,
-        id2label,
-        self_contained=args.self_contained,
-        model_name=run.repo_id.split("/")[-1],
-        repo_id=run.repo_id if args.push_to_hub else str(folder),
-        description="Class-conditional image generation with a USiT trained by `dc_ae_hf`.",
-        source=f"trained with `training/train_usit.py` for {steps} steps",
-        provenance=provenance,
-        guidance_scale=args.validation_guidance_scale,
-        solver="dopri5",
-        num_inference_steps=250,
-    )
+    (`{"pixel_values", "labels"}`, ADM center crop, optional flips seeded per sample by `seed`)."""
+    if settings.latent_cache_dir is not None:
+        return LatentCacheDataset(settings.latent_cache_dir)
+    dataset, image_column, _, _ = settings.load_images()
+    transform = image_transform(settings.resolution, random_flip=settings.random_flip)
+    return LabeledImageDataset(dataset, transform, image_column, settings.label_column, seed=seed)
 
 
 def official_parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

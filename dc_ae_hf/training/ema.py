@@ -6,7 +6,7 @@ import math
 
 from diffusers.training_utils import EMAModel
 
-__all__ = ["ExponentialWarmupEMAModel", "ema_folder_names", "emas_by_decay", "save_ema_model"]
+__all__ = ["ExponentialWarmupEMAModel", "ema_folder_names", "emas_by_decay", "make_emas"]
 
 
 def ema_folder_names(base: str, decays: list[float]) -> dict[str, float]:
@@ -59,8 +59,18 @@ def emas_by_decay(emas: dict[str, EMAModel]) -> dict[float, EMAModel]:
     return {ema.decay: ema for ema in emas.values()}
 
 
-def save_ema_model(ema: EMAModel, model, folder) -> None:
-    """Save the EMA weights as a `save_pretrained` model folder of `model`'s class and config."""
-    ema_model = type(model).from_config(model.config)
-    ema.copy_to(ema_model.parameters())
-    ema_model.save_pretrained(folder)
+def make_emas(
+    model, model_cls: type, base: str, decays: list[float], device, warmup_steps: int | None = None
+) -> dict[str, EMAModel]:
+    """One EMA of `model`'s parameters per decay, by folder name (`ema_folder_names(base, decays)`), on `device`:
+    `ExponentialWarmupEMAModel` with `warmup_steps`, else diffusers' `EMAModel`; each saves and loads as a
+    `model_cls` with `model.config` (`model` may be sharded or wrapped, `model_cls` is its own class)."""
+    emas = {}
+    for name, decay in ema_folder_names(base, decays).items():
+        kwargs = dict(decay=decay, model_cls=model_cls, model_config=model.config)
+        if warmup_steps is None:
+            emas[name] = EMAModel(model.parameters(), **kwargs)
+        else:
+            emas[name] = ExponentialWarmupEMAModel(model.parameters(), warmup_steps=warmup_steps, **kwargs)
+        emas[name].to(device)
+    return emas

@@ -1,8 +1,8 @@
 """The skeleton both trainers share: the run folder, the accelerator, resuming, the step loop, logging, the end.
 
-A trainer's `main` reads top to bottom (DiT's train.py): resolve and check the configuration, open a `TrainingRun`,
-build the models, data and optimiser, `prepare` them, `run.track(...)` what a checkpoint holds, `run.resume()`,
-then::
+A trainer's `main` reads top to bottom (DiT's train.py): resolve and check the configuration, open a `TrainingRun`
+(its `RunSettings` and the keys of the configuration a resume must keep), build the models, data and optimiser,
+`prepare` them, `run.track(...)` what a checkpoint holds, `run.resume()`, then::
 
     for step, micro_batches in run.steps(train_dataloader):
         ...  # for each micro-batch, `with run.accumulate(model):` forward, backward, optimiser step
@@ -19,8 +19,9 @@ What the skeleton guarantees, for both trainers:
   stops when the launcher is killed (`kill -9` included), so no orphan keeps training in the folder.
 - **Resuming is exact and honest.** Re-running the same command resumes from the newest finished checkpoint; one
   that cannot be loaded is reported by name and the previous one is taken. Settings that change the model, the
-  objective or the data order must equal the checkpoint's (`--resume_mismatch_ok` to override deliberately). The
-  run's first `training_config.json` is never overwritten.
+  objective or the data order (the trainer declares them as keys of its resolved configuration) must equal the
+  checkpoint's (`--resume_mismatch_ok` to override deliberately). The run's first `training_config.json` is never
+  overwritten.
 - **Stateless randomness.** Each optimisation step reseeds torch from (seed, rank, step) (`seed_step`).
 - **One code path for DDP and FSDP2.** `run.shard(model)` (FSDP2 with `--fsdp`, `dc_ae_hf.training.sharding`),
   `run.prepare(...)`, `run.accumulate(model)`, `run.track(...)` and `run.full_models(...)` are what a trainer calls
@@ -50,7 +51,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -64,11 +66,14 @@ from dc_ae_hf.training.checkpoints import (
     CheckpointWriteError,
     list_checkpoints,
     read_checkpoint_metadata,
+    register_pretrained_hooks,
     resume_candidates,
+    resume_settings,
     save_checkpoint,
     setting_differences,
 )
 from dc_ae_hf.training.randomness import seed_step
+from dc_ae_hf.training.sharding import gather_ema, gather_model, register_sharded_hooks, shard_model
 
 try:  # POSIX advisory locks; elsewhere runs are not locked
     import fcntl
@@ -79,6 +84,7 @@ __all__ = [
     "CHECKPOINT_WRITE_STATUS",
     "PREEMPTED_STATUS",
     "STOP_SIGNALS",
+    "RunSettings",
     "TrainingRun",
     "check_output_dir",
     "make_accelerator",
@@ -195,33 +201,65 @@ def _watch_launcher(poll_seconds: float = 0.5) -> None:
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What `TrainingRun` (and the export at its end) needs to know of a run: each field is the trainers' flag of
+    that name (`dc_ae_hf.training.arguments.add_optimization_arguments` / `add_run_arguments`)."""
+
+    output_dir: str | os.PathLike
+    max_train_steps: int = 1
+    seed: int = 0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str | None = None  # None: the accelerate config's
+    fsdp: bool = False  # shard the model over the processes (`dc_ae_hf.training.sharding`)
+    resume_from_checkpoint: str | None = None  # None / "latest": the newest finished checkpoint; "none"; a path
+    resume_mismatch_ok: bool = False
+    checkpointing_steps: int = 500
+    checkpointing_minutes: float | None = None
+    checkpoints_total_limit: int | None = None
+    logging_steps: int = 10
+    report_to: str = "none"
+    logging_dir: str = "logs"  # relative to output_dir
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    self_contained: bool = False  # the exported folders carry their code (`dc_ae_hf.training.export`)
+
+    @property
+    def repo_id(self) -> str:
+        """`hub_model_id`, or the name of the output folder."""
+        return self.hub_model_id or Path(self.output_dir).resolve().name
+
+
 class TrainingRun:
-    """One training run in `args.output_dir` (see the module docstring).
+    """One training run in `settings.output_dir` (see the module docstring).
 
     Args:
-        args: the parsed flags (the shared ones of `dc_ae_hf.training.arguments`).
-        config: the resolved configuration (JSON-able); written as the run's `training_config.json` when it is the
-            first, with `script` added.
+        settings: the run's `RunSettings`.
+        config: the resolved configuration (JSON-able, the flags under "args"); written as the run's
+            `training_config.json` when it is the first, with `script` added.
         script: the trainer's name, e.g. "train_usit".
-        settings: the settings a resume must not change (model, objective, data order), a JSON-able dict;
-            stored with every checkpoint and compared on resume.
+        resume_keys: the settings a resume must not change (model, objective, data order): name -> the keys of
+            `config` they are made of (`checkpoints.resume_settings`); stored with every checkpoint and compared on
+            resume.
     """
 
-    def __init__(self, args, config: dict, script: str, settings: dict) -> None:
-        self.args, self.config, self.script = args, config, script
-        self.output_dir = Path(args.output_dir)
+    def __init__(
+        self, settings: RunSettings, config: dict, script: str, resume_keys: Mapping[str, str | Sequence[str]]
+    ) -> None:
+        self.settings, self.config, self.script = settings, config, script
+        self.output_dir = Path(settings.output_dir)
         self.accelerator = accelerator = make_accelerator(
             self.output_dir,
-            args.mixed_precision,
-            args.report_to,
-            args.logging_dir,
-            args.gradient_accumulation_steps,
-            args.seed,
+            settings.mixed_precision,
+            settings.report_to,
+            settings.logging_dir,
+            settings.gradient_accumulation_steps,
+            settings.seed,
         )
         if _under_launcher():
             _watch_launcher()
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-        self.settings = {**settings, "num_processes": accelerator.num_processes}
+        self.resume_settings = {**resume_settings(config, resume_keys), "num_processes": accelerator.num_processes}
         config["accelerate"] = {
             "distributed_type": str(accelerator.distributed_type),
             "mixed_precision": accelerator.mixed_precision,
@@ -229,7 +267,7 @@ class TrainingRun:
         }
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.resumed_from: Path | None = None
-        self.sharded = bool(getattr(args, "fsdp", False))
+        self.sharded = settings.fsdp
         if self.sharded and accelerator.distributed_type not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
             raise ValueError(
                 f"--fsdp shards the model itself over the processes of a plain multi-process launch (e.g. "
@@ -302,8 +340,6 @@ class TrainingRun:
         `prepare`)."""
         if not self.sharded:
             return model
-        from dc_ae_hf.training.sharding import shard_model
-
         model.to(self.accelerator.device)
         units = shard_model(model, self.accelerator.device, self.accelerator.mixed_precision, extra_units)
         logger.info(
@@ -343,8 +379,6 @@ class TrainingRun:
             if not accelerator.is_main_process:
                 return None, {}
             return accelerator.unwrap_model(model), emas
-        from dc_ae_hf.training.sharding import gather_ema, gather_model
-
         copy = gather_model(model)
         gathered = {name: gather_ema(ema, copy) for name, ema in emas.items()}
         if copy is None:
@@ -359,13 +393,11 @@ class TrainingRun:
     def track(self, models: dict, emas: dict | None = None) -> None:
         """What a checkpoint holds besides accelerate's state: each prepared model as a `save_pretrained` folder
         `<checkpoint>/<name>/` and each EMA (diffusers `EMAModel`) as `<checkpoint>/<name>/`."""
-        from dc_ae_hf.training.checkpoints import register_pretrained_hooks
-
         emas = emas or {}
         accelerator = self.accelerator
 
         def save_settings(folder):  # main process
-            (Path(folder) / SETTINGS_FILE).write_text(json.dumps(self.settings, indent=2, default=str))
+            (Path(folder) / SETTINGS_FILE).write_text(json.dumps(self.resume_settings, indent=2, default=str))
 
         def save_extras(folder):  # main process
             save_settings(folder)
@@ -382,8 +414,6 @@ class TrainingRun:
                 ema.to(accelerator.device)
 
         if self.sharded:  # DCP shards of the model, its optimizer and the EMAs (`dc_ae_hf.training.sharding`)
-            from dc_ae_hf.training.sharding import register_sharded_hooks
-
             if len(models) != 1 or self._optimizer is None:
                 raise ValueError("--fsdp checkpoints one sharded model and its optimizer, prepared with run.prepare")
             register_sharded_hooks(
@@ -404,8 +434,8 @@ class TrainingRun:
     def resume(self) -> int:
         """Load the checkpoint to resume from (if any; recorded as `config["resume_from"]`) and return the step it
         reached (0 for a fresh run)."""
-        args, accelerator = self.args, self.accelerator
-        candidates = resume_candidates(args.resume_from_checkpoint, self.output_dir)
+        settings, accelerator = self.settings, self.accelerator
+        candidates = resume_candidates(settings.resume_from_checkpoint, self.output_dir)
         self.config["resume_from"] = None
         for index, checkpoint in enumerate(candidates):
             try:
@@ -415,7 +445,7 @@ class TrainingRun:
             except _ResumeRefused:
                 raise
             except Exception as error:  # noqa: BLE001 - any failure to load is reported and the previous one taken
-                explicit = args.resume_from_checkpoint not in (None, "latest")
+                explicit = settings.resume_from_checkpoint not in (None, "latest")
                 if explicit or index + 1 == len(candidates):
                     hint = "pass --resume_from_checkpoint none to start over" if not explicit else "choose another"
                     raise ValueError(f"checkpoint {checkpoint} cannot be loaded ({error}); {hint}") from error
@@ -438,11 +468,11 @@ class TrainingRun:
         if saved is None:
             logger.warning(f"{checkpoint.name} records no settings (an older version): the resume cannot be checked")
             return
-        differences = setting_differences(saved, self.settings)
+        differences = setting_differences(saved, self.resume_settings)
         if not differences:
             return
         listing = "; ".join(differences)
-        if not self.args.resume_mismatch_ok:
+        if not self.settings.resume_mismatch_ok:
             raise _ResumeRefused(
                 f"resuming {checkpoint} with other settings than it was trained with ({listing}): they change the "
                 "model, the objective or the data order. Re-run with the checkpoint's settings, use a new "
@@ -458,11 +488,11 @@ class TrainingRun:
         `--checkpointing_minutes`, at the last step, and when a stop signal arrived on any process; after the
         latter, end the run with exit status `PREEMPTED_STATUS`."""
         stop, timed = self._agree_on_stop()
-        if not (stop or timed or self.due(step, self.args.checkpointing_steps)):
+        if not (stop or timed or self.due(step, self.settings.checkpointing_steps)):
             return None
         metadata = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
         path = save_checkpoint(
-            self.accelerator, self.output_dir, step, self.args.checkpoints_total_limit, metadata=metadata
+            self.accelerator, self.output_dir, step, self.settings.checkpoints_total_limit, metadata=metadata
         )
         self._last_checkpoint_time = time.monotonic()
         if stop:
@@ -504,7 +534,7 @@ class TrainingRun:
     def _agree_on_stop(self) -> tuple[bool, bool]:
         """(stop, checkpoint now for --checkpointing_minutes), the same on every process: any process's signal or
         clock counts (one tiny all-reduce over gloo per step with several processes, no device synchronisation)."""
-        minutes = getattr(self.args, "checkpointing_minutes", None)
+        minutes = self.settings.checkpointing_minutes
         timed = minutes is not None and time.monotonic() - self._last_checkpoint_time >= 60 * minutes
         flags = [self._stop_signal is not None, timed]
         if self.accelerator.num_processes > 1:
@@ -533,7 +563,7 @@ class TrainingRun:
 
     def due(self, step: int, every: int) -> bool:
         """True every `every` steps and at the last step."""
-        return step % every == 0 or step >= self.args.max_train_steps
+        return step % every == 0 or step >= self.settings.max_train_steps
 
     def _batches(self, dataloader) -> Iterator:
         """Batches across epochs from where the run stands (after a resume: the next unseen batch)."""
@@ -560,11 +590,11 @@ class TrainingRun:
         """Yield `(step, micro_batches)` for every remaining optimisation step (1-based): the
         `--gradient_accumulation_steps` micro-batches of that step. torch's RNG is reseeded from (seed, rank, step)
         first, so every draw of the step is independent of how the run got there."""
-        args, accelerator = self.args, self.accelerator
         from tqdm.auto import tqdm
 
+        settings, accelerator = self.settings, self.accelerator
         self.progress = tqdm(
-            total=args.max_train_steps, initial=self.step, disable=not accelerator.is_local_main_process
+            total=settings.max_train_steps, initial=self.step, disable=not accelerator.is_local_main_process
         )
         if accelerator.num_processes > 1 and self._flag_group is None:
             import torch.distributed as dist
@@ -575,10 +605,10 @@ class TrainingRun:
         _training_started.set()
         batches = self._batches(dataloader)
         try:
-            while self.step < args.max_train_steps:
+            while self.step < settings.max_train_steps:
                 step = self.step + 1
-                seed_step(args.seed, accelerator.process_index, step)
-                yield step, islice(batches, args.gradient_accumulation_steps)
+                seed_step(settings.seed, accelerator.process_index, step)
+                yield step, islice(batches, settings.gradient_accumulation_steps)
                 self.step = step
                 self.progress.update(1)
         finally:  # the last checkpoint is written: from here on a signal has its usual effect
@@ -599,7 +629,7 @@ class TrainingRun:
         for name, value in scalars.items():
             self._scalars[name] = self._scalars.get(name, 0.0) + float(value)
         self._logged_steps += 1
-        if not self.due(step, self.args.logging_steps):
+        if not self.due(step, self.settings.logging_steps):
             return
         shared = sorted(n for n in self._losses if not n.startswith("loss_c"))
         local = sorted(n for n in self._losses if n.startswith("loss_c"))
@@ -616,11 +646,10 @@ class TrainingRun:
         self._losses, self._counts, self._scalars, self._logged_steps = {}, {}, {}, 0
 
     def init_trackers(self, project: str) -> None:
-        """Start the trackers (main process) with the flags as their config."""
-        if self.accelerator.is_main_process and self.args.report_to != "none":
-            flat = {
-                k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in vars(self.args).items()
-            }
+        """Start the trackers (main process) with the flags (the configuration's "args") as their config."""
+        if self.accelerator.is_main_process and self.settings.report_to != "none":
+            flags = self.config.get("args", {})
+            flat = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in flags.items()}
             self.accelerator.init_trackers(project, config=flat)
 
     # ---- the end -----------------------------------------------------------------------------------------------
@@ -629,7 +658,7 @@ class TrainingRun:
         """End the run: push `push_folder` to `repo_id` when `--push_to_hub` (a failure loses nothing: one line,
         exit status 1, after the trackers are closed), end the trackers, release the folder's lock."""
         failure = None
-        if self.accelerator.is_main_process and self.args.push_to_hub and push_folder is not None:
+        if self.accelerator.is_main_process and self.settings.push_to_hub and push_folder is not None:
             try:
                 push_folder_to_hub(push_folder, repo_id)
                 logger.info(f"pushed {push_folder} to {repo_id}")
@@ -651,7 +680,7 @@ class TrainingRun:
     @property
     def repo_id(self) -> str:
         """`--hub_model_id`, or the name of the output folder."""
-        return self.args.hub_model_id or self.output_dir.resolve().name
+        return self.settings.repo_id
 
 
 class _ResumeRefused(ValueError):

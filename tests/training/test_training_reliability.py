@@ -4,7 +4,6 @@ resume mismatches, a broken latest checkpoint, one error message, logging cadenc
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -29,7 +28,7 @@ from helpers import (
 from dc_ae_hf.loading import model_subfolder_hint
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.training.randomness import LatentChannelSampler, step_seed
-from dc_ae_hf.training.run import TrainingRun, check_output_dir
+from dc_ae_hf.training.run import RunSettings, TrainingRun, check_output_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,24 +43,8 @@ def workspace(usit_workspace):
     return usit_workspace
 
 
-def _run_args(output_dir: Path, **overrides) -> argparse.Namespace:
-    defaults = dict(
-        output_dir=str(output_dir),
-        mixed_precision="no",
-        report_to="none",
-        logging_dir="logs",
-        gradient_accumulation_steps=1,
-        seed=0,
-        resume_from_checkpoint=None,
-        resume_mismatch_ok=False,
-        max_train_steps=1,
-        checkpointing_steps=1,
-        checkpoints_total_limit=None,
-        logging_steps=1,
-        push_to_hub=False,
-        hub_model_id=None,
-    )
-    return argparse.Namespace(**{**defaults, **overrides})
+def _run_settings(output_dir: Path) -> RunSettings:
+    return RunSettings(output_dir=str(output_dir), mixed_precision="no", checkpointing_steps=1, logging_steps=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -145,11 +128,9 @@ def test_trainer_refuses_a_pipeline_folder_and_another_trainers_run_before_writi
 
 
 _HOLD_LOCK = """
-import argparse, sys, time
-from dc_ae_hf.training.run import TrainingRun
-args = argparse.Namespace(output_dir=sys.argv[1], mixed_precision="no", report_to="none", logging_dir="logs",
-                          gradient_accumulation_steps=1, seed=0)
-run = TrainingRun(args, {}, "train_usit", {})
+import sys, time
+from dc_ae_hf.training.run import RunSettings, TrainingRun
+run = TrainingRun(RunSettings(output_dir=sys.argv[1], mixed_precision="no"), {}, "train_usit", {})
 print("locked", flush=True)
 time.sleep(600)
 """
@@ -163,11 +144,11 @@ def test_a_live_run_holds_its_folder_and_a_killed_one_leaves_no_stale_lock(tmp_p
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(ValueError, match=rf"another live run \(pid {holder.pid}\) is training in it"):
-            TrainingRun(_run_args(output_dir), {}, "train_usit", {})
+            TrainingRun(_run_settings(output_dir), {}, "train_usit", {})
     finally:
         holder.kill()
         holder.wait(timeout=60)
-    run = TrainingRun(_run_args(output_dir), {}, "train_usit", {})  # the OS released the killed run's lock
+    run = TrainingRun(_run_settings(output_dir), {}, "train_usit", {})  # the OS released the killed run's lock
     run.finish()
     assert json.loads((output_dir / "training_config.json").read_text())["script"] == "train_usit"
 
