@@ -8,9 +8,9 @@ import json
 import shutil
 from pathlib import Path
 
+from dc_ae_hf.hub import write_pipeline_card
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 from dc_ae_hf.self_contained import make_self_contained
-from dc_ae_hf.training.cards import write_pipeline_card
 from examples.toy.toy_settings import (
     CHANNEL_CHOICES,
     DEFAULT_RUN,
