@@ -64,7 +64,7 @@ from pathlib import Path
 import torch
 
 from dc_ae_hf.checks import check_int, exit_on_user_error
-from examples.toy.report.card import write_bundle
+from examples.toy.report.card import claim_bundle_folder, write_bundle
 from examples.toy.report.default import default_results_summary, write_default_report
 from examples.toy.report.pictures import sample_grid, write_prefix_grids
 from examples.toy.report.quick_full import results_summary, write_report
@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> dict:
 def run(args: argparse.Namespace) -> dict:
     """Run (or continue) the mode of `args`: `run_sweep` (sweep and regime modes), `run_default` (the built-in
     default) or `run_quick_full` (smoke, quick, full)."""
+    if args.bundle_to:  # refused before any work unless it is new, empty or an earlier bundle
+        claim_bundle_folder(args.bundle_to)
     if args.mode in SWEEP_MODES or args.mode in REGIME_MODES:
         return run_sweep(args)
     if args.mode in DEFAULT_MODES:

@@ -54,3 +54,17 @@ def test_measure_regime_refuses_a_recorded_file_without_ratios(tmp_path):
     _assert_one_line_error(_run_module("measure_regime", "--recorded", str(recorded)), str(recorded), "ratios")
     recorded.write_text("not json")
     _assert_one_line_error(_run_module("measure_regime", "--recorded", str(recorded)), "is not JSON")
+
+
+def test_run_recipe_bundles_only_into_a_new_folder_or_an_earlier_bundle(tmp_path):
+    model = tmp_path / "model"  # another model's folder: refused before any training
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    argv = ["--mode", "smoke", "--output_dir", str(tmp_path / "out"), "--bundle_to", str(model)]
+    _assert_one_line_error(_run_module("run_recipe", *argv), "--bundle_to=", "it holds a model (config.json)")
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in model.iterdir()) == ["config.json"]
+    # an earlier bundle (the bundled default: its card names the recipe) may be replaced
+    from examples.toy.report.card import claim_bundle_folder
+
+    bundled = REPO_ROOT / "dc_ae_hf" / "assets" / "toy-dcae15-shapes"
+    assert claim_bundle_folder(bundled) == bundled and claim_bundle_folder(tmp_path / "new") == tmp_path / "new"

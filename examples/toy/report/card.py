@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from dc_ae_hf.hub import write_pipeline_card
+from dc_ae_hf.output_folders import card_names, claim_output_folder, clear_output_folder
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 from dc_ae_hf.self_contained import make_self_contained
 from examples.toy.toy_settings import (
@@ -24,6 +25,16 @@ BUNDLE_TRAINING = {  # how each bundled run's transformer was trained, for its c
     "struct_aug": "the full latent plus one random prefix per step",
     DEFAULT_RUN: "one pass per step: a random prefix c' per sample, the full latent on half of each batch",
 }
+
+
+BUNDLE_WRITER = "python -m examples.toy.run_recipe --bundle_to"
+
+
+def claim_bundle_folder(target: str | Path) -> Path:
+    """Check that `--bundle_to` may be written (the ownership rule of `dc_ae_hf.output_folders`): a new or empty
+    folder, or an earlier bundle, recognised by its model card naming the recipe; anything else (another model, a
+    training run, unrelated files) is refused with a ValueError naming the flag and what the folder holds."""
+    return claim_output_folder(target, BUNDLE_WRITER, "--bundle_to", card_names("examples/toy/run_recipe.py"))
 
 
 def write_bundle(
@@ -48,7 +59,7 @@ def write_bundle(
     final = {r["guidance_scale"]: r for r in rows if (r["run"], r["seed"], r["step"]) == (run, seed, step)}
     if not final:
         raise ValueError(f"no evaluation of run {run}, seed {seed}, step {step} among the rows to bundle")
-    shutil.rmtree(target, ignore_errors=True)
+    clear_output_folder(claim_bundle_folder(target))  # an earlier bundle is replaced whole
     shutil.copytree(source, target)
     configs = [Path(target) / "model_index.json", *Path(target).glob("*/config.json")]
     for config_file in configs:  # diffusers records the local folder it loaded from
