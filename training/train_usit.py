@@ -131,16 +131,6 @@ def resolve_config(args: argparse.Namespace) -> dict:
     check_output_dir(args.output_dir, SCRIPT, "transformer")
     if args.pipeline_ema_decay is not None and args.pipeline_ema_decay not in args.ema_decays:
         raise invalid("--pipeline_ema_decay", args.pipeline_ema_decay, f"must be one of --ema_decay {args.ema_decays}")
-    if args.lr_warmup_steps >= args.max_train_steps and args.lr_scheduler != "constant":
-        # legal, but with the official 5000-step warm-up a short run silently trains at a fraction of the LR
-        peak = args.learning_rate * args.max_train_steps / max(1, args.lr_warmup_steps)
-        warnings.warn(
-            f"--lr_warmup_steps={args.lr_warmup_steps} >= --max_train_steps={args.max_train_steps}: the learning rate "
-            f"peaks at {peak:.3g}, never reaching --learning_rate={args.learning_rate}; for a short run pass e.g. "
-            f"--lr_warmup_steps {max(1, args.max_train_steps // 20)}",
-            UserWarning,
-            stacklevel=2,
-        )
     data = resolve_diffusion_data(from_flags(DiffusionDataSettings, args))
     for warning in data.pop("warnings"):
         warnings.warn(warning, UserWarning, stacklevel=2)
@@ -176,6 +166,14 @@ def resolve_config(args: argparse.Namespace) -> dict:
     if bad:
         raise invalid("--validation_class_labels", bad, f"class ids must be in 0..{model.config.num_classes - 1}")
     validation_channels = check_channel_prefixes("--validation_channels", args.validation_channels or [c], c)
+    untrained = sorted(set(validation_channels) - set(choices))
+    if labels and untrained:  # refused now, not by the pipeline at the first validation, hours into the run
+        raise invalid(
+            "--validation_channels",
+            validation_channels,
+            f"{untrained} are not among the prefixes c' this run trains "
+            f"{choices}: a grid there would show an untrained model",
+        )
     if args.validation_guidance_scale != 1 and model.config.class_dropout_prob == 0:
         raise invalid("--validation_guidance_scale", args.validation_guidance_scale, "needs class_dropout_prob > 0")
     resume = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)

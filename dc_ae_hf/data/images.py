@@ -51,7 +51,6 @@ __all__ = [
     "load_image",
     "load_image_dataset",
     "load_labeled_image_dataset",
-    "load_labeled_image_dataset_from_flags",
     "load_train_and_validation_datasets",
     "resize_shorter_side",
     "to_rgb",
@@ -592,21 +591,6 @@ def _class_folders_note(train_data_dir: str | os.PathLike) -> str:
         f". The imagefolder {str(root)!r} has {found}: the `datasets` imagefolder makes the label column only from "
         "two or more class folders (one per class), so a single class has no labels. Put each class's images in its "
         "own subfolder, at least two of them"
-    )
-
-
-def load_labeled_image_dataset_from_flags(args) -> tuple:
-    """`load_labeled_image_dataset` from a script's parsed flags (`--dataset_name`, `--train_data_dir`, `--split`,
-    `--cache_dir`, `--dataset_config_name`, `--image_column`, `--label_column`, and `--max_images` when present)."""
-    return load_labeled_image_dataset(
-        args.dataset_name,
-        args.train_data_dir,
-        args.split,
-        args.cache_dir,
-        args.dataset_config_name,
-        args.image_column,
-        args.label_column,
-        getattr(args, "max_images", None),
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import warnings
 from pathlib import Path
 from typing import TypeVar
 
@@ -251,6 +252,7 @@ def check_shared_arguments(args: argparse.Namespace) -> None:
             raise invalid("--compile_backend", args.compile_backend, f"choose one of torch's {sorted(backends)}")
     if args.report_to != "none" and importlib.util.find_spec(args.report_to) is None:
         raise invalid("--report_to", args.report_to, f"the {args.report_to} package is not installed (or use none)")
+    _warn_on_a_warm_up_longer_than_the_run(args)
 
 
 def check_data_source_arguments(args: argparse.Namespace) -> None:
@@ -273,3 +275,19 @@ def check_loader_arguments(args: argparse.Namespace) -> None:
     """The flags of `add_loader_arguments`: `--batch_size` >= 1, `--dataloader_num_workers` >= 0."""
     check_int("--batch_size", args.batch_size, minimum=1)
     check_int("--dataloader_num_workers", args.dataloader_num_workers, minimum=0)
+
+
+def _warn_on_a_warm_up_longer_than_the_run(args: argparse.Namespace) -> None:
+    """Legal, but with the official warm-up (USiT: 5000 steps) a short run silently trains at a fraction of the
+    learning rate: a UserWarning when the LR never gets within 5% of --learning_rate."""
+    if args.lr_scheduler == "constant" or args.lr_warmup_steps <= 0:
+        return
+    fraction = args.max_train_steps / args.lr_warmup_steps
+    if fraction < 0.95:
+        warnings.warn(
+            f"--lr_warmup_steps={args.lr_warmup_steps} is longer than --max_train_steps={args.max_train_steps}: the "
+            f"learning rate peaks at {args.learning_rate * fraction:.3g}, {fraction:.0%} of --learning_rate="
+            f"{args.learning_rate}; for a short run pass e.g. --lr_warmup_steps {max(1, args.max_train_steps // 20)}",
+            UserWarning,
+            stacklevel=3,
+        )

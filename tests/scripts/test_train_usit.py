@@ -8,6 +8,7 @@ import math
 import shutil
 import signal
 import sys
+import warnings
 
 import pytest
 import torch
@@ -339,7 +340,13 @@ def other_cache(workspace, tmp_path_factory):
 def test_warm_up_longer_than_the_run_warns(train_script, workspace, tmp_path):
     argv = usit_argv(workspace, tmp_path / "out", "--dry_run", "--max_train_steps", "100")
     argv[argv.index("--lr_warmup_steps") + 1] = "5000"  # the official default
-    with pytest.warns(UserWarning, match=r"--lr_warmup_steps=5000 >= --max_train_steps=100: .* peaks at 2e-05"):
+    with pytest.warns(
+        UserWarning, match=r"--lr_warmup_steps=5000 is longer than --max_train_steps=100: .* peaks at 2e-05, 2% of"
+    ):
+        run_in_process(train_script, argv)
+    argv[argv.index("--lr_warmup_steps") + 1] = "100"  # the LR reaches --learning_rate at the end: nothing to say
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="--lr_warmup_steps")
         run_in_process(train_script, argv)
 
 
@@ -357,6 +364,10 @@ def test_warm_up_longer_than_the_run_warns(train_script, workspace, tmp_path):
         ({"--latent_channel_choices": ["4", "8"], "--always_include_full": None}, "needs the full latent 16"),
         ({"--no_augmented": None, "--num_channel_samples": "2"}, "--no_augmented trains on the full latent only"),
         ({"--validation_class_labels": ["3", "12"]}, r"--validation_class_labels=\[12\] is not allowed"),
+        (
+            {"--latent_channel_choices": ["8", "16"], "--validation_channels": ["4", "16"]},
+            r"--validation_channels=\[4, 16\] is not allowed: \[4\] are not among the prefixes c' this run trains",
+        ),
         ({"--max_grad_norm": "0"}, "--max_grad_norm=0.0 is not allowed"),
         ({"--train_data_dir": "{workspace}/data"}, "give exactly one data source"),
         ({"--resume_from_checkpoint": "{other}/empty_dir"}, "is not a checkpoint-<step> folder"),
