@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 
 from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file
 
-__all__ = ["ExponentialWarmupEMAModel", "ema_folder_names", "emas_by_decay", "make_emas"]
+__all__ = ["ExponentialWarmupEMAModel", "ema_folder_names", "emas_by_decay", "load_ema", "make_emas"]
 
 
 def ema_folder_names(base: str, decays: list[float]) -> dict[str, float]:
@@ -74,3 +78,21 @@ def make_emas(
             emas[name] = ExponentialWarmupEMAModel(model.parameters(), warmup_steps=warmup_steps, **kwargs)
         emas[name].to(device)
     return emas
+
+
+def load_ema(ema: EMAModel, folder: str | os.PathLike) -> None:
+    """Load into `ema` what `ema.save_pretrained(folder)` wrote: a model folder whose config.json also holds the
+    EMA's settings and counters (diffusers' format). Read here rather than with `EMAModel.from_pretrained`, which
+    passes the folder to `from_config` (a FutureWarning) and the EMA keys to the model class (diffusers' "config
+    attributes {'decay': ...} were passed ..., but are not expected" twice), on every resume."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    settings = {key: config.pop(key) for key in set(ema.state_dict()) - {"shadow_params"} if key in config}
+    model = ema.model_cls.from_config(config)  # `_`-prefixed keys (class name, versions) are ignored by diffusers
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"  # a sharded save of a large model
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else None
+    state = {}
+    for name in files or ["diffusion_pytorch_model.safetensors"]:
+        state.update(load_file(folder / name))
+    model.load_state_dict(state, strict=True)
+    ema.load_state_dict({**settings, "shadow_params": [p.detach() for p in model.parameters()]})

@@ -72,6 +72,7 @@ from dc_ae_hf.training.checkpoints import (
     save_checkpoint,
     setting_differences,
 )
+from dc_ae_hf.training.ema import load_ema
 from dc_ae_hf.training.randomness import seed_step
 from dc_ae_hf.training.sharding import gather_ema, gather_model, register_sharded_hooks, shard_model
 
@@ -409,8 +410,7 @@ class TrainingRun:
                 path = Path(folder) / name
                 if not path.is_dir():
                     raise ValueError(f"checkpoint {folder} holds no {name}/ (it was saved without that EMA)")
-                loaded = type(ema).from_pretrained(str(path), model_cls=ema.model_cls)
-                ema.load_state_dict(loaded.state_dict())
+                load_ema(ema, path)
                 ema.to(accelerator.device)
 
         if self.sharded:  # DCP shards of the model, its optimizer and the EMAs (`dc_ae_hf.training.sharding`)
