@@ -47,15 +47,18 @@ from dc_ae_hf.checks import DTYPES, check_int, check_number, invalid, parse_dtyp
 from dc_ae_hf.data.images import (
     decode_dataset_image,
     image_transform,
+    is_upsampled,
     load_labeled_image_dataset,
     undecoded_image_column,
 )
 from dc_ae_hf.data.latent_cache import (
     FORMAT_VERSION,
     METADATA_FILE,
+    UPSAMPLED_KEY,
     autoencoder_config_hash,
     autoencoder_weights_hash,
     cache_latent_statistics,
+    cache_upsampled_images,
     shard_path,
     shards_of_process,
     update_latent_cache_metadata,
@@ -257,6 +260,7 @@ def main(args: argparse.Namespace) -> dict:
         statistics = _record_statistics(
             settings.output_dir, metadata["num_shards"], metadata["scaling_factor"], factor_source
         )
+        _report_upsampled(settings.output_dir, metadata)
     summary = {
         "output_dir": str(settings.output_dir),
         "process_index": accelerator.process_index,
@@ -302,7 +306,7 @@ def measure_scaling_factor(
             print(f"scaling factor {factor:.6g} as measured by the earlier run ({METADATA_FILE})")
         else:
             loader = _loader(settings, inputs, range(count))
-            batches = (torch.flip(x, dims=[-1]) if flip else x for x, _, _ in loader for flip in settings.flips)
+            batches = (torch.flip(x, dims=[-1]) if flip else x for x, *_ in loader for flip in settings.flips)
             factor = compute_scaling_factor(inputs.vae, batches)
             print(
                 f"measured scaling factor {factor:.6g} = 1 / std of the latents of {count} images "
@@ -418,8 +422,8 @@ def write_shards(
             continue
         first = shard * settings.shard_size
         indices = range(first, min(first + settings.shard_size, len(inputs.dataset)))
-        tensors = encode_images(settings, inputs, indices, accelerator.device)
-        write_shard(path, **tensors, metadata={"shard": str(shard)})  # + statistics
+        tensors, upsampled = encode_images(settings, inputs, indices, accelerator.device)
+        write_shard(path, **tensors, metadata={"shard": str(shard), UPSAMPLED_KEY: str(upsampled)})  # + statistics
         written.append(shard)
     return written, skipped
 
@@ -427,9 +431,12 @@ def write_shards(
 @torch.no_grad()
 def encode_images(settings: CacheSettings, inputs: CacheInputs, indices: range, device) -> dict[str, torch.Tensor]:
     """The latents (times the scaling factor) of the images `indices`, then with --random_flip those of their mirror
-    images, with their labels, source indices and flip flags: the tensors of one shard."""
+    images, with their labels, source indices and flip flags: the tensors of one shard; and how many of the images
+    were smaller than --resolution (upsampled by the ADM crop)."""
     parts = {"latents": [], "labels": [], "indices": [], "flipped": []}
-    for pixels, labels, batch_indices in _loader(settings, inputs, indices):
+    upsampled = 0  # images smaller than --resolution (the ADM crop enlarges them)
+    for pixels, labels, batch_indices, enlarged in _loader(settings, inputs, indices):
+        upsampled += int(enlarged.sum())
         pixels = pixels.to(device, DTYPES[settings.vae_dtype])  # (B, 3, R, R)
         for flip in settings.flips:
             x = torch.flip(pixels, dims=[-1]) if flip else pixels
@@ -441,7 +448,7 @@ def encode_images(settings: CacheSettings, inputs: CacheInputs, indices: range, 
     # originals first, then their mirror images (one list entry per (batch, flip) above)
     flips = len(settings.flips)
     order = sorted(range(len(parts["latents"])), key=lambda k: (k % flips, k // flips))
-    return {name: torch.cat([values[k] for k in order]) for name, values in parts.items()}
+    return {name: torch.cat([values[k] for k in order]) for name, values in parts.items()}, upsampled
 
 
 def _loader(settings: CacheSettings, inputs: CacheInputs, indices: range) -> torch.utils.data.DataLoader:
@@ -473,7 +480,12 @@ class _CroppedImages(torch.utils.data.Dataset):
         image = decode_dataset_image(
             row[self.image_column], f"row {index} of the dataset's {self.image_column!r} column"
         )
-        return self.transform(image), int(row[self.label_column]), index
+        return (
+            self.transform(image),
+            int(row[self.label_column]),
+            index,
+            is_upsampled(image, self.transform.resolution),
+        )
 
 
 def _record_statistics(output_dir: Path, num_shards: int, factor: float, factor_source: str) -> dict:
@@ -507,6 +519,19 @@ def _record_statistics(output_dir: Path, num_shards: int, factor: float, factor_
             stacklevel=2,
         )
     return {"latent_count": combined.count, "latent_mean": mean, "latent_std": std}
+
+
+def _report_upsampled(output_dir: Path, metadata: dict) -> None:
+    """Say once how many images were smaller than --resolution (kept, upsampled by the ADM center crop as the
+    official DMCrop does) and record the count in metadata.json (main process)."""
+    upsampled = cache_upsampled_images(output_dir, metadata["num_shards"])
+    if upsampled is None:  # shards of an older version do not record it
+        return
+    update_latent_cache_metadata(output_dir, {"upsampled_images": upsampled})
+    print(
+        f"{upsampled} of {metadata['num_images']} images ({upsampled / metadata['num_images']:.1%}) were smaller than "
+        f"--resolution={metadata['resolution']} and were upsampled by the ADM center crop"
+    )
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ __all__ = [
     "find_image_column",
     "holdout_split",
     "image_transform",
+    "is_upsampled",
     "load_image",
     "load_image_dataset",
     "load_labeled_image_dataset",
@@ -386,6 +387,12 @@ def center_crop_arr(pil_image: Image.Image, image_size: int) -> np.ndarray:
     return array[top : top + image_size, left : left + image_size]
 
 
+def is_upsampled(image: Image.Image, resolution: int) -> bool:
+    """Whether the transform to `resolution` px enlarges `image` (its shorter side is smaller): the ADM crop keeps
+    such images, upsampled (as the official DMCrop does); the scripts count and report them."""
+    return min(image.size) < resolution
+
+
 class ImageTransform:
     """PIL image -> float tensor (3, resolution, resolution) in [-1, 1] (``x / 127.5 - 1``).
 
@@ -459,7 +466,8 @@ def _sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 class TransformedImageDataset(torch.utils.data.Dataset):
-    """A map-style dataset yielding ``{"pixel_values": transform(image)}``; randomness from (seed, epoch, index).
+    """A map-style dataset yielding ``{"pixel_values": transform(image), "upsampled": bool tensor}`` (whether the
+    image was smaller than the resolution, :func:`is_upsampled`); randomness from (seed, epoch, index).
 
     Call :meth:`set_epoch` at the start of each epoch (the training scripts do) to get new crops every epoch.
     The images are decoded here, not by ``datasets`` (the column is read as ``datasets.Image(decode=False)``), with
@@ -492,7 +500,8 @@ class TransformedImageDataset(torch.utils.data.Dataset):
         where = f"row {int(index)} of the dataset's {self.image_column!r} column"
         image = decode_dataset_image(self.dataset[int(index)][self.image_column], where)
         generator = _sample_generator(self.seed, self.epoch, int(index)) if self.transform.is_random else None
-        return {"pixel_values": self.transform(image, generator=generator)}
+        upsampled = torch.tensor(is_upsampled(image, self.transform.resolution))  # counted by the trainers
+        return {"pixel_values": self.transform(image, generator=generator), "upsampled": upsampled}
 
 
 class TransformedIterableImageDataset(torch.utils.data.IterableDataset):
@@ -530,7 +539,8 @@ class TransformedIterableImageDataset(torch.utils.data.IterableDataset):
                 generator = _sample_generator(self.seed, self.epoch, position * 1024 + worker_id)
             where = f"position {position} of the stream's {self.image_column!r} column (worker {worker_id})"
             image = decode_dataset_image(example[self.image_column], where)
-            yield {"pixel_values": self.transform(image, generator=generator)}
+            upsampled = torch.tensor(is_upsampled(image, self.transform.resolution))
+            yield {"pixel_values": self.transform(image, generator=generator), "upsampled": upsampled}
 
 
 def load_labeled_image_dataset(

@@ -36,10 +36,12 @@ from dc_ae_hf.latents import LatentStatistics
 
 __all__ = [
     "METADATA_FILE",
+    "UPSAMPLED_KEY",
     "LatentCacheDataset",
     "autoencoder_config_hash",
     "autoencoder_weights_hash",
     "cache_latent_statistics",
+    "cache_upsampled_images",
     "check_cache_matches_autoencoder",
     "load_latent_cache_metadata",
     "read_shard_statistics",
@@ -54,6 +56,7 @@ METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
 SHARD_PATTERN = "shard-{:05d}.safetensors"
 SHARD_STATISTICS_KEY = "latent_statistics"  # safetensors metadata of a shard: JSON of LatentStatistics.to_dict()
+UPSAMPLED_KEY = "upsampled_images"  # safetensors metadata of a shard: how many of its images the ADM crop enlarged
 # Metadata fields that must agree between an existing cache and a rerun that adds shards to it.
 _IDENTITY_FIELDS = (
     "format_version",
@@ -152,6 +155,19 @@ def cache_latent_statistics(cache_dir: str | os.PathLike, num_shards: int) -> La
     total = LatentStatistics()
     for i in range(num_shards):
         total = total.merge(read_shard_statistics(shard_path(cache_dir, i)))
+    return total
+
+
+def cache_upsampled_images(cache_dir: str | os.PathLike, num_shards: int) -> int | None:
+    """How many images of the cache's shards were smaller than its resolution (upsampled by the ADM crop), from the
+    shards' metadata (`UPSAMPLED_KEY`); None when a shard does not record it (written by an older version)."""
+    total = 0
+    for i in range(num_shards):
+        with safe_open(str(shard_path(cache_dir, i)), framework="pt") as f:
+            stored = (f.metadata() or {}).get(UPSAMPLED_KEY)
+        if stored is None:
+            return None
+        total += int(stored)
     return total
 
 

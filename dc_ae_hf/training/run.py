@@ -267,6 +267,7 @@ class TrainingRun:
             "num_processes": accelerator.num_processes,
         }
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self._upsampled = None  # (images the ADM crop enlarged, images) of a first pass seen whole, on the device
         self.resumed_from: Path | None = None
         self.sharded = settings.fsdp
         if self.sharded and accelerator.distributed_type not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
@@ -569,6 +570,9 @@ class TrainingRun:
         """Batches across epochs from where the run stands (after a resume: the next unseen batch)."""
         accelerator, dataset = self.accelerator, dataloader.dataset
         epoch, skip = self.epoch, self.batch_in_epoch
+        # images that carry an "upsampled" flag (`dc_ae_hf.data.images`) are counted over a first pass seen from its
+        # start by a map-style dataset (the same number of batches on every process: the count is reduced at its end)
+        counting = epoch == 0 and skip == 0 and hasattr(dataset, "__len__")
         while True:
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)  # per-sample crops and flips depend on (seed, epoch, index)
@@ -579,12 +583,34 @@ class TrainingRun:
             for batch in loader:
                 count += 1
                 self.epoch, self.batch_in_epoch = epoch, count
+                if counting and isinstance(batch, dict) and "upsampled" in batch:
+                    self._count_upsampled(batch["upsampled"])
                 yield batch
+            if counting:
+                self.report_upsampled("the first pass over the training data")
+                counting = False
             if count == 0:
                 raise ValueError(
                     "the training data yielded no batch: fewer examples than --train_batch_size x processes"
                 )
             epoch, skip = epoch + 1, 0
+
+    def _count_upsampled(self, flags: torch.Tensor) -> None:
+        counts = torch.stack([flags.sum(), torch.tensor(flags.numel(), device=flags.device)])  # no host sync
+        self._upsampled = counts if self._upsampled is None else self._upsampled + counts
+
+    def report_upsampled(self, where: str) -> None:
+        """Say once (main process) how many training images were smaller than the resolution and were upsampled by
+        the ADM crop, over what was counted (`_batches`); every process takes part (a sum over processes)."""
+        if self._upsampled is None:
+            return
+        upsampled, images = (int(v) for v in self.accelerator.reduce(self._upsampled, "sum"))
+        self._upsampled = None
+        if self.accelerator.is_main_process:
+            logger.info(
+                f"{upsampled} of {images} training images ({upsampled / max(images, 1):.1%}) in {where} were smaller "
+                "than the resolution and were upsampled by the ADM center crop"
+            )
 
     def steps(self, dataloader) -> Iterator[tuple[int, Iterator]]:
         """Yield `(step, micro_batches)` for every remaining optimisation step (1-based): the
@@ -657,6 +683,7 @@ class TrainingRun:
     def finish(self, push_folder: Path | None = None, repo_id: str | None = None) -> None:
         """End the run: push `push_folder` to `repo_id` when `--push_to_hub` (a failure loses nothing: one line,
         exit status 1, after the trackers are closed), end the trackers, release the folder's lock."""
+        self.report_upsampled("the part of the first pass over the training data that the run saw")  # a short run
         failure = None
         if self.accelerator.is_main_process and self.settings.push_to_hub and push_folder is not None:
             try:

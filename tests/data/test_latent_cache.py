@@ -173,6 +173,17 @@ def test_metadata_records_the_autoencoder_and_settings(flip_cache, workspace):
         check_cache_matches_autoencoder(meta, other.config, "other-vae")
 
 
+def test_images_smaller_than_the_resolution_are_counted(script, workspace, flip_cache, tmp_path, capsys):
+    assert load_latent_cache_metadata(flip_cache[0])["upsampled_images"] == 0  # 48x40 and 40x56 at 32 px
+    output_dir = tmp_path / "cache48"  # every image's shorter side (40) is below 48: all upsampled, said once
+    run_in_process(script, [*_argv(workspace, output_dir), "--resolution", "48"])
+    said = [line for line in capsys.readouterr().out.splitlines() if "upsampled" in line]
+    assert said == [
+        "12 of 12 images (100.0%) were smaller than --resolution=48 and were upsampled by the ADM center crop"
+    ]
+    assert load_latent_cache_metadata(output_dir)["upsampled_images"] == 12
+
+
 def test_rerun_skips_finished_shards_and_redoes_missing_ones(script, workspace):
     output_dir = workspace / "cache_resume"
     first = run_in_process(script, _argv(workspace, output_dir))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -533,6 +534,27 @@ def test_resume_gives_identical_weights(train_script, workspace, tmp_path, torch
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{folder}/{key}")
     assert any(not torch.equal(halfway[k], _weights(resumed / "vae")[k]) for k in halfway)  # it did train on
+
+
+def test_images_smaller_than_the_resolution_are_counted_once(train_script, workspace, tmp_path, torch_home, caplog):
+    """The 40 px images at --resolution 48 are all upsampled by the ADM crop: said once, over the first pass (12
+    training images, 6 batches of 2: the 7th step starts the second pass); at 32 px none is."""
+    caplog.set_level(logging.INFO, logger="dc_ae_hf.training.run")
+    argv = _base_argv(workspace, tmp_path / "big", "--max_train_steps", "7", "--checkpointing_steps", "100")
+    argv[argv.index("--resolution") + 1] = "48"
+    run_in_process(train_script, argv)
+    said = [r.getMessage() for r in caplog.records if "upsampled by the ADM center crop" in r.getMessage()]
+    assert said == [
+        "12 of 12 training images (100.0%) in the first pass over the training data were smaller than the "
+        "resolution and were upsampled by the ADM center crop"
+    ]
+    caplog.clear()
+    run_in_process(train_script, _base_argv(workspace, tmp_path / "short", "--max_train_steps", "2"))
+    said = [r.getMessage() for r in caplog.records if "upsampled by the ADM center crop" in r.getMessage()]
+    assert said == [  # a run shorter than one pass says what it saw
+        "0 of 4 training images (0.0%) in the part of the first pass over the training data that the run saw were "
+        "smaller than the resolution and were upsampled by the ADM center crop"
+    ]
 
 
 def test_phase3_step_changes_only_the_decoder_head(train_script, workspace, tmp_path, torch_home):
