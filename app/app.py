@@ -34,6 +34,27 @@ HERE = Path(__file__).resolve().parent
 if (HERE.parent / "dc_ae_hf").is_dir():  # run from a checkout without installing
     sys.path.insert(0, str(HERE.parent))
 
+MODEL_ENV = "DC_AE_HF_APP_MODEL"
+
+
+def _port(text: str) -> int:
+    """argparse type of --port: a whole number in 1..65535."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a whole number in 1..65535")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help=f"pipeline folder or Hub id (default: ${MODEL_ENV}, else the bundled toy)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=_port, default=os.environ.get("GRADIO_SERVER_PORT", "7860"), help="1..65535")
+    return parser
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before gradio and torch are imported
+    build_parser().parse_args()  # (main below parses them again, in a millisecond)
+
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
@@ -50,7 +71,6 @@ else:
     from dc_ae_hf.data.images import to_rgb
     from dc_ae_hf.visualization import latent_channels_picture, latent_mean_picture, tile, to_pil
 
-MODEL_ENV = "DC_AE_HF_APP_MODEL"
 # The toy pipeline: next to the app in a Space folder, else the one shipped with the package.
 BUNDLED_MODEL = HERE / "toy-dcae15-shapes"
 if not BUNDLED_MODEL.is_dir() and dc_ae_hf is not None:
@@ -321,13 +341,6 @@ def build_app(demo: Demo) -> gr.Blocks:
     return app
 
 
-def _port(text: str) -> int:
-    """argparse type of --port: a whole number in 1..65535."""
-    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a whole number in 1..65535")
-    return int(text)
-
-
 def _exit_with_error(message) -> None:
     """One line `error: ...` on stderr and status 2 (dc_ae_hf's `exit_with_error`, written out here because a Space
     folder runs without dc_ae_hf)."""
@@ -337,11 +350,7 @@ def _exit_with_error(message) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve the app. A model that does not load or a port in use is one line `error: ...` and exit status 2."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help=f"pipeline folder or Hub id (default: ${MODEL_ENV}, else the bundled toy)")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--port", type=_port, default=os.environ.get("GRADIO_SERVER_PORT", "7860"), help="1..65535")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     _check_free(args.host, args.port)  # before the model loads: a busy port is known at once
     try:
         app = build_app(Demo(args.model))

@@ -3,6 +3,9 @@
 Every function raises early with the argument's name, the bad value and what is allowed, and returns the checked
 value. ``name`` is how the user wrote the argument: ``"num_inference_steps"`` for a Python argument, ``"--seed"``
 for a command-line flag (the message then reads ``--seed=-1 is not allowed: ...``).
+
+Torch-free at import: the scripts parse and check their flags with it before they import torch (a fast ``--help``);
+the checks that need torch import it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DTYPES",
+    "DTYPE_NAMES",
+    "NOT_GIVEN",
     "SHORT_DTYPE_NAMES",
     "USAGE_ERROR_STATUS",
     "check_channel_prefixes",
@@ -35,17 +41,41 @@ __all__ = [
 USAGE_ERROR_STATUS = 2  # what argparse exits with for a bad command line
 
 # One dtype table. Both spellings are accepted everywhere a dtype is named (a flag, a config): the short one of
-# accelerate's --mixed_precision ("fp32", "bf16", "fp16") and torch's ("float32", "bfloat16", "float16").
-DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
+# accelerate's --mixed_precision ("fp32", "bf16", "fp16") and torch's ("float32", "bfloat16", "float16"). Each name
+# maps to the torch dtype of that name; `DTYPES` (name -> torch.dtype) and `SHORT_DTYPE_NAMES` (torch.dtype -> the
+# short name: accelerate's spelling, diffusers' weight-variant names "bf16" / "fp16") are built from it at their first
+# use (`__getattr__`), so that the parsers list `DTYPE_NAMES` without importing torch.
+_TORCH_DTYPE_NAMES = {
+    "fp32": "float32",
+    "float32": "float32",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
 }
-# The short name of each dtype (accelerate's spelling, diffusers' weight-variant names "bf16" / "fp16").
-SHORT_DTYPE_NAMES: dict[torch.dtype, str] = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+DTYPE_NAMES = tuple(sorted(_TORCH_DTYPE_NAMES))  # e.g. a dtype flag's argparse choices
+DTYPES: dict[str, torch.dtype]  # declared here, made by __getattr__
+SHORT_DTYPE_NAMES: dict[torch.dtype, str]
+
+
+def __getattr__(name: str):  # PEP 562: the tables of torch dtypes, built with torch at their first use
+    if name not in ("DTYPES", "SHORT_DTYPE_NAMES"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import torch
+
+    dtypes = {short: getattr(torch, long) for short, long in _TORCH_DTYPE_NAMES.items()}
+    globals().update(DTYPES=dtypes, SHORT_DTYPE_NAMES={dtypes[short]: short for short in ("fp32", "bf16", "fp16")})
+    return globals()[name]
+
+
+class _NotGiven:
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+# The default of an argument whose None means something (`latent_channel_choices=None`: an unstructured latent):
+# "not given".
+NOT_GIVEN = _NotGiven()
 
 
 def invalid(name: str, value, allowed: str, kind: type[Exception] = ValueError) -> Exception:
@@ -102,9 +132,11 @@ def check_channel_prefixes(
 ) -> list[int]:
     """A list of latent-channel prefixes c': non-empty ints in 1..latent_channels (when given), strictly increasing
     when ``increasing`` (a model's ``latent_channel_choices``); repeats are allowed otherwise (a step's draw)."""
-    if isinstance(prefixes, (str, bytes, numbers.Number)) or not isinstance(prefixes, (Sequence, torch.Tensor)):
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
+    tensor = torch is not None and isinstance(prefixes, torch.Tensor)
+    if isinstance(prefixes, (str, bytes, numbers.Number)) or not (tensor or isinstance(prefixes, Sequence)):
         raise invalid(name, prefixes, "must be a list of ints (latent-channel prefixes)", TypeError)
-    prefixes = prefixes.tolist() if isinstance(prefixes, torch.Tensor) else list(prefixes)
+    prefixes = prefixes.tolist() if tensor else list(prefixes)
     if not prefixes:
         raise invalid(name, prefixes, "it is empty; list at least one latent-channel prefix")
     top = latent_channels if latent_channels is not None else None
@@ -120,17 +152,21 @@ def check_channel_prefixes(
 
 
 def parse_dtype(name: str, value) -> torch.dtype:
-    """A torch dtype from its name in `DTYPES` (or a torch.dtype among them)."""
-    if isinstance(value, torch.dtype) and value in DTYPES.values():
+    """A torch dtype from its name in `DTYPE_NAMES` (or a torch.dtype among `DTYPES`)."""
+    import torch
+
+    if isinstance(value, torch.dtype) and value in {getattr(torch, t) for t in _TORCH_DTYPE_NAMES.values()}:
         return value
-    if value not in DTYPES:
-        raise invalid(name, value, f"choose one of {sorted(DTYPES)}")
-    return DTYPES[value]
+    if value not in _TORCH_DTYPE_NAMES:
+        raise invalid(name, value, f"choose one of {list(DTYPE_NAMES)}")
+    return getattr(torch, _TORCH_DTYPE_NAMES[value])
 
 
 def check_device(name: str, value) -> torch.device:
     """``value`` as a torch.device this machine has (refuses ``cuda`` without CUDA, ``cuda:3`` on a 2-GPU machine,
     ``mps`` without MPS), before any model is loaded."""
+    import torch
+
     try:
         device = torch.device(value)
     except (RuntimeError, TypeError):

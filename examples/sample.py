@@ -8,12 +8,6 @@ import argparse
 import math
 from pathlib import Path
 
-import torch
-from PIL import Image
-
-from dc_ae_hf.checks import check_device, check_image_output, exit_on_user_error
-from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,11 +25,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="samples.png")
     parser.add_argument("--upscale", type=int, default=1, help="enlarge each image this many times (nearest)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", help="torch device (None: cuda if available, else cpu)")
     args = parser.parse_args(argv)
     if args.upscale < 1:
         parser.error(f"--upscale must be an integer >= 1, got {args.upscale}")
     return args
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
+    parse_args()  # (main below parses them again, in a millisecond)
+
+import torch
+from PIL import Image
+
+from dc_ae_hf.checks import check_device, check_image_output, exit_on_user_error
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 
 
 def make_grid(images: list[Image.Image]) -> Image.Image:
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    device = check_device("--device", args.device)  # before loading anything
+    device = check_device("--device", args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_image_output("--output", args.output)
     pipe = DCAE15Pipeline.from_pretrained(args.model).to(device)
     labels = [int(label) if label.isdigit() else label for label in args.class_labels]

@@ -15,6 +15,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+DEFAULT_VAE = Path(__file__).resolve().parents[1] / "dc_ae_hf" / "assets" / "toy-dcae15-shapes" / "vae"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--vae", default=str(DEFAULT_VAE), help="AutoencoderDC15 folder or Hub id")
+    parser.add_argument("--vae_subfolder", help="e.g. 'vae' when --vae is a pipeline folder or pipeline Hub id")
+    parser.add_argument("--images", nargs="*", default=[], help="image files (default: built-in shapes)")
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--channels", type=int, nargs="*", default=None, help="prefixes c' for the Fig. 3 grid")
+    parser.add_argument("--output_dir", default="outputs/visualize_latents")
+    parser.add_argument("--cell_size", type=int, default=96, help="pixels per picture in the output")
+    parser.add_argument("--device", help="torch device (None: cuda if available, else cpu)")
+    return parser
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
+    build_parser().parse_args()  # (main below parses them again, in a millisecond)
+
 import torch
 from PIL import Image
 from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
@@ -24,8 +43,6 @@ from dc_ae_hf.checks import check_device, exit_on_user_error
 from dc_ae_hf.data.images import load_image
 from dc_ae_hf.data.shapes import MAX_RESOLUTION, MIN_RESOLUTION, render_shape_image
 from dc_ae_hf.visualization import latent_channels_picture, latent_mean_picture, prefix_reconstruction_grid
-
-DEFAULT_VAE = Path(__file__).resolve().parents[1] / "dc_ae_hf" / "assets" / "toy-dcae15-shapes" / "vae"
 
 
 def load_images(paths: list[str], resolution: int) -> torch.Tensor:
@@ -47,18 +64,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--vae", default=str(DEFAULT_VAE), help="AutoencoderDC15 folder or Hub id")
-    parser.add_argument("--vae_subfolder", help="e.g. 'vae' when --vae is a pipeline folder or pipeline Hub id")
-    parser.add_argument("--images", nargs="*", default=[], help="image files (default: built-in shapes)")
-    parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--channels", type=int, nargs="*", default=None, help="prefixes c' for the Fig. 3 grid")
-    parser.add_argument("--output_dir", default="outputs/visualize_latents")
-    parser.add_argument("--cell_size", type=int, default=96, help="pixels per picture in the output")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = build_parser()
     args = parser.parse_args(argv)
-
-    device = check_device("--device", args.device)  # before loading anything
+    device = check_device("--device", args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     vae = AutoencoderDC15.from_pretrained(args.vae, subfolder=args.vae_subfolder).eval().to(device)
     f = vae.spatial_compression_ratio
     if args.resolution % f:

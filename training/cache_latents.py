@@ -37,13 +37,70 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
+from dc_ae_hf.checks import DTYPE_NAMES, check_int, check_number, invalid, parse_dtype
+from dc_ae_hf.training.arguments import (
+    add_data_source_arguments,
+    add_loader_arguments,
+    check_data_source_arguments,
+    check_loader_arguments,
+    make_parser,
+)
+
+DEFAULT_SCALING_FACTOR_IMAGES = 1000  # --scaling_factor auto measures on this many images by default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = make_parser(__doc__.split("\n")[0])
+    # --help prints every flag's default; the required flags have none (SUPPRESS: no "(default: None)").
+    p.add_argument(
+        "--vae", required=True, default=argparse.SUPPRESS, help="AutoencoderDC15 / AutoencoderDC folder or Hub id"
+    )
+    p.add_argument("--output_dir", required=True, default=argparse.SUPPRESS, help="the latent cache folder")
+    data = add_data_source_arguments(p, resolution=256, label_column=True, max_images=True)
+    data.add_argument(
+        "--random_flip",
+        "--flip",
+        dest="random_flip",
+        action="store_true",
+        help="flip augmentation: also cache the latents of the horizontally mirrored crops (both are training "
+        "examples; the official recipe uses no flip)",
+    )
+    add_loader_arguments(data, batch_size=32, batch_help="images per encoder call")
+    g = p.add_argument_group("latents")
+    g.add_argument("--shard_size", type=int, default=1024, help="source images per shard")
+    g.add_argument("--latent_dtype", default="float32", choices=DTYPE_NAMES, help="storage dtype of the latents")
+    g.add_argument("--vae_dtype", default="float32", choices=DTYPE_NAMES, help="encoder dtype (official: fp32)")
+    g.add_argument(
+        "--scaling_factor",
+        metavar="auto|FLOAT",
+        help="None: the autoencoder's config.scaling_factor. 'auto': measure 1 / std of the latents on the first "
+        "--scaling_factor_images images (dc_ae_hf.latents.compute_scaling_factor) and cache with it; a number > 0: "
+        "cache with it. With either, the autoencoder with that factor in its config is saved to <output_dir>/vae and "
+        "the cache refers to it (use it as train_usit.py --vae, the default there); --vae itself is not modified",
+    )
+    g.add_argument(
+        "--scaling_factor_images",
+        type=int,
+        metavar="N",
+        help=f"with --scaling_factor auto: measure on the first N images (None: {DEFAULT_SCALING_FACTOR_IMAGES}, "
+        "or all when the dataset has fewer; with --random_flip also their mirror images)",
+    )
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
+    parse_args()  # (run_script below parses them again, in a millisecond)
+
 import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
-from dc_ae_hf.checks import DTYPES, check_int, check_number, invalid, parse_dtype
 from dc_ae_hf.data.images import (
     decode_dataset_image,
     image_transform,
@@ -68,63 +125,12 @@ from dc_ae_hf.data.latent_cache import (
 from dc_ae_hf.latents import compute_scaling_factor, encode_to_diffusion_space, get_scaling_factor
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.output_folders import claim_output_folder, mark_output_folder
-from dc_ae_hf.training.arguments import (
-    add_data_source_arguments,
-    add_loader_arguments,
-    check_data_source_arguments,
-    check_loader_arguments,
-    make_parser,
-)
 from dc_ae_hf.training.run import run_script
 
 # The cached (scaled) latents should have std ~1 (the scaling factor is 1 / std); outside this range: a warning.
 LATENT_STD_WARNING_RANGE = (0.5, 2.0)
-DEFAULT_SCALING_FACTOR_IMAGES = 1000  # --scaling_factor auto measures on this many images by default
 WRITER = "training/cache_latents.py"
 SAVED_VAE_FOLDER = "vae"  # <output_dir>/vae: the autoencoder with the factor of --scaling_factor in its config
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = make_parser(__doc__.split("\n")[0])
-    # --help prints every flag's default; the required flags have none (SUPPRESS: no "(default: None)").
-    p.add_argument(
-        "--vae", required=True, default=argparse.SUPPRESS, help="AutoencoderDC15 / AutoencoderDC folder or Hub id"
-    )
-    p.add_argument("--output_dir", required=True, default=argparse.SUPPRESS, help="the latent cache folder")
-    data = add_data_source_arguments(p, resolution=256, label_column=True, max_images=True)
-    data.add_argument(
-        "--random_flip",
-        "--flip",
-        dest="random_flip",
-        action="store_true",
-        help="flip augmentation: also cache the latents of the horizontally mirrored crops (both are training "
-        "examples; the official recipe uses no flip)",
-    )
-    add_loader_arguments(data, batch_size=32, batch_help="images per encoder call")
-    g = p.add_argument_group("latents")
-    g.add_argument("--shard_size", type=int, default=1024, help="source images per shard")
-    g.add_argument("--latent_dtype", default="float32", choices=sorted(DTYPES), help="storage dtype of the latents")
-    g.add_argument("--vae_dtype", default="float32", choices=sorted(DTYPES), help="encoder dtype (official: fp32)")
-    g.add_argument(
-        "--scaling_factor",
-        metavar="auto|FLOAT",
-        help="None: the autoencoder's config.scaling_factor. 'auto': measure 1 / std of the latents on the first "
-        "--scaling_factor_images images (dc_ae_hf.latents.compute_scaling_factor) and cache with it; a number > 0: "
-        "cache with it. With either, the autoencoder with that factor in its config is saved to <output_dir>/vae and "
-        "the cache refers to it (use it as train_usit.py --vae, the default there); --vae itself is not modified",
-    )
-    g.add_argument(
-        "--scaling_factor_images",
-        type=int,
-        metavar="N",
-        help=f"with --scaling_factor auto: measure on the first N images (None: {DEFAULT_SCALING_FACTOR_IMAGES}, "
-        "or all when the dataset has fewer; with --random_flip also their mirror images)",
-    )
-    return p
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
 
 
 def parse_scaling_factor(value: str | None) -> str | float | None:
@@ -236,7 +242,9 @@ def load_inputs(settings: CacheSettings, accelerator: Accelerator) -> CacheInput
         why = f"must be divisible by the autoencoder's compression ratio {f}"
         raise invalid("--resolution", settings.resolution, why)
     weights_hash = autoencoder_weights_hash(vae)
-    vae.requires_grad_(False).eval().to(device=accelerator.device, dtype=DTYPES[settings.vae_dtype])
+    vae.requires_grad_(False).eval().to(
+        device=accelerator.device, dtype=parse_dtype("--vae_dtype", settings.vae_dtype)
+    )
     vae_path = Path(settings.vae)
     source_name = str(vae_path.resolve()) if vae_path.is_dir() else settings.vae
     return CacheInputs(dataset, image_column, id2label, num_classes, vae, weights_hash, source_name)
@@ -437,11 +445,11 @@ def encode_images(settings: CacheSettings, inputs: CacheInputs, indices: range, 
     upsampled = 0  # images smaller than --resolution (the ADM crop enlarges them)
     for pixels, labels, batch_indices, enlarged in _loader(settings, inputs, indices):
         upsampled += int(enlarged.sum())
-        pixels = pixels.to(device, DTYPES[settings.vae_dtype])  # (B, 3, R, R)
+        pixels = pixels.to(device, parse_dtype("--vae_dtype", settings.vae_dtype))  # (B, 3, R, R)
         for flip in settings.flips:
             x = torch.flip(pixels, dims=[-1]) if flip else pixels
             latents = encode_to_diffusion_space(inputs.vae, x)  # (B, C, R/f, R/f), times the scaling factor
-            parts["latents"].append(latents.float().cpu().to(DTYPES[settings.latent_dtype]))
+            parts["latents"].append(latents.float().cpu().to(parse_dtype("--latent_dtype", settings.latent_dtype)))
             parts["labels"].append(labels)
             parts["indices"].append(batch_indices)
             parts["flipped"].append(torch.full_like(labels, int(flip)))

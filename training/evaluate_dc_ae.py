@@ -21,21 +21,7 @@ import math
 import time
 from pathlib import Path
 
-import datasets
-import torch
-from tqdm.auto import tqdm
-
-from dc_ae_hf.checks import DTYPES, check_channel_prefixes, invalid, parse_dtype
-from dc_ae_hf.data.images import (
-    TransformedImageDataset,
-    TransformedIterableImageDataset,
-    collate_images,
-    image_transform,
-    load_image_dataset,
-)
-from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder, format_markdown_table
-from dc_ae_hf.metrics.lpips import load_lpips
-from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.checks import DTYPE_NAMES, check_channel_prefixes, invalid, parse_dtype
 from dc_ae_hf.training.arguments import (
     add_data_source_arguments,
     add_loader_arguments,
@@ -43,10 +29,6 @@ from dc_ae_hf.training.arguments import (
     check_loader_arguments,
     make_parser,
 )
-from dc_ae_hf.training.run import run_script
-
-# The split evaluated when --split is not given: the first of these the dataset has, else its only split.
-DEFAULT_SPLITS = ("validation",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         dest="vae_dtype",
         default="fp32",
-        choices=sorted(DTYPES),
+        choices=DTYPE_NAMES,
         help="autoencoder dtype, either spelling (official: fp32)",
     )
     p.add_argument(
@@ -90,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--inception_weights_path", help="torch-fidelity Inception weights; computes rFID when given (None: no rFID)"
     )
     p.add_argument("--compute_rfid", action="store_true", help="rFID with weights from $TORCH_HOME (downloads)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--device", help="torch device (None: cuda if available, else cpu)")
     p.add_argument("--output_json", required=True, default=argparse.SUPPRESS, help="the results file to write")
     p.add_argument(
         "--output_markdown",
@@ -103,6 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
+    parse_args()  # (run_script below parses them again, in a millisecond)
+
+import datasets
+import torch
+from tqdm.auto import tqdm
+
+from dc_ae_hf.data.images import (
+    TransformedImageDataset,
+    TransformedIterableImageDataset,
+    collate_images,
+    image_transform,
+    load_image_dataset,
+)
+from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder, format_markdown_table
+from dc_ae_hf.metrics.lpips import load_lpips
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.training.run import run_script
+
+# The split evaluated when --split is not given: the first of these the dataset has, else its only split.
+DEFAULT_SPLITS = ("validation",)
 
 
 def resolve_split(args: argparse.Namespace) -> str:
@@ -135,11 +140,12 @@ def main(args: argparse.Namespace) -> dict:
     check_loader_arguments(args)
     dtype = parse_dtype("--vae_dtype", args.vae_dtype)
     split = resolve_split(args)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     vae = AutoencoderDC15.from_pretrained(
         args.pretrained_model_name_or_path, subfolder=args.subfolder, torch_dtype=dtype
     )
-    vae = vae.to(args.device).eval()
+    vae = vae.to(device).eval()
     f = vae.spatial_compression_ratio
     if args.resolution % f:
         raise invalid("--resolution", args.resolution, f"must be divisible by the ratio {f}")
@@ -167,7 +173,7 @@ def main(args: argparse.Namespace) -> dict:
         num_batches = len(loader)
     else:  # a stream's length is known only when it is cut
         num_batches = math.ceil(args.max_images / args.batch_size) if args.max_images is not None else None
-    lpips_model = None if args.lpips_net == "none" else load_lpips(args.lpips_net, args.device)
+    lpips_model = None if args.lpips_net == "none" else load_lpips(args.lpips_net, device)
     compute_rfid = args.compute_rfid or args.inception_weights_path is not None
 
     start = time.perf_counter()
@@ -178,7 +184,7 @@ def main(args: argparse.Namespace) -> dict:
         lpips_model=lpips_model,
         compute_rfid=compute_rfid,
         inception_weights_path=args.inception_weights_path,
-        device=args.device,
+        device=device,
         progress=True,  # the rFID stage runs after the pass above: its own bar
     )
     table = format_markdown_table(results)

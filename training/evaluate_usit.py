@@ -26,36 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from accelerate import Accelerator
-from PIL import Image
-from torch.utils.data import Dataset
-from tqdm.auto import tqdm
-
-import dc_ae_hf  # noqa: F401  (registers the pipeline components with diffusers' loader)
-from dc_ae_hf.checks import check_int, check_number, exit_with_error, invalid
-from dc_ae_hf.data.images import load_image
-from dc_ae_hf.latents import decode_from_diffusion_space
-from dc_ae_hf.metrics.dinov2 import Dinov2Model, load_dinov2
-from dc_ae_hf.metrics.frechet import load_statistics
-from dc_ae_hf.metrics.image import to_uint8
-from dc_ae_hf.metrics.image_sets import as_dataset, is_statistics_file
-from dc_ae_hf.metrics.inception import INCEPTION_FEATURE_LAYERS, compute_generation_metrics, resolve_inception_weights
-from dc_ae_hf.output_folders import claim_output_folder, mark_output_folder
-from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
-from dc_ae_hf.pipelines.sampling import SOLVERS, check_guidance_interval
+from dc_ae_hf.choices import INCEPTION_FEATURE_LAYERS, SOLVERS
 
 METRICS = ("fid", "is", "pr")
-ISC_SPLITS = 10  # Inception Score splits (official: 10); fewer samples than splits give NaN
-PRC_NEIGHBORHOOD = 3  # k of the k-NN precision/recall (official: 3)
-# What --sample_dir's generation_settings.json records; a rerun with other values is refused.
-SETTINGS_KEYS = ("pipeline", "num_samples", "class_sampling", "class_seed", "seed", "guidance_scale")
-SETTINGS_KEYS += ("guidance_interval", "solver", "latent_channels")
-
-
-class InputError(ValueError):
-    """A bad command-line input, found before sampling; the message names the flag (and the path)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +86,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
+    parse_args()  # (cli below parses them again, in a millisecond)
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from PIL import Image
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+import dc_ae_hf  # noqa: F401  (registers the pipeline components with diffusers' loader)
+from dc_ae_hf.checks import check_int, check_number, exit_with_error, invalid
+from dc_ae_hf.data.images import load_image
+from dc_ae_hf.latents import decode_from_diffusion_space
+from dc_ae_hf.metrics.dinov2 import Dinov2Model, load_dinov2
+from dc_ae_hf.metrics.frechet import load_statistics
+from dc_ae_hf.metrics.image import to_uint8
+from dc_ae_hf.metrics.image_sets import as_dataset, is_statistics_file
+from dc_ae_hf.metrics.inception import compute_generation_metrics, resolve_inception_weights
+from dc_ae_hf.output_folders import claim_output_folder, mark_output_folder
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from dc_ae_hf.pipelines.sampling import check_guidance_interval
+
+ISC_SPLITS = 10  # Inception Score splits (official: 10); fewer samples than splits give NaN
+PRC_NEIGHBORHOOD = 3  # k of the k-NN precision/recall (official: 3)
+# What --sample_dir's generation_settings.json records; a rerun with other values is refused.
+SETTINGS_KEYS = ("pipeline", "num_samples", "class_sampling", "class_seed", "seed", "guidance_scale")
+SETTINGS_KEYS += ("guidance_interval", "solver", "latent_channels")
+
+
+class InputError(ValueError):
+    """A bad command-line input, found before sampling; the message names the flag (and the path)."""
 
 
 def class_labels(num_samples: int, num_classes: int, class_sampling: str, class_seed: int = 0) -> list[int]:

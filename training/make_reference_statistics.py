@@ -15,21 +15,8 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-import torch
-from torch.utils.data import Dataset
-
-from dc_ae_hf.checks import check_int, invalid
-from dc_ae_hf.data.images import (
-    center_crop_arr,
-    decode_dataset_image,
-    find_image_column,
-    load_image_dataset,
-    undecoded_image_column,
-)
-from dc_ae_hf.metrics.inception import INCEPTION_FEATURE_LAYERS, compute_reference_statistics
+from dc_ae_hf.choices import INCEPTION_FEATURE_LAYERS
 from dc_ae_hf.training.arguments import add_data_source_arguments, check_data_source_arguments, make_parser
-from dc_ae_hf.training.run import run_script
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Inception layer: 2048 (pool3) is the FID standard; evaluate_usit.py --fid_feature_layer must match",
     )
     p.add_argument("--batch_size", type=int, default=64, help="images per Inception / DINOv2 batch")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--device", help="torch device (None: cuda if available, else cpu)")
     p.add_argument("--save_cpu_ram", action="store_true", help="torch-fidelity: no data loader worker processes")
     p.add_argument("--output", required=True, default=argparse.SUPPRESS, help="the .npz file to write")
     return p
@@ -57,6 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
+    parse_args()  # (run_script below parses them again, in a millisecond)
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dc_ae_hf.checks import check_int, invalid
+from dc_ae_hf.data.images import (
+    center_crop_arr,
+    decode_dataset_image,
+    find_image_column,
+    load_image_dataset,
+    undecoded_image_column,
+)
+from dc_ae_hf.metrics.inception import compute_reference_statistics
+from dc_ae_hf.training.run import run_script
 
 
 class CenterCroppedUInt8(Dataset):
@@ -103,7 +109,7 @@ def main(args: argparse.Namespace) -> str:
         dinov2=args.dinov2,
         feature_layer=args.fid_feature_layer,
         batch_size=args.batch_size,
-        device=args.device,
+        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         save_cpu_ram=args.save_cpu_ram,
     )
     print(f"wrote {path} ({len(images)} images at {args.resolution} px)")

@@ -17,17 +17,8 @@ import argparse
 import json
 import os
 
-import numpy as np
-import torch
-from accelerate.logging import get_logger
-from accelerate.utils import DistributedType, set_seed
-
-from dc_ae_hf.checks import check_channel_prefixes, check_int, check_number, invalid
-from dc_ae_hf.data.images import load_train_and_validation_datasets
-from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder, format_markdown_table
-from dc_ae_hf.metrics.lpips import load_lpips, lpips_backbone_checkpoint_path
-from dc_ae_hf.models.autoencoder_dc15 import AUTOENCODER_PRESETS, AutoencoderDC15
-from dc_ae_hf.models.discriminator import NORM_TYPES, PatchDiscriminator
+from dc_ae_hf.choices import NORM_TYPES, PHASES
+from dc_ae_hf.presets import AUTOENCODER_PRESETS
 from dc_ae_hf.training.arguments import (
     add_channel_arguments,
     add_image_data_arguments,
@@ -37,29 +28,7 @@ from dc_ae_hf.training.arguments import (
     from_flags,
     make_parser,
 )
-from dc_ae_hf.training.autoencoder import (
-    PHASES,
-    build_autoencoder,
-    check_image_folder,
-    discriminator_step,
-    freeze_frozen_norm_statistics,
-    phase_trainable_modules,
-    phase_trainable_parameters,
-    reconstruct_prefixes,
-    resolve_autoencoder_config,
-    stage_indices,
-    subsample_channels,
-)
-from dc_ae_hf.training.checkpoints import resolve_resume_checkpoint
-from dc_ae_hf.training.ema import make_emas
-from dc_ae_hf.training.export import save_trained_autoencoders
-from dc_ae_hf.training.losses import generator_adversarial_loss, reconstruction_loss
-from dc_ae_hf.training.optimization import OptimizerSettings, make_adamw, make_lr_scheduler
-from dc_ae_hf.training.randomness import LatentChannelSampler
-from dc_ae_hf.training.run import RunSettings, TrainingRun, check_output_dir, run_script
-from dc_ae_hf.visualization import log_images_to_trackers, prefix_reconstruction_grid
 
-logger = get_logger(__name__)
 SCRIPT = "train_dc_ae"
 DEFAULT_PHASE3_GAN_WEIGHT = 0.1  # not published for DC-AE; a common fixed weight without adaptive balancing
 DISC_BETAS = (0.5, 0.9)  # the usual GAN discriminator Adam betas (taming-transformers)
@@ -111,6 +80,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--num_validation_images", type=int, default=8, help="0 disables validation")
     g.add_argument("--validation_channels", type=int, nargs="+", help="default: up to 8 of the model's choices")
     return p.parse_args(argv)
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
+    parse_args()  # (run_script below parses them again, in a millisecond)
+
+import numpy as np
+import torch
+from accelerate.logging import get_logger
+from accelerate.utils import DistributedType, set_seed
+
+from dc_ae_hf.checks import check_channel_prefixes, check_int, check_number, invalid
+from dc_ae_hf.data.images import load_train_and_validation_datasets
+from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder, format_markdown_table
+from dc_ae_hf.metrics.lpips import load_lpips, lpips_backbone_checkpoint_path
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.models.discriminator import PatchDiscriminator
+from dc_ae_hf.training.autoencoder import (
+    build_autoencoder,
+    check_image_folder,
+    discriminator_step,
+    freeze_frozen_norm_statistics,
+    phase_trainable_modules,
+    phase_trainable_parameters,
+    reconstruct_prefixes,
+    resolve_autoencoder_config,
+    stage_indices,
+    subsample_channels,
+)
+from dc_ae_hf.training.checkpoints import resolve_resume_checkpoint
+from dc_ae_hf.training.ema import make_emas
+from dc_ae_hf.training.export import save_trained_autoencoders
+from dc_ae_hf.training.losses import generator_adversarial_loss, reconstruction_loss
+from dc_ae_hf.training.optimization import OptimizerSettings, make_adamw, make_lr_scheduler
+from dc_ae_hf.training.randomness import LatentChannelSampler
+from dc_ae_hf.training.run import RunSettings, TrainingRun, check_output_dir, run_script
+from dc_ae_hf.visualization import log_images_to_trackers, prefix_reconstruction_grid
+
+logger = get_logger(__name__)
 
 
 # What a resume must not change (the model, the objective, the data order): each setting is made of these keys of

@@ -20,16 +20,8 @@ import argparse
 import json
 import warnings
 
-import numpy as np
-import torch
-from accelerate.logging import get_logger
-from accelerate.utils import DistributedType, set_seed
-
-from dc_ae_hf.checks import check_channel_prefixes, check_int, invalid
-from dc_ae_hf.latents import encode_to_diffusion_space
-from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
-from dc_ae_hf.models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
-from dc_ae_hf.pipelines.sampling import SOLVERS
+from dc_ae_hf.choices import SOLVERS
+from dc_ae_hf.presets import USIT_PRESETS
 from dc_ae_hf.training.arguments import (
     add_channel_arguments,
     add_image_data_arguments,
@@ -39,28 +31,8 @@ from dc_ae_hf.training.arguments import (
     from_flags,
     make_parser,
 )
-from dc_ae_hf.training.checkpoints import resolve_resume_checkpoint
-from dc_ae_hf.training.diffusion import (
-    DiffusionDataSettings,
-    build_transformer,
-    diffusion_dataset,
-    ema_sample_grid,
-    official_parameter_groups,
-    resolve_diffusion_data,
-    resolve_transformer_config,
-    spread_class_labels,
-)
-from dc_ae_hf.training.ema import make_emas
-from dc_ae_hf.training.export import save_trained_usit
-from dc_ae_hf.training.flow_matching import flow_matching_loss
-from dc_ae_hf.training.optimization import OptimizerSettings, make_adamw, make_lr_scheduler
-from dc_ae_hf.training.randomness import LatentChannelSampler, diffusion_channel_choices
-from dc_ae_hf.training.run import RunSettings, TrainingRun, check_output_dir, run_script
-from dc_ae_hf.visualization import log_images_to_trackers
 
-logger = get_logger(__name__)
 SCRIPT = "train_usit"
-SUPPORTED_DISTRIBUTED = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,6 +76,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--validation_num_inference_steps", type=int, default=16)
     g.add_argument("--validation_guidance_scale", type=float, default=1.0)
     return p.parse_args(argv)
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
+    parse_args()  # (run_script below parses them again, in a millisecond)
+
+import numpy as np
+import torch
+from accelerate.logging import get_logger
+from accelerate.utils import DistributedType, set_seed
+
+from dc_ae_hf.checks import check_channel_prefixes, check_int, invalid
+from dc_ae_hf.latents import encode_to_diffusion_space
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
+from dc_ae_hf.training.checkpoints import resolve_resume_checkpoint
+from dc_ae_hf.training.diffusion import (
+    DiffusionDataSettings,
+    build_transformer,
+    diffusion_dataset,
+    ema_sample_grid,
+    official_parameter_groups,
+    resolve_diffusion_data,
+    resolve_transformer_config,
+    spread_class_labels,
+)
+from dc_ae_hf.training.ema import make_emas
+from dc_ae_hf.training.export import save_trained_usit
+from dc_ae_hf.training.flow_matching import flow_matching_loss
+from dc_ae_hf.training.optimization import OptimizerSettings, make_adamw, make_lr_scheduler
+from dc_ae_hf.training.randomness import LatentChannelSampler, diffusion_channel_choices
+from dc_ae_hf.training.run import RunSettings, TrainingRun, check_output_dir, run_script
+from dc_ae_hf.visualization import log_images_to_trackers
+
+logger = get_logger(__name__)
+SUPPORTED_DISTRIBUTED = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
 
 
 # What a resume must not change (the model, the objective, the data order): each setting is made of these keys of

@@ -1,34 +1,25 @@
-"""Converters from the official DC-Gen / efficientvit checkpoints (`python -m dc_ae_hf.convert --help`)."""
+"""Converters from the official DC-Gen / efficientvit checkpoints (`python -m dc_ae_hf.convert --help`).
 
-from .autoencoder import (
-    LatentStructureError,
-    ScalingFactorUnknownWarning,
-    convert_autoencoder_state_dict,
-    infer_autoencoder_config,
-    load_official_autoencoder,
-    match_autoencoder_presets,
-)
-from .checkpoint_io import ConverterInputError, load_original_checkpoint
-from .usit import (
-    AttentionHeadsError,
-    EmaDecayError,
-    convert_usit_state_dict,
-    infer_usit_config,
-    load_usit_from_original,
-)
+Each name is imported from its module at its first use (`dc_ae_hf.lazy_names`): the command line's ``--help``
+answers before torch is imported.
+"""
 
-__all__ = [
-    "AttentionHeadsError",
-    "ConverterInputError",
-    "EmaDecayError",
-    "LatentStructureError",
-    "ScalingFactorUnknownWarning",
-    "convert_autoencoder_state_dict",
-    "convert_usit_state_dict",
-    "infer_autoencoder_config",
-    "infer_usit_config",
-    "load_official_autoencoder",
-    "load_original_checkpoint",
-    "load_usit_from_original",
-    "match_autoencoder_presets",
-]
+from ..lazy_names import lazy_names
+
+_HOMES = {
+    "LatentStructureError": ".autoencoder",
+    "ScalingFactorUnknownWarning": ".autoencoder",
+    "convert_autoencoder_state_dict": ".autoencoder",
+    "infer_autoencoder_config": ".autoencoder",
+    "load_official_autoencoder": ".autoencoder",
+    "match_autoencoder_presets": ".autoencoder",
+    "ConverterInputError": ".checkpoint_io",
+    "load_original_checkpoint": ".checkpoint_io",
+    "AttentionHeadsError": ".usit",
+    "EmaDecayError": ".usit",
+    "convert_usit_state_dict": ".usit",
+    "infer_usit_config": ".usit",
+    "load_usit_from_original": ".usit",
+}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)

@@ -25,7 +25,8 @@ from collections.abc import Mapping
 import torch
 
 from ..latents import check_scaling_factor
-from ..models.autoencoder_dc15 import AUTOENCODER_PRESETS, AutoencoderDC15, resolve_autoencoder_preset
+from ..models.autoencoder_dc15 import AutoencoderDC15
+from ..presets import AUTOENCODER_PRESETS, resolve_autoencoder_preset
 from .checkpoint_io import ConverterInputError, spell_argument
 
 logger = logging.getLogger(__name__)
@@ -288,7 +289,7 @@ def _infer_architecture(state: Mapping[str, torch.Tensor]) -> dict:
 _NOT_ARCHITECTURE = ("scaling_factor", "latent_channel_choices")
 _PER_STAGE = ("block_types", "norm_types", "act_fns")
 # Presets whose scaling factor is a placeholder: DC-Gen publishes none for dc-ae-1.5-f32c128
-# (dc_ae_hf/models/autoencoder_dc15.py, AUTOENCODER_PRESETS).
+# (dc_ae_hf/presets.py, AUTOENCODER_PRESETS).
 _UNPUBLISHED_SCALING_FACTORS = frozenset({"dc-ae-1.5-f32c128"})
 
 
@@ -341,15 +342,6 @@ def describe_latent_config(config: Mapping) -> str:
     else:
         shown = "None"
     return f"latent_channel_choices {shown}, scaling_factor {config.get('scaling_factor')}"
-
-
-class _NotGiven:
-    def __repr__(self) -> str:
-        return "NOT_GIVEN"
-
-
-# Default of `latent_channel_choices` arguments: "not given", which is not the same as None (unstructured).
-NOT_GIVEN = _NotGiven()
 
 
 def _has_shortcuts(config: Mapping) -> bool:

@@ -22,22 +22,13 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from ..checks import DTYPES, SHORT_DTYPE_NAMES, exit_with_error, parse_dtype
-from ..hub import HubPushError, push_folder_to_hub, write_autoencoder_card
-from ..models.autoencoder_dc15 import AUTOENCODER_PRESETS, resolve_autoencoder_preset
+from ..checks import DTYPE_NAMES, NOT_GIVEN, exit_with_error, parse_dtype
 from ..output_folders import card_names, claim_output_folder, clear_output_folder, mark_output_folder
+from ..presets import AUTOENCODER_PRESETS, PIPELINE_PRESETS, resolve_autoencoder_preset
 from ..self_contained import code_version, make_self_contained
-from .autoencoder import (
-    NOT_GIVEN,
-    ScalingFactorUnknownWarning,
-    check_scaling_factor,
-    describe_latent_config,
-    load_official_autoencoder,
-    recognised_preset,
-    scaling_factor_is_published,
-)
-from .checkpoint_io import ConverterInputError, load_original_checkpoint
-from .pipeline import PIPELINE_PRESETS, convert_pipeline
+
+# The modules that import torch are imported where a conversion starts (`convert_autoencoder`, `_run`, `main` after
+# parsing): `--help` and argument errors answer without them.
 
 logger = logging.getLogger(__name__)
 AUTOENCODER_WRITER = "python -m dc_ae_hf.convert autoencoder"
@@ -65,6 +56,17 @@ def convert_autoencoder(
     architecture; where the folder was written, before any upload). A failed upload raises
     `dc_ae_hf.hub.HubPushError`; the folder is complete by then.
     """
+    from ..checks import SHORT_DTYPE_NAMES  # torch dtypes
+    from ..hub import push_folder_to_hub, write_autoencoder_card
+    from ..latents import check_scaling_factor
+    from .autoencoder import (
+        describe_latent_config,
+        load_official_autoencoder,
+        recognised_preset,
+        scaling_factor_is_published,
+    )
+    from .checkpoint_io import load_original_checkpoint
+
     output_dir = claim_output_folder(
         output, AUTOENCODER_WRITER, "--output", earlier_output=card_names(AUTOENCODER_WRITER)
     )
@@ -205,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"architecture (default: inferred from the weights); one of {sorted(AUTOENCODER_PRESETS)}",
     )
     ae.add_argument("--output", required=True, help="output folder")
-    ae.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    ae.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES)
     _add_structure_flags(ae)
     ae.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="also upload the folder to this Hub repo")
     _add_self_contained_flag(ae)
@@ -258,6 +260,8 @@ def _add_self_contained_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
+    from .pipeline import convert_pipeline
+
     if args.command == "self-contained":
         for folder in args.folders:
             make_self_contained(folder)
@@ -299,6 +303,10 @@ def main(argv: list[str] | None = None) -> None:
     one line and exit status 1 (the folder is complete), without a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ..hub import HubPushError
+    from .autoencoder import ScalingFactorUnknownWarning
+    from .checkpoint_io import ConverterInputError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", ScalingFactorUnknownWarning)

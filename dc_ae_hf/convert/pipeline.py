@@ -8,13 +8,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ..checks import NOT_GIVEN
 from ..hub import push_folder_to_hub, write_pipeline_card
 from ..labels import check_id2label, load_id2label
-from ..models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
+from ..models.transformer_usit import USiTTransformer2DModel
 from ..output_folders import card_names, claim_output_folder, clear_output_folder, mark_output_folder
 from ..pipelines.pipeline_dcae15 import DCAE15Pipeline, default_scheduler, load_imagenet_id2label
+from ..presets import PIPELINE_PRESETS, USIT_PRESETS
 from .autoencoder import (
-    NOT_GIVEN,
     check_scaling_factor,
     describe_latent_config,
     load_official_autoencoder,
@@ -26,30 +27,6 @@ from .usit import check_num_attention_heads, convert_usit_state_dict, infer_usit
 
 logger = logging.getLogger(__name__)
 PIPELINE_WRITER = "python -m dc_ae_hf.convert pipeline"
-
-# Official class-to-image models (dc_gen/c2i_model_zoo.py).
-PIPELINE_PRESETS: dict[str, dict] = {
-    "dc-ae-1.5-f64c128-usit-2b": {
-        "autoencoder": "dc-ae-1.5-f64c128",
-        "transformer": "usit-2b",
-        "transformer_overrides": {},
-    },
-    "dc-ae-1.5-f64c128-usit-3b": {
-        "autoencoder": "dc-ae-1.5-f64c128",
-        "transformer": "usit-3b",
-        "transformer_overrides": {},
-    },
-    "dc-ae-f32c32-in-1.0-usit-h": {
-        "autoencoder": "dc-ae-f32c32-in-1.0",
-        "transformer": "usit-h",
-        "transformer_overrides": {"in_channels": 32, "sample_size": 16},
-    },
-    "dc-ae-f32c32-in-1.0-usit-2b": {
-        "autoencoder": "dc-ae-f32c32-in-1.0",
-        "transformer": "usit-2b",
-        "transformer_overrides": {"in_channels": 32, "sample_size": 16},
-    },
-}
 
 
 def _check_preset(preset: str) -> dict:

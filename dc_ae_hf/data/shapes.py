@@ -37,16 +37,15 @@ import colorsys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from dc_ae_hf.extras import missing_extra
 
-try:
+if TYPE_CHECKING:
     import datasets
-except ImportError as error:
-    raise missing_extra(error, "dc_ae_hf.data.shapes (the built-in shapes dataset)") from error
 
 # Sorted alphabetically: imagefolder sorts class folders, so label id == position in this tuple in both code paths.
 SHAPE_CLASSES: tuple[str, ...] = (
@@ -285,8 +284,19 @@ def render_shape_image(index: int, seed: int = 0, resolution: int = 32) -> tuple
     return sample.image, sample.label
 
 
+def _datasets():
+    """The `datasets` package (the train extra), imported where a dataset is built: rendering the shapes and
+    `SHAPE_CLASSES` need only numpy and PIL (the toy scripts read their flags without it)."""
+    try:
+        import datasets
+    except ImportError as error:
+        raise missing_extra(error, "dc_ae_hf.data.shapes (the built-in shapes dataset)") from error
+    return datasets
+
+
 def shapes_features() -> datasets.Features:
     """The schema of :func:`make_shapes_dataset`, identical to what ``load_dataset("imagefolder")`` gives."""
+    datasets = _datasets()
     return datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(SHAPE_CLASSES))})
 
 
@@ -307,7 +317,7 @@ def make_shapes_dataset(
         rendered = [render_shape_image(i, seed=seed, resolution=resolution) for i in batch["index"]]
         return {"image": [image for image, _ in rendered], "label": [label for _, label in rendered]}
 
-    indices = datasets.Dataset.from_dict({"index": list(range(num_images))})
+    indices = _datasets().Dataset.from_dict({"index": list(range(num_images))})
     return indices.map(
         render_batch,
         batched=True,

@@ -43,7 +43,6 @@ except ImportError as error:
     raise missing_extra(error, "dc_ae_hf.metrics (FID, IS, precision/recall, FD-DINOv2)") from error
 
 __all__ = [
-    "INCEPTION_FEATURE_LAYERS",
     "compute_generation_metrics",
     "compute_reference_statistics",
     "fid_from_reference_statistics",
@@ -51,9 +50,6 @@ __all__ = [
     "resolve_inception_weights",
 ]
 
-# torch-fidelity's inception-v3-compat feature layers for FID / precision-recall; each name is its dimension.
-# "2048" (pool3) is the FID standard; the smaller ones are cheap stand-ins for quick checks.
-INCEPTION_FEATURE_LAYERS = ("64", "192", "768", "2048")
 _INCEPTION = "inception-v3-compat"
 # Keys this module sets itself when calling torch-fidelity; passing them in **fidelity_kwargs is an error.
 _RESERVED_FIDELITY_KWARGS = {

@@ -22,8 +22,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from dc_ae_hf.checks import check_int
-
-NORM_TYPES = ("group_norm", "batch_norm", "none")
+from dc_ae_hf.choices import NORM_TYPES
 
 
 def _norm(norm_type: str, channels: int) -> nn.Module:

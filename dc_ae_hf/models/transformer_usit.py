@@ -22,23 +22,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from dc_ae_hf.loading import PretrainedChecksMixin
+from dc_ae_hf.presets import USIT_PRESETS
 from dc_ae_hf.self_contained import SelfContainedModelMixin
-
-# Official sizes (dc_gen/c2i_model_zoo.py, uvit.py bottom). `num_layers` is the official `depth`: 28 -> 14 in-blocks,
-# 1 mid-block, 14 out-blocks. All presets use the DC-AE-f64c128-1.5 latent at 512px (128 channels, 8x8); the
-# DC-AE 1.0 releases used the f32c32 latent instead: `from_preset("usit-h", in_channels=32, sample_size=16)`.
-# The parameter count does not depend on that choice (128x8x8 and 32x16x16 give the same count).
-_F64C128_512PX = dict(
-    sample_size=8, patch_size=1, in_channels=128, mlp_ratio=4.0, num_classes=1000, class_dropout_prob=0.1
-)
-USIT_PRESETS: dict[str, dict] = {
-    # USiT-H, 500.87M parameters (efficientvit applications/dc_ae/README.md)
-    "usit-h": dict(_F64C128_512PX, num_layers=28, num_attention_heads=16, attention_head_dim=72),
-    # USiT-2B, 1580.40M parameters; `dc_ae_1_5_usit_2b_in_512px`
-    "usit-2b": dict(_F64C128_512PX, num_layers=28, num_attention_heads=32, attention_head_dim=64),
-    # USiT-3B (depth 56 -> 57 blocks); `dc_ae_1_5_usit_3b_in_512px`
-    "usit-3b": dict(_F64C128_512PX, num_layers=56, num_attention_heads=32, attention_head_dim=64),
-}
 
 
 class AdaptiveInputConv2d(nn.Conv2d):

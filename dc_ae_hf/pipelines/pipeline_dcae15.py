@@ -30,14 +30,13 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import replace_example_docstring
 from diffusers.utils.torch_utils import get_device, randn_tensor
 
+from dc_ae_hf.choices import SOLVERS, TIME_GRIDS
 from dc_ae_hf.labels import check_id2label
 from dc_ae_hf.latents import can_decode_prefix, check_prefix, decode_from_diffusion_space
 from dc_ae_hf.loading import check_pretrained_folder, resolve_pretrained_path
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.sampling import (
-    SOLVERS,
-    TIME_GRIDS,
     check_guidance_interval,
     flow_sigmas,
     flow_time_grid,

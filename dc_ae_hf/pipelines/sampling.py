@@ -32,10 +32,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-SOLVERS = ("euler", "heun2", "dopri5")
-# Time grids for the diffusers schedulers (``flow_sigmas``): "dense_ends" (the pipeline's default) or "uniform" (the
-# official linspace grid).
-TIME_GRIDS = ("dense_ends", "uniform")
+from dc_ae_hf.choices import SOLVERS, TIME_GRIDS
+
 # The "dense_ends" grid: relative step density on flow-time intervals (t_start, t_end, density). The guided velocity
 # of a USiT varies fastest near noise and near data: the adaptive dopri5 sampler spends most of its steps there, and
 # a fixed step's local error is largest there. The weights were chosen with a step density proportional to the cube

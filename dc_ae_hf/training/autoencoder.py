@@ -28,13 +28,14 @@ import torch
 from torch import nn
 
 from dc_ae_hf.checks import check_channel_prefixes, check_int, invalid
+from dc_ae_hf.choices import PHASES
 from dc_ae_hf.loading import model_subfolder_hint
-from dc_ae_hf.models.autoencoder_dc15 import AUTOENCODER_PRESETS, AutoencoderDC15, resolve_autoencoder_preset
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
+from dc_ae_hf.presets import AUTOENCODER_PRESETS, resolve_autoencoder_preset
 from dc_ae_hf.training.losses import hinge_d_loss
 from dc_ae_hf.training.optimization import compile_blocks
 
 __all__ = [
-    "PHASES",
     "build_autoencoder",
     "check_image_folder",
     "discriminator_step",
@@ -48,12 +49,6 @@ __all__ = [
     "stage_indices",
     "subsample_channels",
 ]
-
-PHASES: dict[int, str] = {
-    1: "low-resolution full training (all parameters, L1 + LPIPS)",
-    2: "high-resolution latent adaptation (layers next to the latent, L1 + LPIPS)",
-    3: "low-resolution local refinement (decoder head only, L1 + LPIPS + GAN)",
-}
 
 
 def load_autoencoder_config(

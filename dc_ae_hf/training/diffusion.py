@@ -27,8 +27,9 @@ from dc_ae_hf.data.latent_cache import (
 from dc_ae_hf.labels import check_id2label
 from dc_ae_hf.loading import model_subfolder_hint
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
-from dc_ae_hf.models.transformer_usit import USIT_PRESETS, USiTTransformer2DModel
+from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from dc_ae_hf.presets import USIT_PRESETS
 from dc_ae_hf.training.optimization import compile_blocks
 
 __all__ = [

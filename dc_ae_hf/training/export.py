@@ -20,12 +20,12 @@ from pathlib import Path
 from diffusers.training_utils import EMAModel
 from torch import nn
 
+from dc_ae_hf.choices import PHASES
 from dc_ae_hf.hub import write_autoencoder_card, write_pipeline_card
 from dc_ae_hf.metrics.autoencoder import format_markdown_table
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline, default_scheduler
-from dc_ae_hf.training.autoencoder import PHASES
 from dc_ae_hf.training.ema import emas_by_decay
 from dc_ae_hf.training.run import RunSettings
 

@@ -31,6 +31,34 @@ import os
 import statistics
 from pathlib import Path
 
+from examples.toy.toy_settings import (
+    EVAL_GUIDANCE_SCALES,
+    REGIME_MODES,
+    REGIME_USIT_CONFIG,
+    USIT_CONFIG,
+    RegimeSettings,
+    SweepAutoencoder,
+    sweep_prefixes,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m examples.toy.measure_regime", description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=sorted(REGIME_MODES), default="regime", help="the mode to estimate")
+    parser.add_argument("--output", help="write the ratios, costs and estimate here (JSON)")
+    parser.add_argument("--recorded", help="estimate from the ratios of this JSON (a previous --output)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of each training step")
+    args = parser.parse_args(argv)
+    try:
+        check_int("--rounds", args.rounds, minimum=1)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
+    parse_args()  # (main below parses them again, in a millisecond)
+
 import torch
 
 from benchmarks.timing import interleaved, load_average
@@ -44,15 +72,6 @@ from dc_ae_hf.training.randomness import LatentChannelSampler
 from examples.toy.measure_sweep import RECORDED_COSTS, interpolate
 from examples.toy.toy_evaluation import generate, sweep_reconstruction_prefixes
 from examples.toy.toy_scheduler import simulate_schedule
-from examples.toy.toy_settings import (
-    EVAL_GUIDANCE_SCALES,
-    REGIME_MODES,
-    REGIME_USIT_CONFIG,
-    USIT_CONFIG,
-    RegimeSettings,
-    SweepAutoencoder,
-    sweep_prefixes,
-)
 from examples.toy.toy_stages import sweep_jobs
 
 # the sweep's reference latents: the recorded costs are interpolated in c to these
@@ -271,20 +290,6 @@ def recorded_ratios(path: str | Path) -> dict:
     if not isinstance(recorded, dict) or not isinstance(recorded.get("ratios"), dict):
         raise ValueError(f"--recorded {path} has no step-cost ratios: give the --output of an earlier measurement")
     return recorded["ratios"]
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m examples.toy.measure_regime", description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=sorted(REGIME_MODES), default="regime", help="the mode to estimate")
-    parser.add_argument("--output", help="write the ratios, costs and estimate here (JSON)")
-    parser.add_argument("--recorded", help="estimate from the ratios of this JSON (a previous --output)")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of each training step")
-    args = parser.parse_args(argv)
-    try:
-        check_int("--rounds", args.rounds, minimum=1)
-    except ValueError as error:
-        parser.error(str(error))
-    return args
 
 
 def main(argv: list[str] | None = None) -> dict:

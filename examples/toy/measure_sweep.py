@@ -33,6 +33,54 @@ from datetime import datetime
 from pathlib import Path
 
 from dc_ae_hf.checks import check_int, exit_on_user_error
+from examples.toy.toy_settings import (
+    EVAL_GUIDANCE_SCALES,
+    SWEEP_MODES,
+    SweepSettings,
+    sweep_autoencoders,
+    sweep_cache_dir,
+    sweep_runs,
+)
+
+
+def measured_settings(settings: SweepSettings, ae_steps: int, usit_steps: int) -> SweepSettings:
+    """The sweep's settings cut to what is measured: the smallest and the largest c, one seed, a few steps."""
+    smallest, largest = settings.plain_channels[0], settings.largest_channels
+    return dataclasses.replace(
+        settings,
+        plain_channels=(smallest, largest),
+        structured_channels=(largest,),
+        ae_steps=ae_steps,
+        usit_steps=usit_steps,
+        usit_checkpoints=2,
+        seeds=(0,),
+        channel_seeds=(0,),
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m examples.toy.measure_sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=sorted(SWEEP_MODES), default="sweep", help="the mode to estimate")
+    parser.add_argument("--recorded", action="store_true", help="estimate from RECORDED_COSTS, measure nothing")
+    parser.add_argument("--output_dir", default="/tmp/toy-measure", help="where the measuring jobs run")
+    parser.add_argument("--ae_steps", type=int, default=45, help="measured autoencoder steps (3 checkpoints)")
+    parser.add_argument("--usit_steps", type=int, default=60, help="measured diffusion steps, even (2 checkpoints)")
+    parser.add_argument("--max_parallel", type=int, default=2, help="training subprocesses at once")
+    args = parser.parse_args(argv)
+    target = SWEEP_MODES[args.mode]
+    try:
+        check_int("--ae_steps", args.ae_steps, minimum=3)  # checkpoints every ae_steps // 3: two saves to time
+        check_int("--usit_steps", args.usit_steps, minimum=2)
+        check_int("--max_parallel", args.max_parallel, minimum=1)
+        measured_settings(target, args.ae_steps, args.usit_steps)  # e.g. an odd --usit_steps
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
+    return args
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
+    parse_args()  # (main below parses them again, in a millisecond)
+
 from dc_ae_hf.data.shapes import SHAPE_CLASSES
 from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder
 from dc_ae_hf.metrics.classifier import train_classifier
@@ -45,14 +93,6 @@ from examples.toy.toy_evaluation import (
     sweep_reconstruction_prefixes,
 )
 from examples.toy.toy_scheduler import Timings, simulate_schedule
-from examples.toy.toy_settings import (
-    EVAL_GUIDANCE_SCALES,
-    SWEEP_MODES,
-    SweepSettings,
-    sweep_autoencoders,
-    sweep_cache_dir,
-    sweep_runs,
-)
 from examples.toy.toy_stages import data_exists, run_trainer_jobs, sweep_jobs, write_data, write_sweep_configs
 
 # accelerate's log line when a trainer starts saving checkpoint-<step> (at every --checkpointing_steps and the end)
@@ -179,21 +219,6 @@ def estimate(target: SweepSettings, costs: SweepCosts, max_parallel: int = 2) ->
     }
 
 
-def measured_settings(settings: SweepSettings, ae_steps: int, usit_steps: int) -> SweepSettings:
-    """The sweep's settings cut to what is measured: the smallest and the largest c, one seed, a few steps."""
-    smallest, largest = settings.plain_channels[0], settings.largest_channels
-    return dataclasses.replace(
-        settings,
-        plain_channels=(smallest, largest),
-        structured_channels=(largest,),
-        ae_steps=ae_steps,
-        usit_steps=usit_steps,
-        usit_checkpoints=2,
-        seeds=(0,),
-        channel_seeds=(0,),
-    )
-
-
 def measured_jobs(out: Path, settings: SweepSettings) -> list:
     """The measured subset of `sweep_jobs`: every autoencoder and cache; of the runs, the structured latent's three
     objectives at the largest c cost what the plain latent's do, so only the plain latent is measured."""
@@ -260,26 +285,6 @@ def measure(out: Path, target: SweepSettings, ae_steps: int, usit_steps: int, ma
         reconstruct_image=reconstruct_image,
         reconstruction_eval_image=reconstruction_eval_image,
     )
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m examples.toy.measure_sweep", description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=sorted(SWEEP_MODES), default="sweep", help="the mode to estimate")
-    parser.add_argument("--recorded", action="store_true", help="estimate from RECORDED_COSTS, measure nothing")
-    parser.add_argument("--output_dir", default="/tmp/toy-measure", help="where the measuring jobs run")
-    parser.add_argument("--ae_steps", type=int, default=45, help="measured autoencoder steps (3 checkpoints)")
-    parser.add_argument("--usit_steps", type=int, default=60, help="measured diffusion steps, even (2 checkpoints)")
-    parser.add_argument("--max_parallel", type=int, default=2, help="training subprocesses at once")
-    args = parser.parse_args(argv)
-    target = SWEEP_MODES[args.mode]
-    try:
-        check_int("--ae_steps", args.ae_steps, minimum=3)  # checkpoints every ae_steps // 3: two saves to time
-        check_int("--usit_steps", args.usit_steps, minimum=2)
-        check_int("--max_parallel", args.max_parallel, minimum=1)
-        measured_settings(target, args.ae_steps, args.usit_steps)  # e.g. an odd --usit_steps
-    except (TypeError, ValueError) as error:
-        parser.error(str(error))
-    return args
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -24,6 +24,38 @@ import time
 from pathlib import Path
 
 from dc_ae_hf.checks import check_int, exit_on_user_error
+from examples.toy.toy_settings import REGIME_ARMS, REGIME_MODES, REGIME_USIT_CONFIG, RegimeSettings, sweep_cache_dir
+
+PILOT_ARMS = ("i", "ii")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m examples.toy.pilot_regime", description=__doc__.split("\n")[0])
+    parser.add_argument("--output_dir", default="outputs/regime-pilot")
+    parser.add_argument("--results_dir", default="examples/toy/results/regime")
+    parser.add_argument("--ae_steps", type=int, default=900)
+    parser.add_argument("--usit_steps", type=int, default=600)
+    parser.add_argument("--num_train_images", type=int, default=2000)
+    parser.add_argument("--num_samples", type=int, default=200)
+    parser.add_argument("--max_parallel", type=int, default=2)
+    parser.add_argument("--arms", nargs="+", choices=REGIME_ARMS, default=list(PILOT_ARMS), help="arms to run")
+    parser.add_argument("--ae_deep_width", type=int, default=128, help="width of the stages beyond f8")
+    parser.add_argument("--ae_only", action="store_true", help="only the arms' autoencoders and their PSNR/SSIM")
+    parser.add_argument("--output_name", default="pilot.json", help="file name in --results_dir")
+    parser.add_argument(
+        "--add_losses", action="store_true", help="only add the logged losses to an existing --output_name"
+    )
+    args = parser.parse_args(argv)
+    try:
+        check_int("--max_parallel", args.max_parallel, minimum=1)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
+    parse_args()  # (main below parses them again, in a millisecond)
+
 from dc_ae_hf.metrics.autoencoder import evaluate_autoencoder
 from examples.toy.measure_sweep import seconds_per_step
 from examples.toy.toy_evaluation import (
@@ -34,10 +66,8 @@ from examples.toy.toy_evaluation import (
     load_imagefolder,
 )
 from examples.toy.toy_scheduler import Timings
-from examples.toy.toy_settings import REGIME_ARMS, REGIME_MODES, REGIME_USIT_CONFIG, RegimeSettings, sweep_cache_dir
 from examples.toy.toy_stages import data_exists, run_trainer_jobs, sweep_jobs, write_data, write_sweep_configs
 
-PILOT_ARMS = ("i", "ii")
 # the trainer's progress bar: "<step>/<steps> [...] loss=<mean of the last --logging_steps steps>"
 _PROGRESS = re.compile(r"(\d+)/(\d+) \[[^\]]*, loss=([0-9.]+)\]")
 
@@ -75,30 +105,6 @@ def pilot_settings(
         classifier_steps=300,
         smoke=True,
     )
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m examples.toy.pilot_regime", description=__doc__.split("\n")[0])
-    parser.add_argument("--output_dir", default="outputs/regime-pilot")
-    parser.add_argument("--results_dir", default="examples/toy/results/regime")
-    parser.add_argument("--ae_steps", type=int, default=900)
-    parser.add_argument("--usit_steps", type=int, default=600)
-    parser.add_argument("--num_train_images", type=int, default=2000)
-    parser.add_argument("--num_samples", type=int, default=200)
-    parser.add_argument("--max_parallel", type=int, default=2)
-    parser.add_argument("--arms", nargs="+", choices=REGIME_ARMS, default=list(PILOT_ARMS), help="arms to run")
-    parser.add_argument("--ae_deep_width", type=int, default=128, help="width of the stages beyond f8")
-    parser.add_argument("--ae_only", action="store_true", help="only the arms' autoencoders and their PSNR/SSIM")
-    parser.add_argument("--output_name", default="pilot.json", help="file name in --results_dir")
-    parser.add_argument(
-        "--add_losses", action="store_true", help="only add the logged losses to an existing --output_name"
-    )
-    args = parser.parse_args(argv)
-    try:
-        check_int("--max_parallel", args.max_parallel, minimum=1)
-    except ValueError as error:
-        parser.error(str(error))
-    return args
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -61,30 +61,7 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from dc_ae_hf.checks import check_int, exit_on_user_error
-from examples.toy.report.card import claim_bundle_folder, write_bundle
-from examples.toy.report.default import default_results_summary, write_default_report
-from examples.toy.report.pictures import sample_grid, write_prefix_grids
-from examples.toy.report.quick_full import results_summary, write_report
-from examples.toy.report.regime import regime_results_summary, write_regime_report
-from examples.toy.report.sweep import sweep_results_summary, write_sweep_report
-from examples.toy.toy_evaluation import (
-    class_samples,
-    diffusion_vaes,
-    evaluate_autoencoders,
-    evaluate_classifier,
-    evaluate_default_autoencoder,
-    evaluate_diffusion,
-    evaluate_structured_classifier,
-    evaluate_sweep_autoencoders,
-    load_autoencoder,
-    load_imagefolder,
-    reconstruct,
-    saved_classifier,
-)
-from examples.toy.toy_scheduler import Timings, stage_wall_times
 from examples.toy.toy_settings import (
     AUTOENCODERS,
     DEFAULT_MODES,
@@ -97,20 +74,6 @@ from examples.toy.toy_settings import (
     RegimeSettings,
     resolution_of,
     usit_run_dir,
-)
-from examples.toy.toy_stages import (
-    autoencoder_jobs,
-    cache_jobs,
-    data_exists,
-    default_jobs,
-    finetune_jobs,
-    run_trainer_jobs,
-    sweep_jobs,
-    usit_jobs,
-    write_configs,
-    write_data,
-    write_diffusion_vae,
-    write_sweep_configs,
 )
 
 SAMPLES_PER_CLASS = 4  # samples_struct_aug.png: one row per class
@@ -146,6 +109,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         allowed = sorted(SWEEP_MODES) + sorted(REGIME_MODES)
         parser.error(f"--report_only is for the sweep and regime modes {allowed}, not --mode {args.mode}")
     return args
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
+    parse_args()  # (main below parses them again, in a millisecond)
+
+import torch
+
+from examples.toy.report.card import claim_bundle_folder, write_bundle
+from examples.toy.report.default import default_results_summary, write_default_report
+from examples.toy.report.pictures import sample_grid, write_prefix_grids
+from examples.toy.report.quick_full import results_summary, write_report
+from examples.toy.report.regime import regime_results_summary, write_regime_report
+from examples.toy.report.sweep import sweep_results_summary, write_sweep_report
+from examples.toy.toy_evaluation import (
+    class_samples,
+    diffusion_vaes,
+    evaluate_autoencoders,
+    evaluate_classifier,
+    evaluate_default_autoencoder,
+    evaluate_diffusion,
+    evaluate_structured_classifier,
+    evaluate_sweep_autoencoders,
+    load_autoencoder,
+    load_imagefolder,
+    reconstruct,
+    saved_classifier,
+)
+from examples.toy.toy_scheduler import Timings, stage_wall_times
+from examples.toy.toy_stages import (
+    autoencoder_jobs,
+    cache_jobs,
+    data_exists,
+    default_jobs,
+    finetune_jobs,
+    run_trainer_jobs,
+    sweep_jobs,
+    usit_jobs,
+    write_configs,
+    write_data,
+    write_diffusion_vae,
+    write_sweep_configs,
+)
 
 
 def _folders(args: argparse.Namespace) -> tuple[Path, Path]:

@@ -17,10 +17,6 @@ import json
 from pathlib import Path
 
 from dc_ae_hf.checks import check_int, exit_on_user_error
-from dc_ae_hf.metrics.classifier import SmallImageClassifier
-from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
-from examples.toy.toy_evaluation import load_imagefolder, reconstruct, score_samples
-from examples.toy.toy_settings import EVAL_GUIDANCE_SCALES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +43,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.output_json and not Path(args.output_json).resolve().parent.is_dir():
         parser.error(f"--output_json {args.output_json}: its folder does not exist")
     return args
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
+    parse_args()  # (main below parses them again, in a millisecond)
+
+from dc_ae_hf.metrics.classifier import SmallImageClassifier
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from examples.toy.toy_evaluation import load_imagefolder, reconstruct, score_samples
+from examples.toy.toy_settings import EVAL_GUIDANCE_SCALES
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -60,7 +60,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_training_modules_import_each_other_without_a_cycle():
     graph = training_import_graph()
     assert {"dc_ae_hf.training.autoencoder", "dc_ae_hf.training.export", "dc_ae_hf.training.run"} <= set(graph)
-    assert "dc_ae_hf.training.autoencoder" in graph["dc_ae_hf.training.export"]  # the edges are seen
+    assert "dc_ae_hf.training.run" in graph["dc_ae_hf.training.export"]  # the edges are seen
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
