@@ -149,10 +149,17 @@ def test_bundle_copies_the_pipeline_with_a_card(results, tmp_path):
     pipe.save_pretrained(source)
     DCAE15Pipeline.from_pretrained(source).save_pretrained(source)  # now its configs name the local folder
     target = tmp_path / "bundle"
-    (target / "stale").mkdir(parents=True)  # an earlier bundle is replaced, not merged
     write_bundle(source, target, "smoke", SMOKE, results["autoencoders"], results["diffusion"])
-
+    (target / "stale").mkdir()  # an earlier bundle is replaced whole, not merged
+    write_bundle(source, target, "smoke", SMOKE, results["autoencoders"], results["diffusion"])
     assert not (target / "stale").exists()
+    foreign = tmp_path / "foreign"  # not a bundle: refused, untouched
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"--bundle_to=.*foreign' is not allowed: it holds other files \(notes.txt\)"):
+        write_bundle(source, foreign, "smoke", SMOKE, results["autoencoders"], results["diffusion"])
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
     bundled = DCAE15Pipeline.from_pretrained(target)
     assert bundled.get_label_ids("star") == [SHAPE_CLASSES.index("star")]
     assert not any(str(tmp_path) in path.read_text() for path in target.rglob("*.json"))  # no local paths
