@@ -31,6 +31,7 @@ import os
 import statistics
 from pathlib import Path
 
+from dc_ae_hf.checks import check_int, exit_on_user_error
 from examples.toy.toy_settings import (
     EVAL_GUIDANCE_SCALES,
     REGIME_MODES,
@@ -62,7 +63,6 @@ if __name__ == "__main__":  # the flags first: --help and argument errors answer
 import torch
 
 from benchmarks.timing import interleaved, load_average
-from dc_ae_hf.checks import check_int, exit_on_user_error
 from dc_ae_hf.metrics.classifier import SmallImageClassifier
 from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
