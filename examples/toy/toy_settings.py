@@ -522,7 +522,8 @@ class RegimeSettings:
 
     `baseline_latent` and `high_latent` are (spatial compression f, channels c) of the baseline (arm (i)) and the
     high-channel latent (arms (ii)-(v)) at `resolution` px; `ae_deep_width` the width of the autoencoders' stages
-    beyond f8 (`autoencoder_config`). Steps are optimisation steps, the same for every arm;
+    beyond f8 (`autoencoder_config`); `ae_full_latent_every_step` trains the structured one on the full latent and
+    one random prefix in every step. Steps are optimisation steps, the same for every arm;
     `usit_checkpoints` evenly spaced evaluations, a multiple of 4: arm (i) (4x the tokens) then has a checkpoint at
     a quarter of the steps and a per_pass run (2 passes) at half, where their compute equals the one-pass runs'
     final compute. Every arm runs with every seed of `seeds`; the autoencoders with seed 0. `smoke`: a reduced run
@@ -552,6 +553,10 @@ class RegimeSettings:
     ae_learning_rate: float = 1e-3
     usit_learning_rate: float = 1e-3
     smoke: bool = False
+    # the structured autoencoder reconstructs from the full latent and one random prefix in every step (official
+    # `always_sample_max_channel`, dc_gen/aecore/trainer.py): one uniform prefix of 16 per step left its full latent
+    # 4 dB behind the plain one after 3000 steps (results/regime/pilot.md, section 5)
+    ae_full_latent_every_step: bool = True
 
     def __post_init__(self) -> None:
         _check_budget(self, _BUDGET_FIELDS, min_checkpoints=4)

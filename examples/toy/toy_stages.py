@@ -138,13 +138,20 @@ def _l1_training(
 
 
 def _autoencoder_job(
-    out: Path, settings: ModeSettings | SweepSettings | RegimeSettings | DefaultSettings, name: str, choices: list[int]
+    out: Path,
+    settings: ModeSettings | SweepSettings | RegimeSettings | DefaultSettings,
+    name: str,
+    choices: list[int],
+    full_latent_every_step: bool = False,
 ) -> Job:
     """One autoencoder run from `configs/<name>.json` into `<out>/<name>`: L1, AdamW with a cosine LR after a short
-    warm-up, EMA 0.999, seed 0, prefixes c' drawn from `choices`."""
+    warm-up, EMA 0.999, seed 0, prefixes c' drawn from `choices` (one per step; with `full_latent_every_step`, the
+    full latent and one drawn prefix)."""
+    full = {"--num_channel_samples": 2, "--always_include_full": True} if full_latent_every_step else {}
     options = {
         "--model_config": out / "configs" / f"{name}.json",
         "--latent_channel_choices": choices,
+        **full,
         "--max_train_steps": settings.ae_steps,
         "--output_dir": out / name,
         **_l1_training(out, settings),
@@ -334,8 +341,13 @@ def write_sweep_configs(out: Path, settings: SweepSettings | RegimeSettings) -> 
 
 
 def sweep_autoencoder_jobs(out: Path, settings: SweepSettings | RegimeSettings) -> list[Job]:
-    """Every sweep autoencoder (`sweep_autoencoders`), with the same data, steps, seed and optimiser."""
-    return [_autoencoder_job(out, settings, ae.name, ae.channel_choices) for ae in sweep_autoencoders(settings)]
+    """Every sweep autoencoder (`sweep_autoencoders`), with the same data, steps, seed and optimiser; a regime
+    mode's structured one with the full latent in every step (`RegimeSettings.ae_full_latent_every_step`)."""
+    full = isinstance(settings, RegimeSettings) and settings.ae_full_latent_every_step
+    return [
+        _autoencoder_job(out, settings, ae.name, ae.channel_choices, full and ae.structured)
+        for ae in sweep_autoencoders(settings)
+    ]
 
 
 def sweep_cache_jobs(out: Path, settings: SweepSettings | RegimeSettings) -> list[Job]:

@@ -159,6 +159,10 @@ def test_regime_configs_and_command_lines(tmp_path):
     assert _values(by_name["ae_struct_f32c128"].command, "--latent_channel_choices") == [
         str(c) for c in sweep_prefixes(128)
     ]
+    # the structured autoencoder reconstructs from the full latent and one random prefix in every step
+    struct = by_name["ae_struct_f32c128"].command
+    assert _values(struct, "--num_channel_samples") == ["2"] and _values(struct, "--always_include_full") == []
+    assert "--always_include_full" not in by_name["ae_plain_f32c128"].command
     cache = by_name["cache_ae_plain_f16c32"]
     assert _values(cache.command, "--resolution") == ["64"] and cache.after == ("ae_plain_f16c32",)
     # the same optimiser, steps and checkpoints for every arm; the objective of each
@@ -185,6 +189,8 @@ def test_the_other_modes_keep_their_resolution_and_configs(tmp_path):
     assert json.loads((tmp_path / "configs" / "usit.json").read_text()) == USIT_CONFIG
     command = toy_stages.sweep_jobs(tmp_path, SWEEP_MODES["sweep"])[0].command
     assert _values(command, "--resolution") == ["32"]
+    sweep_commands = [job.command for job in toy_stages.sweep_jobs(tmp_path, SWEEP_MODES["sweep"])]
+    assert not [c for c in sweep_commands if "train_dc_ae.py" in str(c[1]) and "--always_include_full" in c]
 
 
 def test_reconstruction_prefixes_of_the_regime_autoencoders():
