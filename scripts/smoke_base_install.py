@@ -20,7 +20,7 @@ from dc_ae_hf import AutoencoderDC15, DCAE15Pipeline, USiTTransformer2DModel
 
 # Modules of the package that need the `train` extra, and a package of that extra they import.
 OPTIONAL_MODULES = {
-    "dc_ae_hf.data": "datasets",
+    "dc_ae_hf.data.images": "datasets",
     "dc_ae_hf.metrics.inception": "torch_fidelity",
     "dc_ae_hf.metrics.image": "torchmetrics",
     "dc_ae_hf.training.diffusion": "datasets",
@@ -70,6 +70,16 @@ def main() -> None:
             check(f"import {module} names the extra", "dc-ae-hf[train]" in str(error), f"({error})")
         else:
             raise SystemExit(f"FAIL import {module} succeeded without {package}")
+    if importlib.util.find_spec("datasets") is None:  # the shapes render without it; building a dataset needs it
+        from dc_ae_hf.data import make_shapes_dataset, render_shape_image
+
+        check("render_shape_image without datasets", render_shape_image(0)[0].size == (32, 32))
+        try:
+            make_shapes_dataset(2)
+        except ImportError as error:
+            check("make_shapes_dataset names the extra", "dc-ae-hf[train]" in str(error), f"({error})")
+        else:
+            raise SystemExit("FAIL make_shapes_dataset succeeded without datasets")
 
     with tempfile.TemporaryDirectory() as folder:
         tiny_pipeline().save_pretrained(folder)
