@@ -25,6 +25,8 @@ from dc_ae_hf.checks import DTYPE_NAMES, check_channel_prefixes, invalid, parse_
 from dc_ae_hf.training.arguments import (
     add_data_source_arguments,
     add_loader_arguments,
+    check_before_heavy_imports,
+    check_data_and_loader_arguments,
     check_data_source_arguments,
     check_loader_arguments,
     make_parser,
@@ -87,8 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
-    parse_args()  # (run_script below parses them again, in a millisecond)
+if __name__ == "__main__":  # the flags first: --help, argument errors and bad values answer before the heavy imports
+    check_before_heavy_imports(check_data_and_loader_arguments, parse_args())  # (run_script below: again, in a ms)
 
 import datasets
 import torch

@@ -16,7 +16,12 @@ from __future__ import annotations
 import argparse
 
 from dc_ae_hf.choices import INCEPTION_FEATURE_LAYERS
-from dc_ae_hf.training.arguments import add_data_source_arguments, check_data_source_arguments, make_parser
+from dc_ae_hf.training.arguments import (
+    add_data_source_arguments,
+    check_before_heavy_imports,
+    check_data_source_arguments,
+    make_parser,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
-    parse_args()  # (run_script below parses them again, in a millisecond)
+if __name__ == "__main__":  # the flags first: --help, argument errors and bad values answer before the heavy imports
+    check_before_heavy_imports(check_data_source_arguments, parse_args())  # (run_script below: again, in a ms)
 
 import numpy as np
 import torch

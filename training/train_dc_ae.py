@@ -24,6 +24,7 @@ from dc_ae_hf.training.arguments import (
     add_image_data_arguments,
     add_optimization_arguments,
     add_run_arguments,
+    check_before_heavy_imports,
     check_shared_arguments,
     from_flags,
     make_parser,
@@ -82,8 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
-    parse_args()  # (run_script below parses them again, in a millisecond)
+if __name__ == "__main__":  # the flags first: --help, argument errors and bad values answer before the heavy imports
+    check_before_heavy_imports(check_shared_arguments, parse_args())  # (run_script below does it again, in a ms)
 
 import numpy as np
 import torch

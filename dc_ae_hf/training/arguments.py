@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from dc_ae_hf.checks import check_int, check_number, invalid
+from dc_ae_hf.checks import check_int, check_number, exit_with_error, invalid
 
 T = TypeVar("T")
 
@@ -291,3 +293,25 @@ def _warn_on_a_warm_up_longer_than_the_run(args: argparse.Namespace) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def check_data_and_loader_arguments(args: argparse.Namespace) -> None:
+    """`check_data_source_arguments` and `check_loader_arguments`: the flag checks of the scripts that read images
+    without training (the cache, the autoencoder evaluation, the reference statistics)."""
+    check_data_source_arguments(args)
+    check_loader_arguments(args)
+
+
+def check_before_heavy_imports(check: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> None:
+    """Run a script's checks that need no model (`check(args)`, e.g. `check_shared_arguments`) before its heavy
+    imports, so that a bad value answers at once, as `--help` does: a ValueError or TypeError ends the script with
+    one line `error: ...` (on the first process of a launch only) and status 2, as `run_script` would later.
+    Warnings are left to the same check in `main`, which runs it again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            check(args)
+        except (ValueError, TypeError) as error:
+            if os.environ.get("DC_AE_HF_TRACEBACK") == "1":
+                raise
+            exit_with_error(error, show=os.environ.get("RANK", "0") == "0")

@@ -79,3 +79,37 @@ def test_every_entry_point_is_covered():
         for n in ("run_recipe", "score_pipeline", "pilot_regime", "measure_regime", "measure_sweep")
     }
     assert toy <= listed
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (
+            ["train_dc_ae.py", "--max_train_steps", "0"],
+            "error: --max_train_steps=0 is not allowed: must be an int >= 1",
+        ),
+        (
+            ["train_usit.py", "--max_train_steps", "0"],
+            "error: --max_train_steps=0 is not allowed: must be an int >= 1",
+        ),
+        (
+            ["cache_latents.py", "--vae", "v", "--output_dir", "o", "--train_data_dir", "no/such/dir"],
+            "error: --train_data_dir='no/such/dir' is not allowed: must be a directory (an imagefolder)",
+        ),
+        (
+            ["evaluate_dc_ae.py", "--pretrained_model_name_or_path", "p", "--output_json", "o.json"]
+            + ["--train_data_dir", "tests", "--batch_size", "0"],
+            "error: --batch_size=0 is not allowed: must be an int >= 1",
+        ),
+        (
+            ["make_reference_statistics.py", "--dataset_name", "x", "--train_data_dir", "d", "--output", "o.npz"],
+            "error: --train_data_dir='d' is not allowed: give exactly one of --dataset_name",
+        ),
+    ],
+)
+def test_a_bad_value_that_needs_no_model_is_refused_before_the_heavy_imports(arguments, expected):
+    """A value the shared flag checks refuse answers as fast as a syntax error: one line, status 2."""
+    report, output = _run([f"training/{arguments[0]}", *arguments[1:]])
+    assert report == {"status": 2, "imported": []}, output[-3000:]
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), output[-3000:]
