@@ -267,7 +267,7 @@ class TrainingRun:
             "num_processes": accelerator.num_processes,
         }
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
-        self._upsampled = None  # (images the ADM crop enlarged, images) of a first pass seen whole, on the device
+        self._upsampled, self._counted = None, 0  # images the ADM crop enlarged (on the device) among those counted
         self.resumed_from: Path | None = None
         self.sharded = settings.fsdp
         if self.sharded and accelerator.distributed_type not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
@@ -596,16 +596,18 @@ class TrainingRun:
             epoch, skip = epoch + 1, 0
 
     def _count_upsampled(self, flags: torch.Tensor) -> None:
-        counts = torch.stack([flags.sum(), torch.tensor(flags.numel(), device=flags.device)])  # no host sync
-        self._upsampled = counts if self._upsampled is None else self._upsampled + counts
+        upsampled = flags.sum()  # stays on the device: no host sync per batch
+        self._upsampled = upsampled if self._upsampled is None else self._upsampled + upsampled
+        self._counted += flags.numel()
 
     def report_upsampled(self, where: str) -> None:
         """Say once (main process) how many training images were smaller than the resolution and were upsampled by
         the ADM crop, over what was counted (`_batches`); every process takes part (a sum over processes)."""
         if self._upsampled is None:
             return
-        upsampled, images = (int(v) for v in self.accelerator.reduce(self._upsampled, "sum"))
-        self._upsampled = None
+        counts = torch.stack([self._upsampled, torch.tensor(self._counted, device=self._upsampled.device)])
+        upsampled, images = (int(v) for v in self.accelerator.reduce(counts, "sum"))
+        self._upsampled, self._counted = None, 0
         if self.accelerator.is_main_process:
             logger.info(
                 f"{upsampled} of {images} training images ({upsampled / max(images, 1):.1%}) in {where} were smaller "
