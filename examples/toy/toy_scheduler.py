@@ -3,7 +3,10 @@
 - `Job`: one command, the file whose existence means it is done (`done_marker`) and the jobs it waits for.
 - `run_jobs`: runs a list of jobs in priority order, at most `max_parallel` at once, each with its share of the
   CPU cores (`OMP_NUM_THREADS`) and its own log file; a job whose done marker exists is skipped, so re-running the
-  same list continues an interrupted run (the trainers resume from their newest checkpoint).
+  same list continues an interrupted run (the trainers resume from their newest checkpoint). Each job's command is
+  recorded when it starts (`<log_dir>/<name>.command.json`): a job whose command changed since (other steps, other
+  flags: the mode's settings were edited) is refused, finished or not, instead of being skipped or resumed with
+  outputs made by the old command.
 - `Timings`: wall times of jobs and in-process steps, kept in a JSON file so a resumed run still reports them;
   `stage_wall_times` sums them up per stage.
 - `simulate_schedule`: the wall time of a job list under the same policy, from per-job durations (budgets).
@@ -138,7 +141,38 @@ class _Running:
     log: IO[str]
 
 
+def _recorded_form(command: list[str], log_dir: Path, cwd: Path) -> list[str]:
+    """`command` without its interpreter and with the run folder (`log_dir`'s parent) and `cwd` written as
+    ``{run}`` / ``{cwd}``: the same job started from another virtual environment or after the checkout or the run
+    folder moved has the same recorded form."""
+    run, here = str(log_dir.parent), str(cwd)
+    return [arg.replace(run, "{run}").replace(here, "{cwd}") for arg in command[1:]]
+
+
+def check_job_commands(jobs: list[Job], log_dir: Path, cwd: Path) -> None:
+    """ValueError naming the job and the first arguments that differ if a job's recorded command
+    (`<log_dir>/<name>.command.json`, written when it started) is not its command now: its outputs, finished or
+    half-made, come from other settings and must not be reused. Jobs never started (no record) pass; so do jobs
+    of runs made before commands were recorded (a done marker without a record), which cannot be checked."""
+    for job in jobs:
+        record = log_dir / f"{job.name}.command.json"
+        if not record.exists():
+            continue
+        before, now = json.loads(record.read_text()), _recorded_form(job.command, log_dir, cwd)
+        if before != now:
+            first = next((i for i, (a, b) in enumerate(zip(before, now)) if a != b), min(len(before), len(now)))
+            raise ValueError(
+                f"job {job.name!r} was started with another command ({record}); from argument {first} it was "
+                f"{before[first : first + 4]} and is now {now[first : first + 4]}. Its outputs come from the old "
+                f"settings: use a new output folder, or delete the job's outputs and {record} to redo it"
+            )
+
+
 def _start(job: Job, log_dir: Path, cwd: Path, environment: dict[str, str]) -> _Running:
+    record = log_dir / f"{job.name}.command.json"
+    partial = record.with_suffix(".tmp")
+    partial.write_text(json.dumps(_recorded_form(job.command, log_dir, cwd), indent=1))
+    os.replace(partial, record)
     log = open(log_dir / f"{job.name}.log", "a")  # noqa: SIM115 (closed when the job ends)
     log.write(f"\n$ {' '.join(job.command)}\n")
     log.flush()
@@ -164,7 +198,8 @@ def run_jobs(
 
     Each job runs in `cwd` with this process's environment plus `environment`, gets OMP_NUM_THREADS = cores //
     running jobs (at least 1) and logs to `log_dir/<name>.log` (appended, after the command line). Jobs whose
-    `done_marker` exists are skipped. A job that fails (non-zero exit, or no done marker) raises RuntimeError
+    `done_marker` exists are skipped; `check_job_commands` first refuses a job whose recorded command changed. A
+    job that fails (non-zero exit, or no done marker) raises RuntimeError
     with its log tail; on that or any other exception (e.g. Ctrl-C) the jobs still running are terminated. Wall
     times go to `timings` under the job names.
     """
@@ -172,6 +207,7 @@ def run_jobs(
     check_number("poll_seconds", poll_seconds, minimum=0, exclusive_minimum=True)
     check_jobs(jobs)
     log_dir.mkdir(parents=True, exist_ok=True)
+    check_job_commands(jobs, log_dir, cwd)
     done = {job.name for job in jobs if job.done_marker.exists()}
     for job in jobs:
         if job.name in done:

@@ -72,6 +72,51 @@ def test_finished_jobs_are_skipped(tmp_path, capsys):
     assert "[skip] done: output exists" in capsys.readouterr().out
 
 
+def test_a_job_whose_command_changed_is_refused_finished_or_not(tmp_path):
+    first = _job(tmp_path, "train", "print('--max_train_steps 10')")
+    _run([first], tmp_path)
+    record = tmp_path / "logs" / "train.command.json"
+    assert json.loads(record.read_text())[0] == "-c"  # recorded without the interpreter
+    # the same job again, from another interpreter path: skipped, as before
+    again = Job("train", "stage", ["/other/venv/bin/python", *first.command[1:]], first.done_marker)
+    _run([again], tmp_path)
+    # the mode's settings were edited: its finished output must not be reused
+    edited = _job(tmp_path, "train", "print('--max_train_steps 20')")
+    with pytest.raises(
+        ValueError,
+        match=r"job 'train' was started with another command .*train\.command\.json.*"
+        r"from argument 1 it was .*max_train_steps 10.* and is now .*max_train_steps 20.*new output",
+    ):
+        _run([edited, _job(tmp_path, "after", after=["train"])], tmp_path)
+    assert not (tmp_path / "after.done").exists()  # refused before anything ran
+    # not finished (a killed run): refused too, rather than resumed with other flags
+    first.done_marker.unlink()
+    with pytest.raises(ValueError, match="job 'train' was started with another command"):
+        _run([edited], tmp_path)
+    record.unlink()  # the way out the message names (with the outputs deleted): it runs and is recorded anew
+    _run([edited], tmp_path)
+    assert "max_train_steps 20" in json.loads(record.read_text())[1]
+
+
+def test_the_record_names_the_run_folder_so_a_moved_run_still_matches(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+
+    def job(root):
+        return Job("copy", "stage", [sys.executable, "-c", "", str(root / "data")], tmp_path / "copy.done")
+
+    (tmp_path / "copy.done").write_text("done")
+    _run([job(old)], old)  # skipped: nothing recorded, as for runs made before the records
+    assert not (old / "logs" / "copy.command.json").exists()
+    (tmp_path / "copy.done").unlink()
+    with pytest.raises(RuntimeError):  # runs (and records) but writes no marker
+        _run([job(old)], old)
+    assert json.loads((old / "logs" / "copy.command.json").read_text())[-1] == "{run}/data"
+    old.rename(new)
+    (tmp_path / "copy.done").write_text("done")
+    _run([job(new)], new)  # the same job in the moved folder: no complaint
+
+
 def test_a_failing_job_stops_the_pool_with_its_log_tail(tmp_path):
     slow = _job(tmp_path, "slow", "import time; time.sleep(30)")
     bad = _job(tmp_path, "bad", "print('boom from the trainer'); raise SystemExit(3)")
