@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     import torch
@@ -214,3 +214,24 @@ def exit_on_user_error(function: Callable, *args, **kwargs):
         if os.environ.get("DC_AE_HF_TRACEBACK") == "1":
             raise
         exit_with_error(error)
+
+
+def check_guidance_interval(guidance_interval: Sequence[float] | None) -> tuple[float, float] | None:
+    """Validate ``(t_lo, t_hi)`` with 0 <= t_lo <= t_hi <= 1 (flow time) and return it as floats."""
+    if guidance_interval is None:
+        return None
+    try:
+        t_lo, t_hi = (float(v) for v in guidance_interval)
+    except (TypeError, ValueError) as error:
+        message = f"`guidance_interval` must be a pair (t_lo, t_hi) of floats, got {guidance_interval!r}."
+        raise ValueError(message) from error
+    if not 0.0 <= t_lo <= t_hi <= 1.0:
+        raise ValueError(
+            f"`guidance_interval` must satisfy 0 <= t_lo <= t_hi <= 1 (flow time), got {guidance_interval!r}."
+        )
+    return t_lo, t_hi
+
+
+def is_statistics_file(images: Any) -> bool:
+    """Whether ``images`` names a statistics file (a path ending in ``.npz``) rather than an image set."""
+    return isinstance(images, (str, os.PathLike)) and os.fspath(images).endswith(".npz")

@@ -8,6 +8,8 @@ import argparse
 import math
 from pathlib import Path
 
+from dc_ae_hf.checks import check_image_output, check_int, check_number, exit_on_user_error
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -26,23 +28,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", default="samples.png")
     parser.add_argument("--upscale", type=int, default=1, help="enlarge each image this many times (nearest)")
     parser.add_argument("--device", help="torch device (None: cuda if available, else cpu)")
-    args = parser.parse_args(argv)
-    if args.upscale < 1:
-        parser.error(f"--upscale must be an integer >= 1, got {args.upscale}")
-    return args
+    return parser.parse_args(argv)
 
 
-if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
-    parse_args()  # (main below parses them again, in a millisecond)
+def check_arguments(args: argparse.Namespace) -> None:
+    """The values that need no model (ValueError naming the flag); the pipeline checks the rest against itself."""
+    check_image_output("--output", args.output)
+    check_int("--upscale", args.upscale, minimum=1)
+    check_int("--num_inference_steps", args.num_inference_steps, minimum=1, optional=True)
+    check_int("--latent_channels", args.latent_channels, minimum=1, optional=True)
+    check_number("--guidance_scale", args.guidance_scale)
+
+
+if __name__ == "__main__":  # the flags and their values first: errors answer before the heavy imports
+    exit_on_user_error(check_arguments, parse_args())  # (main below does it again, in a millisecond)
 
 import torch
 from PIL import Image
 
-from dc_ae_hf.checks import check_device, check_image_output, exit_on_user_error
+from dc_ae_hf.checks import check_device
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 
 
 def make_grid(images: list[Image.Image]) -> Image.Image:
+    """A near-square grid of any number of images (diffusers' `make_image_grid` needs rows x cols == len(images))."""
     cols = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
     w, h = images[0].size
@@ -59,8 +68,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    check_arguments(args)
     device = check_device("--device", args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    check_image_output("--output", args.output)
     pipe = DCAE15Pipeline.from_pretrained(args.model).to(device)
     labels = [int(label) if label.isdigit() else label for label in args.class_labels]
     images = pipe(

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dc_ae_hf.checks import check_int, exit_on_user_error, invalid
+
 DEFAULT_VAE = Path(__file__).resolve().parents[1] / "dc_ae_hf" / "assets" / "toy-dcae15-shapes" / "vae"
 
 
@@ -31,15 +33,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
-    build_parser().parse_args()  # (main below parses them again, in a millisecond)
+def check_arguments(args: argparse.Namespace) -> None:
+    """The values that need no model (ValueError naming the flag); --resolution and --channels are checked against
+    the autoencoder once it is loaded."""
+    check_int("--resolution", args.resolution, minimum=1)
+    check_int("--cell_size", args.cell_size, minimum=1)
+    for c in args.channels or []:
+        check_int("--channels", c, minimum=1)
+    for image in args.images:
+        if not Path(image).is_file():
+            raise invalid("--images", image, "must be image files; this one does not exist")
+
+
+if __name__ == "__main__":  # the flags and their values first: errors answer before the heavy imports
+    exit_on_user_error(check_arguments, build_parser().parse_args())  # (main below does it again, in a millisecond)
 
 import torch
 from PIL import Image
 from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
 
 from dc_ae_hf import AutoencoderDC15
-from dc_ae_hf.checks import check_device, exit_on_user_error
+from dc_ae_hf.checks import check_device
 from dc_ae_hf.data.images import load_image
 from dc_ae_hf.data.shapes import MAX_RESOLUTION, MIN_RESOLUTION, render_shape_image
 from dc_ae_hf.visualization import latent_channels_picture, latent_mean_picture, prefix_reconstruction_grid
@@ -64,13 +78,15 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    check_arguments(args)
     device = check_device("--device", args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     vae = AutoencoderDC15.from_pretrained(args.vae, subfolder=args.vae_subfolder).eval().to(device)
     f = vae.spatial_compression_ratio
     if args.resolution % f:
-        parser.error(f"--resolution {args.resolution} must be a multiple of the compression ratio {f}")
+        raise invalid(
+            "--resolution", args.resolution, f"must be a multiple of the autoencoder's compression ratio {f}"
+        )
     images = load_images(args.images, args.resolution)
     choices = list(vae.latent_channel_choices)
     channels = args.channels or sorted({choices[round(i * (len(choices) - 1) / 5)] for i in range(6)})

@@ -26,7 +26,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from dc_ae_hf.checks import (
+    check_guidance_interval,
+    check_int,
+    check_number,
+    exit_with_error,
+    invalid,
+    is_statistics_file,
+)
 from dc_ae_hf.choices import INCEPTION_FEATURE_LAYERS, SOLVERS
+from dc_ae_hf.training.arguments import check_before_heavy_imports
 
 METRICS = ("fid", "is", "pr")
 
@@ -88,70 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-if __name__ == "__main__":  # the flags first: --help and argument errors answer before the heavy imports
-    parse_args()  # (cli below parses them again, in a millisecond)
-
-import numpy as np
-import torch
-from accelerate import Accelerator
-from PIL import Image
-from torch.utils.data import Dataset
-from tqdm.auto import tqdm
-
-import dc_ae_hf  # noqa: F401  (registers the pipeline components with diffusers' loader)
-from dc_ae_hf.checks import check_int, check_number, exit_with_error, invalid
-from dc_ae_hf.data.images import load_image
-from dc_ae_hf.latents import decode_from_diffusion_space
-from dc_ae_hf.metrics.dinov2 import Dinov2Model, load_dinov2
-from dc_ae_hf.metrics.frechet import load_statistics
-from dc_ae_hf.metrics.image import to_uint8
-from dc_ae_hf.metrics.image_sets import as_dataset, is_statistics_file
-from dc_ae_hf.metrics.inception import compute_generation_metrics, resolve_inception_weights
-from dc_ae_hf.output_folders import claim_output_folder, mark_output_folder
-from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
-from dc_ae_hf.pipelines.sampling import check_guidance_interval
-
 ISC_SPLITS = 10  # Inception Score splits (official: 10); fewer samples than splits give NaN
 PRC_NEIGHBORHOOD = 3  # k of the k-NN precision/recall (official: 3)
-# What --sample_dir's generation_settings.json records; a rerun with other values is refused.
-SETTINGS_KEYS = ("pipeline", "num_samples", "class_sampling", "class_seed", "seed", "guidance_scale")
-SETTINGS_KEYS += ("guidance_interval", "solver", "latent_channels")
 
 
 class InputError(ValueError):
     """A bad command-line input, found before sampling; the message names the flag (and the path)."""
-
-
-def class_labels(num_samples: int, num_classes: int, class_sampling: str, class_seed: int = 0) -> list[int]:
-    """The label of every sample: official random draws (``sample_class.py``) or a balanced cycle i % K."""
-    if class_sampling == "random":
-        generator = torch.Generator().manual_seed(class_seed)
-        return torch.randint(0, num_classes, (num_samples,), generator=generator).tolist()
-    if class_sampling == "balanced":
-        return [i % num_classes for i in range(num_samples)]
-    raise invalid("--class_sampling", class_sampling, "choose random or balanced", InputError)
-
-
-def sample_seed(seed: int, index: int) -> int:
-    """A 63-bit seed for sample ``index`` that depends only on (seed, index)."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-class PNGSamples(Dataset):
-    """Samples 0..N-1 of a sample folder as uint8 (3, H, W) tensors (the format torch-fidelity reads)."""
-
-    def __init__(self, folder: str | os.PathLike, num_samples: int) -> None:
-        self.paths = [Path(folder) / f"{i:06d}.png" for i in range(num_samples)]
-        missing = [p.name for p in self.paths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} samples are missing in {str(folder)!r}, e.g. {missing[0]}")
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        array = np.asarray(load_image(self.paths[index]))
-        return torch.from_numpy(array.copy()).permute(2, 0, 1)  # (3, H, W) uint8
 
 
 def _one_line(error: BaseException) -> str:
@@ -204,6 +155,72 @@ def _check_flags(args: argparse.Namespace, metrics: list[str]) -> None:
     _checked("--guidance_scale", check_number, "--guidance_scale", args.guidance_scale)
     _checked("--guidance_interval", check_guidance_interval, args.guidance_interval)
     _checked("--latent_channels", check_int, "--latent_channels", args.latent_channels, minimum=1, optional=True)
+
+
+def check_flags_without_model(args: argparse.Namespace) -> list[str]:
+    """`resolve_metrics` and `_check_flags`: every check that needs neither the pipeline nor a file's contents.
+    Returns the metrics to compute."""
+    metrics = resolve_metrics(args)
+    _check_flags(args, metrics)
+    return metrics
+
+
+if __name__ == "__main__":  # the flags first: --help and argument errors (and bad values) answer before the imports
+    check_before_heavy_imports(check_flags_without_model, parse_args())  # (cli below: again, in a millisecond)
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from PIL import Image
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+import dc_ae_hf  # noqa: F401  (registers the pipeline components with diffusers' loader)
+from dc_ae_hf.data.images import load_image
+from dc_ae_hf.latents import decode_from_diffusion_space
+from dc_ae_hf.metrics.dinov2 import Dinov2Model, load_dinov2
+from dc_ae_hf.metrics.frechet import load_statistics
+from dc_ae_hf.metrics.image import to_uint8
+from dc_ae_hf.metrics.image_sets import as_dataset
+from dc_ae_hf.metrics.inception import compute_generation_metrics, resolve_inception_weights
+from dc_ae_hf.output_folders import claim_output_folder, mark_output_folder
+from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+
+# What --sample_dir's generation_settings.json records; a rerun with other values is refused.
+SETTINGS_KEYS = ("pipeline", "num_samples", "class_sampling", "class_seed", "seed", "guidance_scale")
+SETTINGS_KEYS += ("guidance_interval", "solver", "latent_channels")
+
+
+def class_labels(num_samples: int, num_classes: int, class_sampling: str, class_seed: int = 0) -> list[int]:
+    """The label of every sample: official random draws (``sample_class.py``) or a balanced cycle i % K."""
+    if class_sampling == "random":
+        generator = torch.Generator().manual_seed(class_seed)
+        return torch.randint(0, num_classes, (num_samples,), generator=generator).tolist()
+    if class_sampling == "balanced":
+        return [i % num_classes for i in range(num_samples)]
+    raise invalid("--class_sampling", class_sampling, "choose random or balanced", InputError)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for sample ``index`` that depends only on (seed, index)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+class PNGSamples(Dataset):
+    """Samples 0..N-1 of a sample folder as uint8 (3, H, W) tensors (the format torch-fidelity reads)."""
+
+    def __init__(self, folder: str | os.PathLike, num_samples: int) -> None:
+        self.paths = [Path(folder) / f"{i:06d}.png" for i in range(num_samples)]
+        missing = [p.name for p in self.paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} samples are missing in {str(folder)!r}, e.g. {missing[0]}")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        array = np.asarray(load_image(self.paths[index]))
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)  # (3, H, W) uint8
 
 
 def _check_reference(args: argparse.Namespace, metrics: list[str]) -> None:
@@ -332,8 +349,7 @@ def _check_settings(settings: dict, sample_dir: Path) -> None:
 
 def main(args: argparse.Namespace) -> dict:
     # ---- inputs, all checked before the first sample ----------------------------------------------------------
-    metrics = resolve_metrics(args)
-    _check_flags(args, metrics)
+    metrics = check_flags_without_model(args)
     _check_reference(args, metrics)
     _check_outputs(args)
     if args.allow_tf32:  # entry-script global flag, as the official evaluation ran

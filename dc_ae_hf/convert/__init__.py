@@ -6,6 +6,10 @@ answers before torch is imported.
 
 from ..lazy_names import lazy_names
 
+# Who wrote an output folder (`dc_ae_hf.output_folders`): each command replaces only its own earlier output.
+AUTOENCODER_WRITER = "python -m dc_ae_hf.convert autoencoder"
+PIPELINE_WRITER = "python -m dc_ae_hf.convert pipeline"
+
 _HOMES = {
     "LatentStructureError": ".autoencoder",
     "ScalingFactorUnknownWarning": ".autoencoder",

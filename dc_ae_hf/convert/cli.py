@@ -22,16 +22,16 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from ..checks import DTYPE_NAMES, NOT_GIVEN, exit_with_error, parse_dtype
+from ..checks import DTYPE_NAMES, NOT_GIVEN, exit_on_user_error, exit_with_error, invalid, parse_dtype
 from ..output_folders import card_names, claim_output_folder, clear_output_folder, mark_output_folder
 from ..presets import AUTOENCODER_PRESETS, PIPELINE_PRESETS, resolve_autoencoder_preset
 from ..self_contained import code_version, make_self_contained
+from . import AUTOENCODER_WRITER, PIPELINE_WRITER
 
 # The modules that import torch are imported where a conversion starts (`convert_autoencoder`, `_run`, `main` after
 # parsing): `--help` and argument errors answer without them.
 
 logger = logging.getLogger(__name__)
-AUTOENCODER_WRITER = "python -m dc_ae_hf.convert autoencoder"
 
 
 def convert_autoencoder(
@@ -259,6 +259,24 @@ def _add_self_contained_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """The values that need no weights, checked before the heavy imports (ValueError naming the flag): the preset,
+    the output folder (new, empty or this command's own earlier output: `claim_output_folder`) and the --id2label
+    file. The conversion checks them again where it uses them."""
+    if args.command == "self-contained":
+        return  # `make_self_contained` checks each folder
+    if args.preset is not None:
+        presets = AUTOENCODER_PRESETS if args.command == "autoencoder" else PIPELINE_PRESETS
+        try:
+            resolve_autoencoder_preset(args.preset) if args.command == "autoencoder" else presets[args.preset]
+        except (KeyError, ValueError):
+            raise invalid("--preset", args.preset, f"choose one of {sorted(presets)}") from None
+    writer = AUTOENCODER_WRITER if args.command == "autoencoder" else PIPELINE_WRITER
+    claim_output_folder(args.output, writer, "--output", earlier_output=card_names(writer))
+    if getattr(args, "id2label", None) is not None and not Path(args.id2label).is_file():
+        raise invalid("--id2label", args.id2label, "must be a JSON file {class id: name}; there is no such file")
+
+
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
     from .pipeline import convert_pipeline
 
@@ -303,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     one line and exit status 1 (the folder is complete), without a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    exit_on_user_error(check_arguments, args)  # before the heavy imports: a bad value answers at once
     from ..hub import HubPushError
     from .autoencoder import ScalingFactorUnknownWarning
     from .checkpoint_io import ConverterInputError

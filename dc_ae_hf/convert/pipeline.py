@@ -15,6 +15,7 @@ from ..models.transformer_usit import USiTTransformer2DModel
 from ..output_folders import card_names, claim_output_folder, clear_output_folder, mark_output_folder
 from ..pipelines.pipeline_dcae15 import DCAE15Pipeline, default_scheduler, load_imagenet_id2label
 from ..presets import PIPELINE_PRESETS, USIT_PRESETS
+from . import PIPELINE_WRITER
 from .autoencoder import (
     check_scaling_factor,
     describe_latent_config,
@@ -26,7 +27,6 @@ from .checkpoint_io import load_original_checkpoint
 from .usit import check_num_attention_heads, convert_usit_state_dict, infer_usit_config
 
 logger = logging.getLogger(__name__)
-PIPELINE_WRITER = "python -m dc_ae_hf.convert pipeline"
 
 
 def _check_preset(preset: str) -> dict:

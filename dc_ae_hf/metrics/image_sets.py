@@ -13,11 +13,11 @@ that accept one test for it with :func:`is_statistics_file`.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
+from dc_ae_hf.checks import is_statistics_file
 from dc_ae_hf.extras import missing_extra
 from dc_ae_hf.metrics.image import to_uint8
 
@@ -81,8 +81,3 @@ def as_dataset(images: ImageSet, name: str) -> Dataset:
     if isinstance(data, str):
         return ImagesPathDataset(glob_samples_paths(data, False, IMAGE_EXTENSIONS, verbose=False))
     return data
-
-
-def is_statistics_file(images: Any) -> bool:
-    """Whether ``images`` names a statistics file (a path ending in ``.npz``) rather than an image set."""
-    return isinstance(images, (str, os.PathLike)) and os.fspath(images).endswith(".npz")

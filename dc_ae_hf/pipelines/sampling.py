@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from dc_ae_hf.checks import check_guidance_interval
 from dc_ae_hf.choices import SOLVERS, TIME_GRIDS
 
 # The "dense_ends" grid: relative step density on flow-time intervals (t_start, t_end, density). The guided velocity
@@ -46,22 +47,6 @@ VelocityModel = Callable[..., object]
 StepCallback = Callable[[int, float, torch.Tensor], torch.Tensor | None]
 # A guidance scale, or a function returning the current one (read at every model evaluation: dynamic guidance).
 GuidanceScale = float | Callable[[], float]
-
-
-def check_guidance_interval(guidance_interval: Sequence[float] | None) -> tuple[float, float] | None:
-    """Validate ``(t_lo, t_hi)`` with 0 <= t_lo <= t_hi <= 1 (flow time) and return it as floats."""
-    if guidance_interval is None:
-        return None
-    try:
-        t_lo, t_hi = (float(v) for v in guidance_interval)
-    except (TypeError, ValueError) as error:
-        message = f"`guidance_interval` must be a pair (t_lo, t_hi) of floats, got {guidance_interval!r}."
-        raise ValueError(message) from error
-    if not 0.0 <= t_lo <= t_hi <= 1.0:
-        raise ValueError(
-            f"`guidance_interval` must satisfy 0 <= t_lo <= t_hi <= 1 (flow time), got {guidance_interval!r}."
-        )
-    return t_lo, t_hi
 
 
 def _model_velocity(model: VelocityModel, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

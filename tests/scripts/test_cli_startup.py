@@ -85,31 +85,68 @@ def test_every_entry_point_is_covered():
     ("arguments", "expected"),
     [
         (
-            ["train_dc_ae.py", "--max_train_steps", "0"],
+            ["training/train_dc_ae.py", "--max_train_steps", "0"],
             "error: --max_train_steps=0 is not allowed: must be an int >= 1",
         ),
         (
-            ["train_usit.py", "--max_train_steps", "0"],
+            ["training/train_usit.py", "--max_train_steps", "0"],
             "error: --max_train_steps=0 is not allowed: must be an int >= 1",
         ),
         (
-            ["cache_latents.py", "--vae", "v", "--output_dir", "o", "--train_data_dir", "no/such/dir"],
+            ["training/cache_latents.py", "--vae", "v", "--output_dir", "o", "--train_data_dir", "no/such/dir"],
             "error: --train_data_dir='no/such/dir' is not allowed: must be a directory (an imagefolder)",
         ),
         (
-            ["evaluate_dc_ae.py", "--pretrained_model_name_or_path", "p", "--output_json", "o.json"]
+            ["training/evaluate_dc_ae.py", "--pretrained_model_name_or_path", "p", "--output_json", "o.json"]
             + ["--train_data_dir", "tests", "--batch_size", "0"],
             "error: --batch_size=0 is not allowed: must be an int >= 1",
         ),
         (
-            ["make_reference_statistics.py", "--dataset_name", "x", "--train_data_dir", "d", "--output", "o.npz"],
+            ["training/make_reference_statistics.py", "--dataset_name", "x", "--train_data_dir", "d"]
+            + ["--output", "o.npz"],
             "error: --train_data_dir='d' is not allowed: give exactly one of --dataset_name",
+        ),
+        (
+            ["training/evaluate_usit.py", "--pipeline", "p", "--sample_dir", "s", "--output_json", "o.json"]
+            + ["--num_samples", "5"],
+            "error: --num_samples=5 is not allowed: the Inception Score splits the samples into 10 groups",
+        ),
+        (
+            ["training/evaluate_usit.py", "--pipeline", "p", "--sample_dir", "s", "--output_json", "o.json"]
+            + ["--metrics", "fid"],
+            "error: --metrics ['fid'] (and --dinov2) need a --reference",
+        ),
+        (
+            ["examples/sample.py", "--model", "m", "--class_labels", "1", "--output", "grid.txt"],
+            "error: --output='grid.txt' is not allowed: PIL cannot write a .txt file",
+        ),
+        (
+            ["examples/visualize_latents.py", "--images", "no/such/image.png"],
+            "error: --images='no/such/image.png' is not allowed: must be image files",
+        ),
+        (
+            ["-m", "dc_ae_hf.convert", "autoencoder", "--checkpoint", "c", "--output", "o", "--preset", "f99"],
+            "error: --preset='f99' is not allowed: choose one of ['dc-ae-",
+        ),
+        (
+            [
+                "-m",
+                "dc_ae_hf.convert",
+                "pipeline",
+                "--autoencoder",
+                "a",
+                "--transformer",
+                "t",
+                "--output",
+                "README.md",
+            ],
+            "error: --output='README.md' is not allowed: it is a file, not a folder",
         ),
     ],
 )
 def test_a_bad_value_that_needs_no_model_is_refused_before_the_heavy_imports(arguments, expected):
-    """A value the shared flag checks refuse answers as fast as a syntax error: one line, status 2."""
-    report, output = _run([f"training/{arguments[0]}", *arguments[1:]])
+    """A value the flag checks refuse answers as fast as a syntax error: one line, status 2."""
+    report, output = _run(arguments)
     assert report == {"status": 2, "imported": []}, output[-3000:]
     lines = output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected), output[-3000:]
