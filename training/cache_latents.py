@@ -103,13 +103,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
-from dc_ae_hf.data.images import (
-    decode_dataset_image,
-    image_transform,
-    is_upsampled,
-    load_labeled_image_dataset,
-    undecoded_image_column,
-)
+from dc_ae_hf.data.images import LabeledImageDataset, image_transform, load_labeled_image_dataset
 from dc_ae_hf.data.latent_cache import (
     FORMAT_VERSION,
     METADATA_FILE,
@@ -171,6 +165,7 @@ class CacheInputs(NamedTuple):
 
     dataset: datasets.Dataset
     image_column: str
+    images: LabeledImageDataset  # the dataset's ADM center crops (official DMCrop, pixels in [-1, 1]) and labels
     id2label: dict[str, str] | None
     num_classes: int
     vae: AutoencoderDC15  # frozen, on the device, in --vae_dtype
@@ -249,7 +244,9 @@ def load_inputs(settings: CacheSettings, accelerator: Accelerator) -> CacheInput
     )
     vae_path = Path(settings.vae)
     source_name = str(vae_path.resolve()) if vae_path.is_dir() else settings.vae
-    return CacheInputs(dataset, image_column, id2label, num_classes, vae, weights_hash, source_name)
+    crops = image_transform(settings.resolution)
+    images = LabeledImageDataset(dataset, crops, image_column, settings.data["label_column"])
+    return CacheInputs(dataset, image_column, images, id2label, num_classes, vae, weights_hash, source_name)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -316,7 +313,8 @@ def measure_scaling_factor(
             print(f"scaling factor {factor:.6g} as measured by the earlier run ({METADATA_FILE})")
         else:
             loader = _loader(settings, inputs, range(count))
-            batches = (torch.flip(x, dims=[-1]) if flip else x for x, *_ in loader for flip in settings.flips)
+            pixels = (batch["pixel_values"] for batch in loader)
+            batches = (torch.flip(x, dims=[-1]) if flip else x for x in pixels for flip in settings.flips)
             factor = compute_scaling_factor(inputs.vae, batches)
             print(
                 f"measured scaling factor {factor:.6g} = 1 / std of the latents of {count} images "
@@ -445,9 +443,11 @@ def encode_images(settings: CacheSettings, inputs: CacheInputs, indices: range, 
     were smaller than --resolution (upsampled by the ADM crop)."""
     parts = {"latents": [], "labels": [], "indices": [], "flipped": []}
     upsampled = 0  # images smaller than --resolution (the ADM crop enlarges them)
-    for pixels, labels, batch_indices, enlarged in _loader(settings, inputs, indices):
-        upsampled += int(enlarged.sum())
-        pixels = pixels.to(device, parse_dtype("--vae_dtype", settings.vae_dtype))  # (B, 3, R, R)
+    for first, batch in zip(range(0, len(indices), settings.batch_size), _loader(settings, inputs, indices)):
+        labels = batch["labels"]  # (B,)
+        batch_indices = torch.as_tensor(indices[first : first + len(labels)])  # the loader keeps their order
+        upsampled += int(batch["upsampled"].sum())
+        pixels = batch["pixel_values"].to(device, parse_dtype("--vae_dtype", settings.vae_dtype))  # (B, 3, R, R)
         for flip in settings.flips:
             x = torch.flip(pixels, dims=[-1]) if flip else pixels
             latents = encode_to_diffusion_space(inputs.vae, x)  # (B, C, R/f, R/f), times the scaling factor
@@ -462,40 +462,9 @@ def encode_images(settings: CacheSettings, inputs: CacheInputs, indices: range, 
 
 
 def _loader(settings: CacheSettings, inputs: CacheInputs, indices: range) -> torch.utils.data.DataLoader:
-    """The ADM center crops (official DMCrop, pixels in [-1, 1]) of the images `indices`, in order."""
-    crops = _CroppedImages(
-        inputs.dataset,
-        list(indices),
-        image_transform(settings.resolution),
-        inputs.image_column,
-        settings.data["label_column"],
-    )
-    return torch.utils.data.DataLoader(crops, batch_size=settings.batch_size, num_workers=settings.num_workers)
-
-
-class _CroppedImages(torch.utils.data.Dataset):
-    """Rows ``indices`` of a `datasets.Dataset` as (center-cropped pixels in [-1, 1], label, index)."""
-
-    def __init__(self, dataset, indices, transform, image_column, label_column):
-        # decoded here (not by `datasets`) so that an unreadable file is reported by name
-        self.dataset, self.indices, self.transform = undecoded_image_column(dataset, image_column), indices, transform
-        self.image_column, self.label_column = image_column, label_column
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        index = self.indices[i]
-        row = self.dataset[index]
-        image = decode_dataset_image(
-            row[self.image_column], f"row {index} of the dataset's {self.image_column!r} column"
-        )
-        return (
-            self.transform(image),
-            int(row[self.label_column]),
-            index,
-            is_upsampled(image, self.transform.resolution),
-        )
+    """Batches ``{"pixel_values", "labels", "upsampled"}`` of the images `indices` (`inputs.images`), in order."""
+    rows = torch.utils.data.Subset(inputs.images, list(indices))
+    return torch.utils.data.DataLoader(rows, batch_size=settings.batch_size, num_workers=settings.num_workers)
 
 
 def _record_statistics(output_dir: Path, num_shards: int, factor: float, factor_source: str) -> dict:
