@@ -269,6 +269,12 @@ def load_image_dataset(
         path = Path(train_data_dir)
         if not path.is_dir():
             raise ValueError(f"--train_data_dir={str(train_data_dir)!r} is not a directory (expected an imagefolder)")
+        readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+        if next((f for f in path.rglob("*") if f.suffix.lower() in readable), None) is None:  # stops at the first
+            raise ValueError(
+                f"--train_data_dir={str(train_data_dir)!r} holds no image files: an imagefolder is "
+                "<dir>/<class>/<image> (or <dir>/<split>/<class>/<image>) with images PIL reads (.png, .jpg, ...)"
+            )
         name, kwargs = "imagefolder", {"data_dir": str(path)}
     else:
         name, kwargs = dataset_name, {"name": dataset_config_name}

@@ -394,3 +394,17 @@ def test_an_imagefolder_of_one_class_says_why_it_has_no_labels(tmp_path, class_f
         Image.new("RGB", (8, 8)).save(root / "star" / "0.png")
         _, _, id2label, num_classes = load_labeled_image_dataset(train_data_dir=root, cache_dir=tmp_path / "cache2")
         assert id2label == {"0": "circle", "1": "star"} and num_classes == 2
+
+
+@pytest.mark.parametrize("content", ["nothing", "empty class folders", "other files"])
+def test_an_imagefolder_without_images_is_named_with_what_it_should_hold(tmp_path, content):
+    from dc_ae_hf.data.images import load_image_dataset
+
+    root = tmp_path / "data"
+    root.mkdir()
+    if content != "nothing":
+        (root / "circle").mkdir()
+    if content == "other files":
+        (root / "circle" / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"--train_data_dir='.*data' holds no image files: an imagefolder is <dir>/"):
+        load_image_dataset(train_data_dir=root, cache_dir=tmp_path / "cache")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_AE10_CONFIG, TINY_AE15_CONFIG, fixture_path
+from conftest import REPO_ROOT, TINY_AE10_CONFIG, TINY_AE15_CONFIG, fixture_path
 from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from helpers import official_usit
 from PIL import Image
@@ -477,3 +477,22 @@ def test_bad_inputs(pipe):
     no_null = USiTTransformer2DModel(**{**pipe.transformer.config, "class_dropout_prob": 0.0})
     with pytest.raises(ValueError, match="null class"):
         DCAE15Pipeline(no_null, pipe.vae)(class_labels=[1], guidance_scale=1.5)
+
+
+def test_a_pipeline_folder_given_as_a_model_and_back_says_which_it_is():
+    """The loaders name what a folder is when it is the other kind: a pipeline's models are in subfolders, and one
+    model's folder is not a pipeline."""
+    from dc_ae_hf import AutoencoderDC15
+    from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+
+    bundled = REPO_ROOT / "dc_ae_hf" / "assets" / "toy-dcae15-shapes"
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"is a pipeline folder \(model_index.json\); its models are in the "
+        r"subfolders \['transformer', 'vae'\]: load one with subfolder=",
+    ):
+        AutoencoderDC15.from_pretrained(bundled)
+    with pytest.raises(
+        FileNotFoundError, match=r"vae' is not a pipeline folder: .* It is a model folder \(config.json\)"
+    ):
+        DCAE15Pipeline.from_pretrained(bundled / "vae")
