@@ -39,6 +39,7 @@ ENTRY_POINTS: dict[str, tuple[list[str], list[str]]] = {
     "toy pilot_regime": (["-m", "examples.toy.pilot_regime"], ["--arms", "none"]),
     "toy measure_regime": (["-m", "examples.toy.measure_regime"], ["--mode", "none"]),
     "toy measure_sweep": (["-m", "examples.toy.measure_sweep"], ["--mode", "none"]),
+    "toy pilot_default": (["-m", "examples.toy.pilot_default"], ["--variants", "none"]),
 }
 IMPORT_TORCH = ["-c", "import torch"]
 

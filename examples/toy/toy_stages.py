@@ -233,17 +233,19 @@ def cache_jobs(out: Path, autoencoders: tuple[str, ...] = AUTOENCODERS) -> list[
     return jobs
 
 
-def _usit_command(
+def usit_command(
     out: Path,
     cache: Path,
     objective: dict[str, object],
     folder: Path,
     seed: int,
     settings: ModeSettings | SweepSettings | RegimeSettings | DefaultSettings,
+    overrides: Mapping[str, object] | None = None,
 ) -> list[str]:
     """`train_usit.py` on the latent cache `cache` with the objective flags `objective`, into `folder`: LR 1e-3
     after a 5% warm-up, betas (0.9, 0.999), clip 1, EMA 0.999 with the same warm-up (settings for a run of a few
-    thousand steps), `settings.usit_checkpoints` evenly spaced checkpoints, one sample grid at the end."""
+    thousand steps), `settings.usit_checkpoints` evenly spaced checkpoints, one sample grid at the end. `overrides`
+    replaces or adds flags (a pilot's variant: another `--model_config`, `--lr_scheduler`, ...)."""
     warmup = max(1, settings.usit_steps // 20)  # LR and EMA warm-up: 5% of the run
     options = {
         "--latent_cache_dir": cache,
@@ -265,12 +267,13 @@ def _usit_command(
         "--ema_decay": 0.999,
         "--ema_warmup_steps": warmup,
         "--report_to": "none",
+        **(overrides or {}),
     }
     return trainer_command("train_usit.py", options)
 
 
 def usit_jobs(out: Path, settings: ModeSettings) -> list[Job]:
-    """The diffusion runs of `RUNS` for every seed, each after its autoencoder's latent cache (`_usit_command`).
+    """The diffusion runs of `RUNS` for every seed, each after its autoencoder's latent cache (`usit_command`).
 
     `struct_aug` trains with paper Eq. 2 (`--num_channel_samples 2 --always_include_full`: the full latent plus one
     random prefix, `AUGMENTED_PASSES` passes per step), the others with `--no_augmented`. The `struct_aug` jobs come
@@ -289,7 +292,7 @@ def usit_jobs(out: Path, settings: ModeSettings) -> list[Job]:
             else:
                 objective = {"--no_augmented": True}
             folder = usit_run_dir(out, run, seed)
-            command = _usit_command(out, out / f"latents_{ae}", objective, folder, seed, settings)
+            command = usit_command(out, out / f"latents_{ae}", objective, folder, seed, settings)
             marker = folder / "pipeline" / "model_index.json"
             jobs.append(Job(f"usit_{run}_seed{seed}", "diffusion", command, marker, after=(f"cache_{ae}",)))
     return sorted(jobs, key=lambda job: "struct_aug" not in job.name)  # stable: seeds stay in order
@@ -322,7 +325,7 @@ def default_jobs(out: Path, settings: DefaultSettings) -> list[Job]:
     cache = Job(cache.name, cache.stage, command, last_shard)
     objective = sweep_objective_flags("per_sample", CHANNEL_CHOICES)
     folder = usit_run_dir(out, DEFAULT_RUN, settings.seed)
-    command = _usit_command(out, out / "latents_ae_struct", objective, folder, settings.seed, settings)
+    command = usit_command(out, out / "latents_ae_struct", objective, folder, settings.seed, settings)
     marker = folder / "pipeline" / "model_index.json"
     return [cache, Job(f"usit_{DEFAULT_RUN}_seed{settings.seed}", "diffusion", command, marker, after=(cache.name,))]
 
@@ -403,7 +406,7 @@ def sweep_usit_jobs(out: Path, settings: SweepSettings | RegimeSettings) -> list
         ae = run.autoencoder
         objective = sweep_objective_flags(run.objective, sweep_prefixes(ae.latent_channels))
         folder = run.folder(out)
-        command = _usit_command(out, sweep_cache_dir(out, ae), objective, folder, run.seed, settings)
+        command = usit_command(out, sweep_cache_dir(out, ae), objective, folder, run.seed, settings)
         marker = folder / "pipeline" / "model_index.json"
         jobs.append(Job(f"usit_{run.name}_seed{run.seed}", "diffusion", command, marker, after=(f"cache_{ae.name}",)))
     return jobs

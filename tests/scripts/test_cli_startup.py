@@ -76,7 +76,7 @@ def test_every_entry_point_is_covered():
     assert scripts | {"app/app.py", "dc_ae_hf.convert"} <= listed
     toy = {
         f"examples.toy.{n}"
-        for n in ("run_recipe", "score_pipeline", "pilot_regime", "measure_regime", "measure_sweep")
+        for n in ("run_recipe", "score_pipeline", "pilot_regime", "pilot_default", "measure_regime", "measure_sweep")
     }
     assert toy <= listed
 
