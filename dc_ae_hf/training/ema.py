@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 
-__all__ = ["ExponentialWarmupEMAModel", "ema_folder_names", "emas_by_decay", "load_ema", "make_emas"]
+__all__ = ["ExponentialWarmupEMAModel", "ema_folder_names", "emas_by_decay", "load_ema", "load_ema_model", "make_emas"]
 
 
 def ema_folder_names(base: str, decays: list[float]) -> dict[str, float]:
@@ -80,19 +81,38 @@ def make_emas(
     return emas
 
 
+def _read_ema_folder(folder: str | os.PathLike) -> tuple[dict, dict]:
+    """The config.json (model config plus the EMA's settings and counters) and the weights of a folder that
+    `EMAModel.save_pretrained` wrote (diffusers' format; a sharded save of a large model too)."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else None
+    state = {}
+    for name in files or ["diffusion_pytorch_model.safetensors"]:
+        state.update(load_file(folder / name))
+    return config, state
+
+
 def load_ema(ema: EMAModel, folder: str | os.PathLike) -> None:
     """Load into `ema` what `ema.save_pretrained(folder)` wrote: a model folder whose config.json also holds the
     EMA's settings and counters (diffusers' format). Read here rather than with `EMAModel.from_pretrained`, which
     passes the folder to `from_config` (a FutureWarning) and the EMA keys to the model class (diffusers' "config
     attributes {'decay': ...} were passed ..., but are not expected" twice), on every resume."""
-    folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text())
+    config, state = _read_ema_folder(folder)
     settings = {key: config.pop(key) for key in set(ema.state_dict()) - {"shadow_params"} if key in config}
     model = ema.model_cls.from_config(config)  # `_`-prefixed keys (class name, versions) are ignored by diffusers
-    index = folder / "diffusion_pytorch_model.safetensors.index.json"  # a sharded save of a large model
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else None
-    state = {}
-    for name in files or ["diffusion_pytorch_model.safetensors"]:
-        state.update(load_file(folder / name))
     model.load_state_dict(state, strict=True)
     ema.load_state_dict({**settings, "shadow_params": [p.detach() for p in model.parameters()]})
+
+
+def load_ema_model(folder: str | os.PathLike, model_cls: type):
+    """The model with the EMA weights of a checkpoint's EMA folder (`<checkpoint>/<name>_ema`, written by
+    `EMAModel.save_pretrained`), e.g. to evaluate a checkpoint: `model_cls.from_pretrained` would pass the EMA's
+    settings in its config.json to the model class, which logs "config attributes {'decay': ...} ... are not
+    expected". A run's final `<name>_ema/` folder is a plain model folder (`from_pretrained` loads it)."""
+    config, state = _read_ema_folder(folder)
+    expected = set(inspect.signature(model_cls.__init__).parameters)
+    model = model_cls.from_config({k: v for k, v in config.items() if k in expected or k.startswith("_")})
+    model.load_state_dict(state, strict=True)
+    return model

@@ -38,6 +38,7 @@ from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from dc_ae_hf.models.transformer_usit import USiTTransformer2DModel
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
 from dc_ae_hf.training.checkpoints import checkpoint_step, list_checkpoints
+from dc_ae_hf.training.ema import load_ema_model
 from examples.toy.toy_settings import (
     AUTOENCODERS,
     CHANNEL_CHOICES,
@@ -334,7 +335,7 @@ def evaluate_checkpoints(
             scales = [g for g in EVAL_GUIDANCE_SCALES if (entry.run, entry.seed, step, g) not in seen]
             if not scales:
                 continue
-            transformer = USiTTransformer2DModel.from_pretrained(checkpoint / "transformer_ema").eval()
+            transformer = load_ema_model(checkpoint / "transformer_ema", USiTTransformer2DModel).eval()
             pipe = DCAE15Pipeline(transformer=transformer, vae=vaes[entry.autoencoder])
             pipe.set_progress_bar_config(disable=True)
             for scale in scales:
