@@ -250,7 +250,7 @@ def test_bad_inputs_fail_with_clear_messages(script, workspace, tmp_path):
     with pytest.raises(ValueError, match="is not a directory"):
         LatentCacheDataset(tmp_path / "missing")
     (tmp_path / "empty" / "train" / "apple").mkdir(parents=True)
-    with pytest.raises(ValueError, match="has no images"):
+    with pytest.raises(ValueError, match="--train_data_dir='.*empty' holds no image files"):
         run_in_process(
             script,
             [

@@ -449,7 +449,7 @@ def test_augmented_training_refuses_an_unstructured_autoencoder(train_script, wo
 
 def test_on_the_fly_configuration_errors(train_script, workspace, other_cache, tmp_path):
     fly = ["--model_config", "usit-h", "--output_dir", str(tmp_path / "out"), "--dry_run", "--report_to", "none"]
-    with pytest.raises(ValueError, match="has no images"):
+    with pytest.raises(ValueError, match="no_images. holds no image files"):
         run_in_process(
             train_script, ["--train_data_dir", str(other_cache / "no_images"), "--vae", str(workspace / "vae"), *fly]
         )
