@@ -97,7 +97,10 @@ def check_pretrained_folder(folder: str | os.PathLike, what: str, subfolder: str
             hint = ""
             if (folder / "model_index.json").is_file():  # a pipeline: its models are in subfolders
                 parts = sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file())
-                hint = f" It is a pipeline folder (model_index.json); its models are in the subfolders {parts}: load one with subfolder=..."
+                hint = (
+                    f" It is a pipeline folder (model_index.json); its models are in the subfolders {parts}: load "
+                    "one with subfolder=..."
+                )
             raise FileNotFoundError(f"{str(folder)!r} is not a {what} folder: it has no config.json.{hint}")
         _check_weights(folder)
         return
@@ -105,7 +108,10 @@ def check_pretrained_folder(folder: str | os.PathLike, what: str, subfolder: str
     if not index_path.is_file():
         hint = ""
         if (folder / "config.json").is_file():  # one model of a pipeline, or a model saved alone
-            hint = " It is a model folder (config.json): give the pipeline folder that holds it, or load the model itself."
+            hint = (
+                " It is a model folder (config.json): give the pipeline folder that holds it, or load the model "
+                "itself."
+            )
         raise FileNotFoundError(f"{str(folder)!r} is not a pipeline folder: it has no model_index.json.{hint}")
     with open(index_path, encoding="utf-8") as f:
         index = json.load(f)

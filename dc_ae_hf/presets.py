@@ -7,7 +7,14 @@ from them (``AutoencoderDC15.from_preset``, ``USiTTransformer2DModel.from_preset
 
 from __future__ import annotations
 
-__all__ = ["AUTOENCODER_PRESETS", "PIPELINE_PRESETS", "PRESET_ALIASES", "USIT_PRESETS", "resolve_autoencoder_preset"]
+__all__ = [
+    "AUTOENCODER_PRESETS",
+    "PIPELINE_PRESETS",
+    "PRESET_ALIASES",
+    "USIT_PRESETS",
+    "resolve_autoencoder_preset",
+    "resolve_pipeline_preset",
+]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Named presets for the official models (dc_gen/aecore/models/dc_ae.py, dc_gen/ae_model_zoo.py;
@@ -156,3 +163,10 @@ PIPELINE_PRESETS: dict[str, dict] = {
         "transformer_overrides": {"in_channels": 32, "sample_size": 16},
     },
 }
+
+
+def resolve_pipeline_preset(name: str) -> dict:
+    """The spec of the pipeline preset `name` (`PIPELINE_PRESETS`); ValueError listing the presets otherwise."""
+    if name not in PIPELINE_PRESETS:
+        raise ValueError(f"preset={name!r} is not a known pipeline preset; choose one of {sorted(PIPELINE_PRESETS)}")
+    return PIPELINE_PRESETS[name]

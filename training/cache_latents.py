@@ -43,8 +43,6 @@ from dc_ae_hf.training.arguments import (
     add_loader_arguments,
     check_before_heavy_imports,
     check_data_and_loader_arguments,
-    check_data_source_arguments,
-    check_loader_arguments,
     make_parser,
 )
 
@@ -181,8 +179,7 @@ def _dtype_name(flag: str, value) -> str:
 def resolve_settings(args: argparse.Namespace) -> CacheSettings:
     """Check every flag and the output folder (a new or empty folder, or a latent cache of this script, resumed;
     other settings than its own are refused when its metadata is compared); nothing is read or written."""
-    check_data_source_arguments(args)
-    check_loader_arguments(args)
+    check_data_and_loader_arguments(args)
     check_int("--shard_size", args.shard_size, minimum=1)
     requested_factor = parse_scaling_factor(args.scaling_factor)
     if args.scaling_factor_images is not None and requested_factor != "auto":

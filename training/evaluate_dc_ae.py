@@ -27,8 +27,6 @@ from dc_ae_hf.training.arguments import (
     add_loader_arguments,
     check_before_heavy_imports,
     check_data_and_loader_arguments,
-    check_data_source_arguments,
-    check_loader_arguments,
     make_parser,
 )
 
@@ -138,8 +136,7 @@ def resolve_split(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> dict:
-    check_data_source_arguments(args)
-    check_loader_arguments(args)
+    check_data_and_loader_arguments(args)
     dtype = parse_dtype("--vae_dtype", args.vae_dtype)
     split = resolve_split(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

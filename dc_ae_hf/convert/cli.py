@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..checks import DTYPE_NAMES, NOT_GIVEN, exit_on_user_error, exit_with_error, invalid, parse_dtype
 from ..output_folders import card_names, claim_output_folder, clear_output_folder, mark_output_folder
-from ..presets import AUTOENCODER_PRESETS, PIPELINE_PRESETS, resolve_autoencoder_preset
+from ..presets import AUTOENCODER_PRESETS, PIPELINE_PRESETS, resolve_autoencoder_preset, resolve_pipeline_preset
 from ..self_contained import code_version, make_self_contained
 from . import AUTOENCODER_WRITER, PIPELINE_WRITER
 
@@ -265,13 +265,14 @@ def check_arguments(args: argparse.Namespace) -> None:
     file. The conversion checks them again where it uses them."""
     if args.command == "self-contained":
         return  # `make_self_contained` checks each folder
+    autoencoder = args.command == "autoencoder"
     if args.preset is not None:
-        presets = AUTOENCODER_PRESETS if args.command == "autoencoder" else PIPELINE_PRESETS
-        try:
-            resolve_autoencoder_preset(args.preset) if args.command == "autoencoder" else presets[args.preset]
-        except (KeyError, ValueError):
+        try:  # the converters' own preset checks, named by the flag
+            resolve_autoencoder_preset(args.preset) if autoencoder else resolve_pipeline_preset(args.preset)
+        except ValueError:
+            presets = AUTOENCODER_PRESETS if autoencoder else PIPELINE_PRESETS
             raise invalid("--preset", args.preset, f"choose one of {sorted(presets)}") from None
-    writer = AUTOENCODER_WRITER if args.command == "autoencoder" else PIPELINE_WRITER
+    writer = AUTOENCODER_WRITER if autoencoder else PIPELINE_WRITER
     claim_output_folder(args.output, writer, "--output", earlier_output=card_names(writer))
     if getattr(args, "id2label", None) is not None and not Path(args.id2label).is_file():
         raise invalid("--id2label", args.id2label, "must be a JSON file {class id: name}; there is no such file")

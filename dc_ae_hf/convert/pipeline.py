@@ -14,7 +14,7 @@ from ..labels import check_id2label, load_id2label
 from ..models.transformer_usit import USiTTransformer2DModel
 from ..output_folders import card_names, claim_output_folder, clear_output_folder, mark_output_folder
 from ..pipelines.pipeline_dcae15 import DCAE15Pipeline, default_scheduler, load_imagenet_id2label
-from ..presets import PIPELINE_PRESETS, USIT_PRESETS
+from ..presets import PIPELINE_PRESETS, USIT_PRESETS, resolve_pipeline_preset
 from . import PIPELINE_WRITER
 from .autoencoder import (
     check_scaling_factor,
@@ -27,12 +27,6 @@ from .checkpoint_io import load_original_checkpoint
 from .usit import check_num_attention_heads, convert_usit_state_dict, infer_usit_config
 
 logger = logging.getLogger(__name__)
-
-
-def _check_preset(preset: str) -> dict:
-    if preset not in PIPELINE_PRESETS:
-        raise ValueError(f"preset={preset!r} is not a known pipeline preset; choose one of {sorted(PIPELINE_PRESETS)}")
-    return PIPELINE_PRESETS[preset]
 
 
 def build_official_pipeline(
@@ -61,7 +55,7 @@ def build_official_pipeline(
         load_id2label(id2label, name=id2label_name)  # the file's own problems, before the checkpoints are read
     elif id2label is not None:
         check_id2label(id2label, name=id2label_name)
-    spec = _check_preset(preset) if preset is not None else None
+    spec = resolve_pipeline_preset(preset) if preset is not None else None
     check_num_attention_heads(num_attention_heads)
     ae_overrides = {}
     if scaling_factor is not None:

@@ -81,9 +81,11 @@ def make_emas(
     return emas
 
 
-def _read_ema_folder(folder: str | os.PathLike) -> tuple[dict, dict]:
-    """The config.json (model config plus the EMA's settings and counters) and the weights of a folder that
-    `EMAModel.save_pretrained` wrote (diffusers' format; a sharded save of a large model too)."""
+def _read_ema_folder(folder: str | os.PathLike, model_cls: type) -> tuple[dict, object]:
+    """The config.json (model config plus the EMA's settings and counters) of a folder that
+    `EMAModel.save_pretrained` wrote (diffusers' format; a sharded save of a large model too), and the `model_cls`
+    model with its weights. Only the keys `model_cls.__init__` takes reach `from_config`: the EMA's would make
+    diffusers log "config attributes {'decay': ...} were passed ..., but are not expected"."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     index = folder / "diffusion_pytorch_model.safetensors.index.json"
@@ -91,7 +93,10 @@ def _read_ema_folder(folder: str | os.PathLike) -> tuple[dict, dict]:
     state = {}
     for name in files or ["diffusion_pytorch_model.safetensors"]:
         state.update(load_file(folder / name))
-    return config, state
+    expected = set(inspect.signature(model_cls.__init__).parameters)
+    model = model_cls.from_config({k: v for k, v in config.items() if k in expected or k.startswith("_")})
+    model.load_state_dict(state, strict=True)
+    return config, model
 
 
 def load_ema(ema: EMAModel, folder: str | os.PathLike) -> None:
@@ -99,20 +104,14 @@ def load_ema(ema: EMAModel, folder: str | os.PathLike) -> None:
     EMA's settings and counters (diffusers' format). Read here rather than with `EMAModel.from_pretrained`, which
     passes the folder to `from_config` (a FutureWarning) and the EMA keys to the model class (diffusers' "config
     attributes {'decay': ...} were passed ..., but are not expected" twice), on every resume."""
-    config, state = _read_ema_folder(folder)
-    settings = {key: config.pop(key) for key in set(ema.state_dict()) - {"shadow_params"} if key in config}
-    model = ema.model_cls.from_config(config)  # `_`-prefixed keys (class name, versions) are ignored by diffusers
-    model.load_state_dict(state, strict=True)
+    config, model = _read_ema_folder(folder, ema.model_cls)
+    settings = {key: config[key] for key in set(ema.state_dict()) - {"shadow_params"} if key in config}
     ema.load_state_dict({**settings, "shadow_params": [p.detach() for p in model.parameters()]})
 
 
 def load_ema_model(folder: str | os.PathLike, model_cls: type):
     """The model with the EMA weights of a checkpoint's EMA folder (`<checkpoint>/<name>_ema`, written by
-    `EMAModel.save_pretrained`), e.g. to evaluate a checkpoint: `model_cls.from_pretrained` would pass the EMA's
-    settings in its config.json to the model class, which logs "config attributes {'decay': ...} ... are not
-    expected". A run's final `<name>_ema/` folder is a plain model folder (`from_pretrained` loads it)."""
-    config, state = _read_ema_folder(folder)
-    expected = set(inspect.signature(model_cls.__init__).parameters)
-    model = model_cls.from_config({k: v for k, v in config.items() if k in expected or k.startswith("_")})
-    model.load_state_dict(state, strict=True)
-    return model
+    `EMAModel.save_pretrained`), e.g. to evaluate a checkpoint, quietly (`model_cls.from_pretrained` would pass the
+    EMA's settings in its config.json to the model class). A run's final `<name>_ema/` folder is a plain model
+    folder (`from_pretrained` loads it)."""
+    return _read_ema_folder(folder, model_cls)[1]
