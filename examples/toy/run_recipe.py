@@ -47,8 +47,8 @@ compute (passes x tokens), the speed-ups against (i) and (ii), and whether the p
 
 The built-in default (`--mode default`, `run_default`) trains what `dc_ae_hf/assets/toy-dcae15-shapes` ships: the
 structured autoencoder on 20000 images, then a larger USiT (`toy_settings.DEFAULT_USIT_CONFIG`, ~1.5M parameters)
-for 16000 steps with one-pass augmented training (`--channel_sampling per_sample --always_include_full`), every
-checkpoint scored by a classifier trained for 4000 steps; `--bundle_to` copies the final pipeline with its card.
+for 16000 steps with the plain objective on the full latent (`--no_augmented`, the pilot's choice:
+`results/default/pilot.md`), every checkpoint scored by a classifier trained for 4000 steps; `--bundle_to` copies the final pipeline with its card.
 
 This module is the entry point; the work is in the package's other modules: `toy_settings` (modes, configs),
 `toy_scheduler` (the job pool), `toy_stages` (data and trainer command lines), `toy_evaluation` and `report` (one
@@ -322,7 +322,7 @@ def run_sweep(args: argparse.Namespace) -> dict:
 def run_default(args: argparse.Namespace) -> dict:
     """Run (or continue) a built-in-default mode (`DEFAULT_MODES`): data, the structured autoencoder, its scaling
     factor (measured on class-balanced training images) and latent cache, one long diffusion run of
-    `DEFAULT_USIT_CONFIG` with one-pass augmented training, then the evaluation (reconstruction per c', a classifier
+    `DEFAULT_USIT_CONFIG` with the plain objective, then the evaluation (reconstruction per c', a classifier
     trained for `classifier_steps`, every checkpoint with and without guidance), the report (`write_default_report`)
     and, with `--bundle_to`, the pipeline with its card. Returns the results dict that `results.json` holds."""
     settings = DEFAULT_MODES[args.mode]

@@ -184,6 +184,14 @@ def _start(job: Job, log_dir: Path, cwd: Path, environment: dict[str, str]) -> _
     return _Running(job, process, time.time(), log)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask where the platform has one (`taskset`, a container's
+    cpuset), else `os.cpu_count()`; at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def run_jobs(
     jobs: list[Job],
     log_dir: Path,
@@ -196,7 +204,7 @@ def run_jobs(
 ) -> None:
     """Run `jobs` (in list order of priority, respecting `after`) with at most `max_parallel` at once.
 
-    Each job runs in `cwd` with this process's environment plus `environment`, gets OMP_NUM_THREADS = cores //
+    Each job runs in `cwd` with this process's environment plus `environment`, gets OMP_NUM_THREADS = `usable_cores()` //
     running jobs (at least 1) and logs to `log_dir/<name>.log` (appended, after the command line). Jobs whose
     `done_marker` exists are skipped; `check_job_commands` first refuses a job whose recorded command changed. A
     job that fails (non-zero exit, or no done marker) raises RuntimeError
@@ -214,7 +222,7 @@ def run_jobs(
             print(f"[skip] {job.name}: output exists", flush=True)
     pending = [job for job in jobs if job.name not in done]
     running: dict[str, _Running] = {}
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     try:
         while pending or running:
             ready = [job for job in pending if all(dep in done for dep in job.after)]

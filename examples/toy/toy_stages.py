@@ -317,13 +317,13 @@ def write_diffusion_vae(out: Path, ae: str, train_images: torch.Tensor) -> None:
 def default_jobs(out: Path, settings: DefaultSettings) -> list[Job]:
     """After `autoencoder_jobs(out, settings, ("ae_struct",))` and `write_diffusion_vae`: the structured latent
     cache (done when its last shard is written; `metadata.json` comes first) and, after it, the `DEFAULT_RUN`
-    diffusion run: `configs/usit.json` (`write_configs(out, DEFAULT_USIT_CONFIG)`) with one-pass augmented training,
-    c' drawn from `CHANNEL_CHOICES` per sample and the full latent on half of each batch."""
+    diffusion run: `configs/usit.json` (`write_configs(out, DEFAULT_USIT_CONFIG)`) with the plain objective (the
+    full latent only, `--no_augmented`)."""
     (cache,) = cache_jobs(out, ("ae_struct",))
     last_shard = shard_path(out / "latents_ae_struct", -(-settings.num_train_images // CACHE_SHARD_SIZE) - 1)
     command = cache.command + ["--shard_size", str(CACHE_SHARD_SIZE)]
     cache = Job(cache.name, cache.stage, command, last_shard)
-    objective = sweep_objective_flags("per_sample", CHANNEL_CHOICES)
+    objective = sweep_objective_flags("plain", CHANNEL_CHOICES)
     folder = usit_run_dir(out, DEFAULT_RUN, settings.seed)
     command = usit_command(out, out / "latents_ae_struct", objective, folder, settings.seed, settings)
     marker = folder / "pipeline" / "model_index.json"

@@ -81,9 +81,9 @@ def test_default_jobs_train_the_larger_usit_with_one_pass_augmentation(tmp_path)
     assert cache.done_marker.name == "shard-00019.safetensors"
     assert usit.after == (cache.name,)
     flags = _flags(usit.command)
-    assert flags["--channel_sampling"] == ["per_sample"] and flags["--always_include_full"] == []
-    assert flags["--latent_channel_choices"] == [str(c) for c in CHANNEL_CHOICES]
-    assert "--no_augmented" not in flags and "--num_channel_samples" not in flags
+    # the plain objective (the pilot's choice, results/default/pilot.md): the full latent only
+    assert flags["--no_augmented"] == []
+    assert not {"--channel_sampling", "--always_include_full", "--latent_channel_choices"} & set(flags)
     assert flags["--model_config"] == [str(tmp_path / "configs" / "usit.json")]
     assert flags["--max_train_steps"] == ["16000"] and flags["--checkpointing_steps"] == ["2000"]
     assert usit.done_marker == tmp_path / "usit" / f"{DEFAULT_RUN}_seed0" / "pipeline" / "model_index.json"
@@ -166,7 +166,8 @@ def test_bundle_of_the_default_run_states_its_training_and_target(tmp_path):
     )
     card = (target / "README.md").read_text()
     assert f"`examples/toy/run_recipe.py --mode default-smoke`, run `{DEFAULT_RUN}`, seed 0" in card
-    assert "one pass per step: a random prefix c' per sample, the full latent on half of each batch" in card
+    assert "trained with the plain diffusion objective on the procedural 32 px shapes" in card
+    assert "the full latent only, the one the pipeline samples" in card
     assert "5 steps; 0.990 accuracy on held-out real images" in card
     assert "Target: guided (CFG 3) class accuracy >= 0.8; measured 0.620: missed by 0.180." in card
     assert "requested shape class 62% of the time at guidance 3" in card
@@ -195,9 +196,9 @@ def test_default_smoke_recipe_end_to_end_and_resumes(tmp_path, monkeypatch):
     assert all(r["passes"] == r["step"] and math.isfinite(r["classifier_fd"]) for r in rows)
     assert set(results["final"]) == {"1.0", "3.0"}
     assert results["classifier"]["trained_on"] == ["ae_struct"]
-    # the trainer really ran one-pass augmented training with the larger USiT
+    # the trainer really ran the plain objective with the larger USiT
     config = json.loads((out / "usit" / f"{DEFAULT_RUN}_seed0" / "training_config.json").read_text())
-    assert config["args"]["channel_sampling"] == "per_sample" and config["augmented"] is True
+    assert config["augmented"] is False
     pipe = DCAE15Pipeline.from_pretrained(bundle)
     assert pipe.transformer.config.num_layers == DEFAULT_USIT_CONFIG["num_layers"]
     assert pipe.get_label_ids("star") == [SHAPE_CLASSES.index("star")]

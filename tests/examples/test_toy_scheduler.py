@@ -10,7 +10,15 @@ import time
 
 import pytest
 
-from examples.toy.toy_scheduler import Job, Timings, check_jobs, run_jobs, simulate_schedule, stage_wall_times
+from examples.toy.toy_scheduler import (
+    Job,
+    Timings,
+    check_jobs,
+    run_jobs,
+    simulate_schedule,
+    stage_wall_times,
+    usable_cores,
+)
 
 
 def _job(tmp_path, name, code="", after=(), stage="stage"):
@@ -47,6 +55,21 @@ def test_jobs_run_after_their_dependencies_with_environment_and_logs(tmp_path):
     assert entries["second"]["start"] >= entries["first"]["end"]
     assert entries["third"]["stage"] == "other" and entries["first"]["seconds"] >= 0.3
     assert json.loads((tmp_path / "timings.json").read_text()) == entries  # saved as it goes
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this platform")
+def test_a_job_gets_the_threads_of_the_cores_this_process_may_use(tmp_path):
+    # `taskset -c 0 python -m examples.toy.run_recipe ...`: one job gets one thread, not os.cpu_count()
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(mask)})
+    try:
+        assert usable_cores() == 1
+        job = _job(tmp_path, "pinned")
+        _run([job], tmp_path)
+    finally:
+        os.sched_setaffinity(0, mask)
+    assert json.loads(job.done_marker.read_text())[0] == "1"
+    assert usable_cores() == len(mask)
 
 
 def test_at_most_max_parallel_jobs_run_at_once(tmp_path):

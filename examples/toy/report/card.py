@@ -21,9 +21,9 @@ from examples.toy.toy_settings import (
     ModeSettings,
 )
 
-BUNDLE_TRAINING = {  # how each bundled run's transformer was trained, for its card
-    "struct_aug": "the full latent plus one random prefix per step",
-    DEFAULT_RUN: "one pass per step: a random prefix c' per sample, the full latent on half of each batch",
+BUNDLE_TRAINING = {  # how each bundled run's transformer was trained, for its card: (objective, its batches)
+    "struct_aug": ("augmented diffusion training (paper Eq. 2)", "the full latent plus one random prefix per step"),
+    DEFAULT_RUN: ("the plain diffusion objective", "the full latent only, the one the pipeline samples"),
 }
 
 
@@ -106,14 +106,14 @@ def write_bundle(
         repo_id=str(target),
         description=(
             "The built-in default of `dc_ae_hf`: a tiny DC-AE 1.5 (structured latent, paper Eq. 1) and a USiT "
-            "trained with augmented diffusion training (paper Eq. 2) on the procedural 32 px shapes dataset "
+            f"trained with {BUNDLE_TRAINING[run][0]} on the procedural 32 px shapes dataset "
             f"(`dc_ae_hf/data/shapes.py`), for trying the API offline. {quality}"
         ),
         source=f"`examples/toy/run_recipe.py --mode {mode}`, run `{run}`, seed {seed}",
         provenance=(
             f"Autoencoder: {settings.ae_steps} steps of `training/train_dc_ae.py` (L1, c' in {CHANNEL_CHOICES}) "
             f"on {settings.num_train_images} images. Transformer: {step} steps of `training/train_usit.py` on the "
-            f"cached latents (batch {settings.usit_batch_size}, {BUNDLE_TRAINING[run]}), EMA weights. Every "
+            f"cached latents (batch {settings.usit_batch_size}, {BUNDLE_TRAINING[run][1]}), EMA weights. Every "
             "command and setting: `examples/toy/toy_stages.py` and `examples/toy/toy_settings.py`."
         ),
         metrics_table=metrics,
