@@ -37,6 +37,7 @@ import importlib.util
 import inspect
 import json
 import os
+import pkgutil
 import symtable
 import sys
 import textwrap
@@ -486,10 +487,15 @@ def _package_module(library: str, class_name: str) -> str | None:
     module = MODEL_MODULES.get(class_name)
     if module is not None and library == _file_stem(module):
         return module
-    for name, loaded in list(sys.modules.items()):  # another dc_ae_hf component class (e.g. a scheduler)
-        found = getattr(loaded, class_name, None) if name.startswith("dc_ae_hf.") else None
-        if _file_stem(name) == library and isinstance(found, type) and found.__module__ == name:
-            return name
+    # another dc_ae_hf component class (e.g. a callback): the package's module of that file stem defining it, found
+    # from the package's module list, not from what this process happened to import already
+    package = importlib.import_module("dc_ae_hf")
+    for info in pkgutil.walk_packages(package.__path__, "dc_ae_hf."):
+        if _file_stem(info.name) != library:
+            continue
+        found = getattr(importlib.import_module(info.name), class_name, None)
+        if isinstance(found, type) and found.__module__ == info.name:
+            return info.name
     return None
 
 
