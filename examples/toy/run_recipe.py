@@ -133,8 +133,7 @@ from examples.toy.toy_evaluation import (
     evaluate_sweep_autoencoders,
     load_autoencoder,
     load_imagefolder,
-    reconstruct,
-    saved_classifier,
+    scoring_classifier,
 )
 from examples.toy.toy_scheduler import Timings, stage_wall_times
 from examples.toy.toy_stages import (
@@ -236,8 +235,15 @@ def run_quick_full(args: argparse.Namespace) -> dict:
     vaes = {ae: load_autoencoder(out / ae / "vae_ema") for ae in AUTOENCODERS}
     write_prefix_grids(results_dir, vaes["ae_struct"], vaes["ae_plain"], heldout_images)
     train, heldout = (train_images, train_labels), (heldout_images, heldout_labels)
-    classifier, references, classifier_info = timings.timed(
-        "classifier", "evaluation: classifier", lambda: evaluate_structured_classifier(vaes, train, heldout, settings)
+    classifier, references, classifier_info = scoring_classifier(
+        out,
+        vaes,
+        heldout_images,
+        lambda: timings.timed(
+            "classifier",
+            "evaluation: classifier",
+            lambda: evaluate_structured_classifier(vaes, train, heldout, settings),
+        ),
     )
     rows = evaluate_diffusion(out, settings, classifier, references)
     # summed per evaluation (kept in eval/diffusion.json), so a resumed run reports the time its rows really took
@@ -294,8 +300,13 @@ def run_sweep(args: argparse.Namespace) -> dict:
         "eval_autoencoders", "evaluation: autoencoders", lambda: evaluate_sweep_autoencoders(out, settings, heldout[0])
     )
     vaes = diffusion_vaes(out, settings)
-    classifier, references, classifier_info = timings.timed(
-        "classifier", "evaluation: classifier", lambda: evaluate_classifier(vaes, train, heldout, settings)
+    classifier, references, classifier_info = scoring_classifier(
+        out,
+        vaes,
+        heldout[0],
+        lambda: timings.timed(
+            "classifier", "evaluation: classifier", lambda: evaluate_classifier(vaes, train, heldout, settings)
+        ),
     )
     rows = evaluate_diffusion(out, settings, classifier, references)
     timings.record_total("eval_diffusion", "evaluation: diffusion samples", sum(r["eval_seconds"] for r in rows))
@@ -345,15 +356,16 @@ def run_default(args: argparse.Namespace) -> dict:
         "eval_autoencoders", "evaluation: autoencoder", lambda: evaluate_default_autoencoder(out, heldout_images)
     )
     vaes = {"ae_struct": load_autoencoder(out / "ae_struct" / "vae_ema")}
-    classifier, classifier_info = saved_classifier(
-        out / "eval" / "classifier",
+    classifier, references, classifier_info = scoring_classifier(
+        out,
+        vaes,
+        heldout_images,
         lambda: timings.timed(
             "classifier",
             "evaluation: classifier",
             lambda: evaluate_classifier(vaes, (train_images, train_labels), heldout, settings),
         ),
     )
-    references = {"ae_struct": reconstruct(vaes["ae_struct"], heldout_images)}
     rows = evaluate_diffusion(out, settings, classifier, references)
     timings.record_total("eval_diffusion", "evaluation: diffusion samples", sum(r["eval_seconds"] for r in rows))
 

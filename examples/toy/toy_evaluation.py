@@ -209,6 +209,28 @@ def saved_classifier(
     return classifier, info
 
 
+def scoring_classifier(
+    out: Path,
+    vaes: dict[str, AutoencoderDC15],
+    heldout_images: torch.Tensor,
+    train: Callable[[], tuple[SmallImageClassifier, dict[str, torch.Tensor], dict]],
+) -> tuple[SmallImageClassifier, dict[str, torch.Tensor], dict]:
+    """The classifier that scores a mode's checkpoints, its references (each autoencoder of `vaes`'s reconstructions
+    of the held-out images, by name) and its info. The classifier is saved in `<out>/eval/classifier` when first
+    trained (`saved_classifier`), so a resumed run scores its remaining checkpoints with the very classifier that
+    scored the rows kept in `<out>/eval/diffusion.json`. Rows kept from a run whose classifier was not saved (one
+    made before the classifier was kept) are moved aside to `diffusion.unsaved-classifier.json`, never mixed with
+    the scores of another classifier."""
+    folder, kept = out / "eval" / "classifier", out / "eval" / "diffusion.json"
+    if not (folder / "info.json").is_file() and kept.is_file():
+        aside = kept.with_name("diffusion.unsaved-classifier.json")
+        kept.replace(aside)
+        print(f"note: the rows in {kept} were scored by a classifier that was not saved; moved to {aside}", flush=True)
+    classifier, info = saved_classifier(folder, train)
+    references = {name: reconstruct(vae, heldout_images) for name, vae in vaes.items()}
+    return classifier, references, info
+
+
 @torch.no_grad()
 def generate(
     pipe: DCAE15Pipeline, num_samples: int, steps: int, seed: int, guidance_scale: float = 1.0

@@ -102,6 +102,36 @@ def test_evaluate_classifier_returns_model_references_and_floor(imagefolder):
     assert info["steps"] == SETTINGS.classifier_steps
 
 
+def test_the_scoring_classifier_is_saved_so_a_resumed_run_scores_with_the_same_one(imagefolder, tmp_path, capsys):
+    images, labels = toy_evaluation.load_imagefolder(imagefolder)
+    vaes = {"ae_struct": _autoencoder(0), "ae_plain": _autoencoder(1, [LATENT_CHANNELS])}
+    heldout = (images[::3], labels[::3])
+    # rows kept by a run whose classifier was never saved are moved aside, not mixed with a new classifier's
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "diffusion.json").write_text("[]")
+    trained = []
+
+    def train():
+        trained.append(1)
+        return toy_evaluation.evaluate_structured_classifier(vaes, (images, labels), heldout, SETTINGS)
+
+    first, references, info = toy_evaluation.scoring_classifier(tmp_path, vaes, heldout[0], train)
+    assert not (tmp_path / "eval" / "diffusion.json").exists()
+    assert (tmp_path / "eval" / "diffusion.unsaved-classifier.json").read_text() == "[]"
+    assert "were scored by a classifier that was not saved" in capsys.readouterr().out
+    assert (tmp_path / "eval" / "classifier" / "info.json").is_file() and trained == [1]
+    for ae, vae in vaes.items():
+        torch.testing.assert_close(references[ae], toy_evaluation.reconstruct(vae, heldout[0]))
+
+    # resumed: the saved classifier, not a new one; kept rows stay where they are
+    (tmp_path / "eval" / "diffusion.json").write_text("[]")
+    again, _, info_again = toy_evaluation.scoring_classifier(tmp_path, vaes, heldout[0], train)
+    assert trained == [1] and info_again == json.loads(json.dumps(info))
+    assert (tmp_path / "eval" / "diffusion.json").is_file()
+    with torch.no_grad():
+        torch.testing.assert_close(again(heldout[0]), first(heldout[0]))
+
+
 def test_generate_is_class_balanced_and_seeded():
     pipe = DCAE15Pipeline(transformer=_transformer(0), vae=_autoencoder(0))
     pipe.set_progress_bar_config(disable=True)
