@@ -48,7 +48,8 @@ compute (passes x tokens), the speed-ups against (i) and (ii), and whether the p
 The built-in default (`--mode default`, `run_default`) trains what `dc_ae_hf/assets/toy-dcae15-shapes` ships: the
 structured autoencoder on 20000 images, then a larger USiT (`toy_settings.DEFAULT_USIT_CONFIG`, ~1.5M parameters)
 for 16000 steps with the plain objective on the full latent (`--no_augmented`, the pilot's choice:
-`results/default/pilot.md`), every checkpoint scored by a classifier trained for 4000 steps; `--bundle_to` copies the final pipeline with its card.
+`results/default/pilot.md`), every checkpoint scored by a classifier trained for 4000 steps; `--bundle_to` copies
+the final pipeline with its card.
 
 This module is the entry point; the work is in the package's other modules: `toy_settings` (modes, configs),
 `toy_scheduler` (the job pool), `toy_stages` (data and trainer command lines), `toy_evaluation` and `report` (one
@@ -59,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from dc_ae_hf.checks import check_int, exit_on_user_error
@@ -71,7 +73,10 @@ from examples.toy.toy_settings import (
     MODES,
     REGIME_MODES,
     SWEEP_MODES,
+    DefaultSettings,
+    ModeSettings,
     RegimeSettings,
+    SweepSettings,
     resolution_of,
     usit_run_dir,
 )
@@ -116,6 +121,7 @@ if __name__ == "__main__":  # the flags first: --help and argument errors answer
 
 import torch
 
+from dc_ae_hf.models.autoencoder_dc15 import AutoencoderDC15
 from examples.toy.report.card import claim_bundle_folder, write_bundle
 from examples.toy.report.default import default_results_summary, write_default_report
 from examples.toy.report.pictures import sample_grid, write_prefix_grids
@@ -203,6 +209,26 @@ def run(args: argparse.Namespace) -> dict:
     return run_quick_full(args)
 
 
+def score_diffusion(
+    out: Path,
+    settings: ModeSettings | SweepSettings | RegimeSettings | DefaultSettings,
+    vaes: dict[str, AutoencoderDC15],
+    heldout_images: torch.Tensor,
+    timings: Timings,
+    train_classifier: Callable[[], tuple],
+) -> tuple[list[dict], dict]:
+    """Every diffusion checkpoint of a mode scored (`evaluate_diffusion`, rows kept in `eval/diffusion.json`) by
+    its classifier (`scoring_classifier`: trained once by `train_classifier`, then kept in `eval/classifier`).
+    Returns the rows and the classifier's info; its training time and the rows' summed evaluation times (so a
+    resumed run reports the time its rows really took) go to `timings`."""
+    classifier, references, info = scoring_classifier(
+        out, vaes, heldout_images, lambda: timings.timed("classifier", "evaluation: classifier", train_classifier)
+    )
+    rows = evaluate_diffusion(out, settings, classifier, references)
+    timings.record_total("eval_diffusion", "evaluation: diffusion samples", sum(r["eval_seconds"] for r in rows))
+    return rows, info
+
+
 def run_quick_full(args: argparse.Namespace) -> dict:
     """Run (or continue) a smoke, quick or full mode (`MODES`): data, both autoencoders, their scaling factors and
     caches, the three diffusion runs and the plain fine-tunes, then the evaluation, the pictures, the report
@@ -235,19 +261,14 @@ def run_quick_full(args: argparse.Namespace) -> dict:
     vaes = {ae: load_autoencoder(out / ae / "vae_ema") for ae in AUTOENCODERS}
     write_prefix_grids(results_dir, vaes["ae_struct"], vaes["ae_plain"], heldout_images)
     train, heldout = (train_images, train_labels), (heldout_images, heldout_labels)
-    classifier, references, classifier_info = scoring_classifier(
+    rows, classifier_info = score_diffusion(
         out,
+        settings,
         vaes,
         heldout_images,
-        lambda: timings.timed(
-            "classifier",
-            "evaluation: classifier",
-            lambda: evaluate_structured_classifier(vaes, train, heldout, settings),
-        ),
+        timings,
+        lambda: evaluate_structured_classifier(vaes, train, heldout, settings),
     )
-    rows = evaluate_diffusion(out, settings, classifier, references)
-    # summed per evaluation (kept in eval/diffusion.json), so a resumed run reports the time its rows really took
-    timings.record_total("eval_diffusion", "evaluation: diffusion samples", sum(r["eval_seconds"] for r in rows))
 
     # the final structured + augmented pipeline (seed 0): its samples, and the bundled default pipeline
     source = usit_run_dir(out, "struct_aug", settings.seeds[0]) / "pipeline"
@@ -300,16 +321,9 @@ def run_sweep(args: argparse.Namespace) -> dict:
         "eval_autoencoders", "evaluation: autoencoders", lambda: evaluate_sweep_autoencoders(out, settings, heldout[0])
     )
     vaes = diffusion_vaes(out, settings)
-    classifier, references, classifier_info = scoring_classifier(
-        out,
-        vaes,
-        heldout[0],
-        lambda: timings.timed(
-            "classifier", "evaluation: classifier", lambda: evaluate_classifier(vaes, train, heldout, settings)
-        ),
+    rows, classifier_info = score_diffusion(
+        out, settings, vaes, heldout[0], timings, lambda: evaluate_classifier(vaes, train, heldout, settings)
     )
-    rows = evaluate_diffusion(out, settings, classifier, references)
-    timings.record_total("eval_diffusion", "evaluation: diffusion samples", sum(r["eval_seconds"] for r in rows))
 
     summary = regime_results_summary if isinstance(settings, RegimeSettings) else sweep_results_summary
     results = summary(
@@ -356,18 +370,10 @@ def run_default(args: argparse.Namespace) -> dict:
         "eval_autoencoders", "evaluation: autoencoder", lambda: evaluate_default_autoencoder(out, heldout_images)
     )
     vaes = {"ae_struct": load_autoencoder(out / "ae_struct" / "vae_ema")}
-    classifier, references, classifier_info = scoring_classifier(
-        out,
-        vaes,
-        heldout_images,
-        lambda: timings.timed(
-            "classifier",
-            "evaluation: classifier",
-            lambda: evaluate_classifier(vaes, (train_images, train_labels), heldout, settings),
-        ),
+    train = (train_images, train_labels)
+    rows, classifier_info = score_diffusion(
+        out, settings, vaes, heldout_images, timings, lambda: evaluate_classifier(vaes, train, heldout, settings)
     )
-    rows = evaluate_diffusion(out, settings, classifier, references)
-    timings.record_total("eval_diffusion", "evaluation: diffusion samples", sum(r["eval_seconds"] for r in rows))
 
     source = usit_run_dir(out, DEFAULT_RUN, settings.seed) / "pipeline"
     samples = class_samples(
