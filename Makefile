@@ -32,7 +32,7 @@ DEMO_MODEL ?= $(TOY_PIPELINE)
 ifeq ($(DEMO_MODEL),$(TOY_PIPELINE))
 export HF_HUB_OFFLINE ?= 1
 DEMO_CLASSES ?= arrow circle crescent cross heart hexagon ring square star triangle
-DEMO_SAMPLER ?= --solver euler --num_inference_steps 20 --guidance_scale 3 --upscale 4
+DEMO_SAMPLER ?= --solver euler --num_inference_steps 20 --guidance_scale 3 --upscale 4 --num_images_per_class 8
 DEMO_RESOLUTION ?= 32
 else
 DEMO_CLASSES ?= 207 360 387 974 88 979 417 279

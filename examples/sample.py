@@ -2,6 +2,8 @@
 
     python examples/sample.py --model path/to/pipeline --class_labels "golden retriever" 207 "white wolf" \
         --guidance_scale 1.5 --solver dopri5 --output grid.png
+
+With `--num_images_per_class N` (N > 1) the grid has one row per class label, N samples in each.
 """
 
 import argparse
@@ -24,6 +26,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--solver", choices=["scheduler", "euler", "heun2", "dopri5"], default="scheduler")
     parser.add_argument("--latent_channels", type=int, default=None, help="sample in the first c' latent channels")
+    parser.add_argument(
+        "--num_images_per_class",
+        type=int,
+        default=1,
+        help="samples per class label; above 1 the grid has one row per label (default 1: a near-square grid)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="samples.png")
     parser.add_argument("--upscale", type=int, default=1, help="enlarge each image this many times (nearest)")
@@ -35,6 +43,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     """The values that need no model (ValueError naming the flag); the pipeline checks the rest against itself."""
     check_image_output("--output", args.output)
     check_int("--upscale", args.upscale, minimum=1)
+    check_int("--num_images_per_class", args.num_images_per_class, minimum=1)
     check_int("--num_inference_steps", args.num_inference_steps, minimum=1, optional=True)
     check_int("--latent_channels", args.latent_channels, minimum=1, optional=True)
     check_number("--guidance_scale", args.guidance_scale)
@@ -44,6 +53,7 @@ if __name__ == "__main__":  # the flags and their values first: errors answer be
     exit_on_user_error(check_arguments, parse_args())  # (main below does it again, in a millisecond)
 
 import torch
+from diffusers.utils import make_image_grid
 from PIL import Image
 
 from dc_ae_hf.checks import check_device
@@ -72,6 +82,7 @@ def run(args: argparse.Namespace) -> None:
     device = check_device("--device", args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe = DCAE15Pipeline.from_pretrained(args.model).to(device)
     labels = [int(label) if label.isdigit() else label for label in args.class_labels]
+    labels = [label for label in labels for _ in range(args.num_images_per_class)]  # class-major: a row per class
     images = pipe(
         labels,
         guidance_scale=args.guidance_scale,
@@ -85,7 +96,11 @@ def run(args: argparse.Namespace) -> None:
             image.resize((image.width * args.upscale, image.height * args.upscale), Image.NEAREST) for image in images
         ]
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    make_grid(images).save(args.output)
+    if args.num_images_per_class > 1:
+        grid = make_image_grid(images, rows=len(args.class_labels), cols=args.num_images_per_class)
+    else:
+        grid = make_grid(images)
+    grid.save(args.output)
     print(f"wrote {len(images)} samples to {args.output}")
 
 

@@ -57,6 +57,35 @@ def test_sample_script_writes_a_class_grid(pipeline_folder, tmp_path, monkeypatc
     assert Image.open(output).size == (2 * 96, 2 * 96)
     with pytest.raises(SystemExit):
         sample.main([*argv, "--upscale", "0"])
+    with pytest.raises(SystemExit):
+        sample.main([*argv, "--num_images_per_class", "0"])
+
+
+def test_sample_script_gives_one_row_per_class_with_several_images_per_class(pipeline_folder, tmp_path, monkeypatch):
+    # `make demo`: one row per class label, no empty cells
+    sample = _load_example("sample", monkeypatch)
+    output = tmp_path / "samples.png"
+    argv = [
+        "--model",
+        str(pipeline_folder),
+        *"--class_labels blue red --solver euler --num_inference_steps 2 --num_images_per_class 3 --output".split(),
+        str(output),
+    ]
+    sample.main(argv)
+    grid = Image.open(output).convert("RGB")
+    assert grid.size == (3 * 32, 2 * 32)
+    # class-major: cell k of the grid is sample k of the labels each repeated 3 times, in the order given
+    pipe = DCAE15Pipeline.from_pretrained(pipeline_folder)
+    expected = pipe(
+        ["blue"] * 3 + ["red"] * 3,
+        guidance_scale=1.5,
+        num_inference_steps=2,
+        solver="euler",
+        generator=torch.Generator("cpu").manual_seed(0),
+    ).images
+    for k, image in enumerate(expected):
+        cell = grid.crop(((k % 3) * 32, (k // 3) * 32, (k % 3 + 1) * 32, (k // 3 + 1) * 32))
+        assert list(cell.getdata()) == list(image.convert("RGB").getdata())
 
 
 def test_visualize_latents_on_a_pipeline_folder_and_user_images(pipeline_folder, tmp_path, monkeypatch):
