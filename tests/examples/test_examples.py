@@ -4,8 +4,10 @@ written by the test, the way `make demo DEMO_MODEL=<folder>` runs them."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, TINY_AE10_CONFIG, TINY_AE15_CONFIG
@@ -86,6 +88,31 @@ def test_sample_script_gives_one_row_per_class_with_several_images_per_class(pip
     for k, image in enumerate(expected):
         cell = grid.crop(((k % 3) * 32, (k // 3) * 32, (k % 3 + 1) * 32, (k // 3 + 1) * 32))
         assert list(cell.getdata()) == list(image.convert("RGB").getdata())
+
+
+def _makefile_value(name: str) -> str:
+    """The toy's `NAME ?= value` line of the Makefile (the first, which is the built-in default's)."""
+    match = re.search(rf"^{name} \?= (.+)$", (REPO_ROOT / "Makefile").read_text(), flags=re.MULTILINE)
+    return match.group(1)
+
+
+def test_make_demo_draws_the_readme_picture(tmp_path, monkeypatch):
+    # `make demo`'s samples.png on the bundled default is the picture the README shows: one row per class, no
+    # empty cells (re-made by the Makefile's own sampler flags; the tolerance absorbs float differences between
+    # CPUs and thread counts)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sample = _load_example("sample", monkeypatch)
+    classes = _makefile_value("DEMO_CLASSES").split()
+    flags = _makefile_value("DEMO_SAMPLER").split()
+    output = tmp_path / "samples.png"
+    sample.main(["--model", str(TOY_PIPELINE), *flags, "--class_labels", *classes, "--output", str(output)])
+    picture = REPO_ROOT / "examples" / "toy" / "results" / "default" / "demo.png"
+    assert "examples/toy/results/default/demo.png" in (REPO_ROOT / "README.md").read_text()
+    made, committed = (np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) for path in (output, picture))
+    per_class = int(flags[flags.index("--num_images_per_class") + 1])
+    upscale = int(flags[flags.index("--upscale") + 1])
+    assert committed.shape == made.shape == (len(classes) * 32 * upscale, per_class * 32 * upscale, 3)
+    assert np.abs(made - committed).mean() < 1.0, "re-make the picture: see the README's demo section"
 
 
 def test_visualize_latents_on_a_pipeline_folder_and_user_images(pipeline_folder, tmp_path, monkeypatch):
