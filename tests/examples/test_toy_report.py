@@ -74,6 +74,14 @@ def test_aggregate_summarises_seeds_per_run_and_step(results):
     assert aggregate(results["diffusion"], "classifier_fd", 2.0) == {run: {} for run in table}
 
 
+def test_aggregate_leaves_out_a_checkpoint_not_every_seed_wrote(results):
+    # a trainer stopped by SIGTERM checkpoints off the schedule (step 3 of seed 0 only): no mean over one seed
+    rows = results["diffusion"]
+    extra = {**next(r for r in rows if r["run"] == "struct_aug" and r["guidance_scale"] == 3.0), "step": 3}
+    table = aggregate([*rows, extra], "class_accuracy", 3.0)
+    assert 3 not in table["struct_aug"] and table == aggregate(rows, "class_accuracy", 3.0)
+
+
 def test_results_summary_holds_settings_and_the_structure_cost(results):
     assert results["mode"] == "smoke" and results["settings"]["usit_steps"] == 4
     assert results["autoencoder_config"] == AUTOENCODER_CONFIG and results["usit_config"] == USIT_CONFIG

@@ -20,13 +20,18 @@ def aggregate(
     rows: list[dict], key: str, guidance_scale: float, runs: tuple[str, ...] | list[str] = RUNS
 ) -> dict[str, dict[int, tuple[float, float, float, int]]]:
     """run -> step -> (mean, min, max, passes) of `key` over seeds, for the rows sampled with `guidance_scale`, for
-    every run of `runs` (default: the full and quick modes' `RUNS`)."""
+    every run of `runs` (default: the full and quick modes' `RUNS`). Only steps that every seed of the run was
+    evaluated at: a checkpoint one seed wrote off the schedule (on a preemption signal) is left out, so a mean is
+    never over a different set of seeds than its neighbours'."""
     rows = [r for r in rows if r["guidance_scale"] == guidance_scale]
     table: dict[str, dict[int, tuple]] = {}
     for run in runs:
         table[run] = {}
+        seeds = {r["seed"] for r in rows if r["run"] == run}
         for step in sorted({r["step"] for r in rows if r["run"] == run}):
             matching = [r for r in rows if r["run"] == run and r["step"] == step]
+            if {r["seed"] for r in matching} != seeds:
+                continue
             values = np.array([r[key] for r in matching], dtype=np.float64)
             table[run][step] = (float(values.mean()), float(values.min()), float(values.max()), matching[0]["passes"])
     return table

@@ -255,9 +255,9 @@ def regime_headline(results: dict) -> dict:
                     f"({claim['speedup_compute']:.2f}x less; the claim needs >= {REGIME_COMPUTE_CLAIM:g}x)"
                 )
             versus = ", ".join(
-                f"{headline['versus'][f'{arm}_vs_{o}']['equal_compute']} of ({o})" for o in ("ii", "iii")
+                f"against ({o}): {headline['versus'][f'{arm}_vs_{o}']['equal_compute']}" for o in ("ii", "iii")
             )
-            parts.append(f"at equal compute ({arm}) is {versus}")
+            parts.append(f"at equal compute ({arm}) {versus}")
         statement = f"The headline {verdict} on {label} (CFG {g:g}): " + "; ".join(parts) + "."
     headline["verdict"], headline["statement"] = verdict, statement
     return headline
