@@ -743,10 +743,11 @@ class DefaultSettings:
         return (self.seed,)
 
 
-# Budget of `--mode default` on the 2-core CPU, measured on 2026-12-01 (examples/toy/results/default/results.md):
-# data 31 s, the autoencoder 640 s (3000 steps; slowed by other work for a few minutes), its cache 67 s, 16000
-# diffusion steps 3614 s (~4.4 steps/s), then in the recipe's process the reconstruction 78 s, the classifier 438 s
-# (4000 steps) and 8 checkpoints x 2 guidance scales x 500 samples 227 s: ~85 minutes.
+# Budget of `--mode default` on the 2-core CPU: data 31 s, the autoencoder 640 s (3000 steps) and its cache 67 s
+# (measured on 2026-12-01, results of that run in git history), 24000 diffusion steps 4129 s (~5.8 steps/s on one
+# pinned core, `taskset -c 1`, while other work used the other core; 2026-12-07, examples/toy/results/default/), then
+# in the recipe's process the reconstruction ~75 s, the classifier ~440 s (4000 steps) and 12 checkpoints x 2
+# guidance scales x 500 samples ~300 s: ~95 minutes.
 DEFAULT_MODES: dict[str, DefaultSettings] = {
     "default-smoke": DefaultSettings(
         num_train_images=80,
@@ -766,8 +767,8 @@ DEFAULT_MODES: dict[str, DefaultSettings] = {
         num_heldout_images=1000,
         ae_steps=3000,
         ae_batch_size=32,
-        usit_steps=16000,
-        usit_checkpoints=8,
+        usit_steps=24000,
+        usit_checkpoints=12,
         usit_batch_size=64,
         seed=0,
         num_samples=500,

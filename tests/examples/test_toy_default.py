@@ -85,7 +85,7 @@ def test_default_jobs_train_the_larger_usit_with_one_pass_augmentation(tmp_path)
     assert flags["--no_augmented"] == []
     assert not {"--channel_sampling", "--always_include_full", "--latent_channel_choices"} & set(flags)
     assert flags["--model_config"] == [str(tmp_path / "configs" / "usit.json")]
-    assert flags["--max_train_steps"] == ["16000"] and flags["--checkpointing_steps"] == ["2000"]
+    assert flags["--max_train_steps"] == ["24000"] and flags["--checkpointing_steps"] == ["2000"]
     assert usit.done_marker == tmp_path / "usit" / f"{DEFAULT_RUN}_seed0" / "pipeline" / "model_index.json"
     with pytest.raises(ValueError, match="names"):
         toy_stages.autoencoder_jobs(tmp_path, settings, ("ae_other",))
