@@ -204,12 +204,12 @@ def run_jobs(
 ) -> None:
     """Run `jobs` (in list order of priority, respecting `after`) with at most `max_parallel` at once.
 
-    Each job runs in `cwd` with this process's environment plus `environment`, gets OMP_NUM_THREADS = `usable_cores()` //
-    running jobs (at least 1) and logs to `log_dir/<name>.log` (appended, after the command line). Jobs whose
-    `done_marker` exists are skipped; `check_job_commands` first refuses a job whose recorded command changed. A
-    job that fails (non-zero exit, or no done marker) raises RuntimeError
-    with its log tail; on that or any other exception (e.g. Ctrl-C) the jobs still running are terminated. Wall
-    times go to `timings` under the job names.
+    Each job runs in `cwd` with this process's environment plus `environment`, gets OMP_NUM_THREADS =
+    `usable_cores()` // running jobs (at least 1) and logs to `log_dir/<name>.log` (appended, after the command
+    line). Jobs whose `done_marker` exists are skipped; `check_job_commands` first refuses a job whose recorded
+    command changed. A job that fails (non-zero exit, or no done marker) raises RuntimeError with its log tail; on
+    that or any other exception (e.g. Ctrl-C) the jobs still running are terminated. Wall times go to `timings`
+    under the job names.
     """
     check_int("max_parallel", max_parallel, minimum=1)
     check_number("poll_seconds", poll_seconds, minimum=0, exclusive_minimum=True)

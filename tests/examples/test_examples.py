@@ -174,6 +174,7 @@ def _user_error(capsys, main, argv) -> str:
         (["--class_labels", "circle", "--model", "no/such/folder"], "no/such/folder"),
         (["--class_labels", "circle", "--output", "grid.unknownext"], "--output='grid.unknownext'"),
         (["--class_labels", "circle", "--device", "cuda:99"], "--device='cuda:99'"),  # no CUDA or too few GPUs
+        (["--class_labels", "circle", "--num_images_per_class", "0"], "--num_images_per_class=0"),
     ],
 )
 def test_sample_script_user_errors_are_one_line(args, expected, tmp_path, monkeypatch, capsys):
