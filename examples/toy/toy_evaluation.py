@@ -201,12 +201,24 @@ def saved_classifier(
     """The classifier saved in `folder` (`save_pretrained`, safetensors) with its info (`info.json`), or, when none
     is saved yet, ``train()``'s (classifier, references, info), saved there first. A re-run of the recipe and
     `score_pipeline.py` then use the very classifier that scored the run."""
+    classifier, _, info = _saved_or_trained(folder, train)
+    return classifier, info
+
+
+def _saved_or_trained(
+    folder: Path, train: Callable[[], tuple[SmallImageClassifier, dict[str, torch.Tensor], dict]]
+) -> tuple[SmallImageClassifier, dict[str, torch.Tensor] | None, dict]:
+    """`saved_classifier`, with the references ``train()`` returned when it was called (None when loaded)."""
     if (folder / "info.json").is_file():
-        return SmallImageClassifier.from_pretrained(folder).eval(), json.loads((folder / "info.json").read_text())
-    classifier, _, info = train()
+        return (
+            SmallImageClassifier.from_pretrained(folder).eval(),
+            None,
+            json.loads((folder / "info.json").read_text()),
+        )
+    classifier, references, info = train()
     classifier.save_pretrained(folder)
     (folder / "info.json").write_text(json.dumps(info, indent=1))
-    return classifier, info
+    return classifier, references, info
 
 
 def scoring_classifier(
@@ -223,12 +235,22 @@ def scoring_classifier(
     the scores of another classifier."""
     folder, kept = out / "eval" / "classifier", out / "eval" / "diffusion.json"
     if not (folder / "info.json").is_file() and kept.is_file():
-        aside = kept.with_name("diffusion.unsaved-classifier.json")
+        aside = _free_name(kept.with_name("diffusion.unsaved-classifier.json"))
         kept.replace(aside)
         print(f"note: the rows in {kept} were scored by a classifier that was not saved; moved to {aside}", flush=True)
-    classifier, info = saved_classifier(folder, train)
-    references = {name: reconstruct(vae, heldout_images) for name, vae in vaes.items()}
+    classifier, references, info = _saved_or_trained(folder, train)
+    if references is None or set(references) != set(vaes):  # loaded: the references are made again (deterministic)
+        references = {name: reconstruct(vae, heldout_images) for name, vae in vaes.items()}
     return classifier, references, info
+
+
+def _free_name(path: Path) -> Path:
+    """`path`, or `<stem>.2<suffix>`, `<stem>.3<suffix>`, ... : the first that does not exist (nothing replaced)."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.stem}.{number}{path.suffix}")
+    return candidate
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -130,6 +131,14 @@ def test_the_scoring_classifier_is_saved_so_a_resumed_run_scores_with_the_same_o
     assert (tmp_path / "eval" / "diffusion.json").is_file()
     with torch.no_grad():
         torch.testing.assert_close(again(heldout[0]), first(heldout[0]))
+
+    # the classifier lost again: the new rows go aside under a free name, the earlier aside file is kept
+    shutil.rmtree(tmp_path / "eval" / "classifier")
+    (tmp_path / "eval" / "diffusion.json").write_text('[{"step": 2}]')
+    toy_evaluation.scoring_classifier(tmp_path, vaes, heldout[0], train)
+    assert (tmp_path / "eval" / "diffusion.unsaved-classifier.json").read_text() == "[]"
+    assert (tmp_path / "eval" / "diffusion.unsaved-classifier.2.json").read_text() == '[{"step": 2}]'
+    assert trained == [1, 1]
 
 
 def test_generate_is_class_balanced_and_seeded():
