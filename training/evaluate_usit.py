@@ -185,6 +185,7 @@ from dc_ae_hf.metrics.image_sets import as_dataset
 from dc_ae_hf.metrics.inception import compute_generation_metrics, resolve_inception_weights
 from dc_ae_hf.output_folders import claim_output_folder, mark_output_folder
 from dc_ae_hf.pipelines.pipeline_dcae15 import DCAE15Pipeline
+from dc_ae_hf.training.run import free_destroyed_process_groups
 
 # What --sample_dir's generation_settings.json records; a rerun with other values is refused.
 SETTINGS_KEYS = ("pipeline", "num_samples", "class_sampling", "class_seed", "seed", "guidance_scale")
@@ -445,9 +446,11 @@ def cli(argv: list[str] | None = None) -> dict:
     like a flag argparse refuses (other failures keep their traceback)."""
     args = parse_args(argv)
     try:
-        return main(args)
+        result = main(args)
     except InputError as error:
         exit_with_error(_one_line(error))
+    free_destroyed_process_groups()  # gloo threads joined before the interpreter ends (see there)
+    return result
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ Exit statuses of both trainers: 0 done; 1 a bug or hardware failure (traceback);
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -88,6 +89,7 @@ __all__ = [
     "RunSettings",
     "TrainingRun",
     "check_output_dir",
+    "free_destroyed_process_groups",
     "make_accelerator",
     "run_script",
 ]
@@ -114,7 +116,7 @@ def run_script(main: Callable, parse_args: Callable, argv: list[str] | None = No
     always."""
     _training_started.clear()
     try:
-        return main(parse_args(argv))
+        result = main(parse_args(argv))
     except CheckpointWriteError as error:  # during training, but the user's to fix (space, permissions): one line
         if os.environ.get("DC_AE_HF_TRACEBACK") == "1":
             raise
@@ -123,6 +125,25 @@ def run_script(main: Callable, parse_args: Callable, argv: list[str] | None = No
         if _training_started.is_set() or os.environ.get("DC_AE_HF_TRACEBACK") == "1":
             raise
         exit_with_error(error, show=_rank() == 0)
+    except SystemExit as stop:  # a stop after its checkpoint (PREEMPTED_STATUS): free the groups first, as below
+        code, stop.__traceback__ = stop.code, None  # the traceback's frames hold the models
+        del stop
+        free_destroyed_process_groups()
+        raise SystemExit(code) from None
+    free_destroyed_process_groups()
+    return result
+
+
+def free_destroyed_process_groups() -> None:
+    """Collect the garbage after a script's `main` returned, so that the process groups it destroyed
+    (`Accelerator.end_training`) are freed, and their gloo threads joined, while the interpreter is whole.
+
+    `destroy_process_group` only unregisters a group; the object and its worker threads live on while anything
+    refers to it, and a training script's models, accelerator and run refer to each other (a cycle), so the group
+    was otherwise freed during interpreter finalisation. A gloo thread that needs the GIL then ends the process with
+    SIGABRT ("terminate called without an active exception"): a 2-process CPU run that had written every file
+    failed so in CI. pytorch/pytorch#179291 describes the same crash for groups never destroyed."""
+    gc.collect()
 
 
 def check_output_dir(output_dir: str | os.PathLike, script: str, model_folder: str) -> None:
@@ -694,7 +715,8 @@ class TrainingRun:
             except HubPushError as error:
                 failure = error
         # every process tears its process group down together: a rank that destroyed it and exited while the main
-        # one was still exporting was once seen to abort ("terminate called without an active exception", gloo)
+        # one was still exporting was once seen to abort ("terminate called without an active exception", gloo);
+        # the group's threads are joined after `main` returns (`run_script` -> `free_destroyed_process_groups`)
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
         self._restore_signal_handlers()

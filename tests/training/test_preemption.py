@@ -4,6 +4,7 @@ naming the path, exit status 74, no `.tmp` folder, the previous checkpoint kept;
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,36 @@ def test_sigterm_to_the_launcher_and_every_worker_checkpoints_one_agreed_step(wo
 
 def _children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.parametrize("stop", [None, PREEMPTED_STATUS])
+def test_run_script_frees_what_main_left_in_reference_cycles_before_the_interpreter_ends(stop):
+    """A finished script's destroyed process group is kept alive by a reference cycle (models, accelerator, run);
+    `run_script` collects it, after a normal return and after a stop's SystemExit, so gloo's threads are joined
+    while the interpreter is whole (left to finalisation, one aborted a finished 2-process run)."""
+    from dc_ae_hf.training.run import run_script
+
+    freed = []
+
+    def main(args):
+        cycle = {"kind": args}
+        cycle["self"] = cycle
+        holder = type("Holder", (), {})()
+        holder.cycle = cycle
+        cycle["holder"] = holder
+        weakref.finalize(holder, freed.append, args)
+        if stop is not None:
+            raise SystemExit(stop)
+        return "done"
+
+    gc.disable()  # only run_script's collection may free the cycle
+    try:
+        if stop is None:
+            assert run_script(main, lambda argv: "run") == "done"
+        else:
+            with pytest.raises(SystemExit) as exit_info:
+                run_script(main, lambda argv: "run")
+            assert exit_info.value.code == PREEMPTED_STATUS
+        assert freed == ["run"]
+    finally:
+        gc.enable()
