@@ -710,11 +710,13 @@ DEFAULT_USIT_CONFIG = {**USIT_CONFIG, "num_layers": 6, "attention_head_dim": 32}
 class DefaultSettings:
     """Budget of a built-in-default mode. Steps are optimisation steps; `usit_checkpoints` evenly spaced
     evaluations; `seed` seeds the diffusion run (the autoencoder uses seed 0 as in every mode); `target_accuracy`
-    is the guided (CFG 3) class accuracy the bundled pipeline is meant to reach, stated in its card either way.
+    is the guided (CFG 3) class accuracy the bundled pipeline is meant to reach, stated in its card either way;
+    `usit_warmup_steps` fixes the diffusion run's LR and EMA warm-up (default: 5% of `usit_steps`), so a run can be
+    lengthened by resuming it (a resume refuses a changed warm-up).
 
     Checked on construction (ValueError / TypeError naming the field): counts are positive ints, the image sets
     hold at least one image per class, at most one checkpoint per step, the seed an int >= 0, the learning rates
-    finite numbers > 0 and the target in (0, 1].
+    finite numbers > 0, the target in (0, 1] and the warm-up, when given, in [1, `usit_steps`].
     """
 
     num_train_images: int
@@ -731,10 +733,13 @@ class DefaultSettings:
     ae_learning_rate: float = 1e-3
     usit_learning_rate: float = 1e-3
     target_accuracy: float = 0.8
+    usit_warmup_steps: int | None = None  # LR and EMA warm-up of the diffusion run; None: 5% of it (as every mode)
 
     def __post_init__(self) -> None:
         _check_budget(self, _BUDGET_FIELDS)
         check_int("seed", self.seed, minimum=0)
+        if self.usit_warmup_steps is not None:
+            check_int("usit_warmup_steps", self.usit_warmup_steps, minimum=1, maximum=self.usit_steps)
         check_number("target_accuracy", self.target_accuracy, minimum=0, exclusive_minimum=True, maximum=1)
 
     @property
@@ -767,12 +772,13 @@ DEFAULT_MODES: dict[str, DefaultSettings] = {
         num_heldout_images=1000,
         ae_steps=3000,
         ae_batch_size=32,
-        usit_steps=24000,
-        usit_checkpoints=12,
+        usit_steps=32000,
+        usit_checkpoints=16,
         usit_batch_size=64,
         seed=0,
         num_samples=500,
         sample_steps=20,
         classifier_steps=4000,
+        usit_warmup_steps=1200,  # 5% of the 24000-step run that this one continued (exactly: same warm-up)
     ),
 }

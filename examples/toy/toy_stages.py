@@ -318,14 +318,16 @@ def default_jobs(out: Path, settings: DefaultSettings) -> list[Job]:
     """After `autoencoder_jobs(out, settings, ("ae_struct",))` and `write_diffusion_vae`: the structured latent
     cache (done when its last shard is written; `metadata.json` comes first) and, after it, the `DEFAULT_RUN`
     diffusion run: `configs/usit.json` (`write_configs(out, DEFAULT_USIT_CONFIG)`) with the plain objective (the
-    full latent only, `--no_augmented`)."""
+    full latent only, `--no_augmented`) and the warm-up `settings.usit_warmup_steps` when given."""
     (cache,) = cache_jobs(out, ("ae_struct",))
     last_shard = shard_path(out / "latents_ae_struct", -(-settings.num_train_images // CACHE_SHARD_SIZE) - 1)
     command = cache.command + ["--shard_size", str(CACHE_SHARD_SIZE)]
     cache = Job(cache.name, cache.stage, command, last_shard)
     objective = sweep_objective_flags("plain", CHANNEL_CHOICES)
     folder = usit_run_dir(out, DEFAULT_RUN, settings.seed)
-    command = usit_command(out, out / "latents_ae_struct", objective, folder, settings.seed, settings)
+    warmup = settings.usit_warmup_steps
+    overrides = None if warmup is None else {"--lr_warmup_steps": warmup, "--ema_warmup_steps": warmup}
+    command = usit_command(out, out / "latents_ae_struct", objective, folder, settings.seed, settings, overrides)
     marker = folder / "pipeline" / "model_index.json"
     return [cache, Job(f"usit_{DEFAULT_RUN}_seed{settings.seed}", "diffusion", command, marker, after=(cache.name,))]
 

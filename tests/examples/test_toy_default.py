@@ -53,6 +53,8 @@ def _flags(command: list[str]) -> dict[str, list[str]]:
         ("num_train_images", 5, "num_train_images"),
         ("classifier_steps", 0, "classifier_steps"),
         ("usit_learning_rate", float("nan"), "usit_learning_rate"),
+        ("usit_warmup_steps", 0, "usit_warmup_steps"),
+        ("usit_warmup_steps", 5, "usit_warmup_steps"),  # more than usit_steps
     ],
 )
 def test_default_settings_refuse_bad_fields(field, value, message):
@@ -85,7 +87,11 @@ def test_default_jobs_train_the_larger_usit_with_one_pass_augmentation(tmp_path)
     assert flags["--no_augmented"] == []
     assert not {"--channel_sampling", "--always_include_full", "--latent_channel_choices"} & set(flags)
     assert flags["--model_config"] == [str(tmp_path / "configs" / "usit.json")]
-    assert flags["--max_train_steps"] == ["24000"] and flags["--checkpointing_steps"] == ["2000"]
+    assert flags["--max_train_steps"] == ["32000"] and flags["--checkpointing_steps"] == ["2000"]
+    # the warm-up of the 24000-step run it continued (a resume refuses a changed one); 5% when not given
+    assert flags["--lr_warmup_steps"] == flags["--ema_warmup_steps"] == ["1200"]
+    _, smoke_usit = toy_stages.default_jobs(tmp_path, SMOKE)
+    assert _flags(smoke_usit.command)["--lr_warmup_steps"] == [str(max(1, SMOKE.usit_steps // 20))]
     assert usit.done_marker == tmp_path / "usit" / f"{DEFAULT_RUN}_seed0" / "pipeline" / "model_index.json"
     with pytest.raises(ValueError, match="names"):
         toy_stages.autoencoder_jobs(tmp_path, settings, ("ae_other",))
