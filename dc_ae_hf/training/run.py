@@ -125,7 +125,7 @@ def run_script(main: Callable, parse_args: Callable, argv: list[str] | None = No
         if _training_started.is_set() or os.environ.get("DC_AE_HF_TRACEBACK") == "1":
             raise
         exit_with_error(error, show=_rank() == 0)
-    except SystemExit as stop:  # a stop after its checkpoint (PREEMPTED_STATUS): free the groups first, as below
+    except SystemExit as stop:  # a stop after its checkpoint (PREEMPTED_STATUS), argparse's: same code, groups freed
         code, stop.__traceback__ = stop.code, None  # the traceback's frames hold the models
         del stop
         free_destroyed_process_groups()
