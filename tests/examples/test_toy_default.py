@@ -183,7 +183,7 @@ def test_bundle_of_the_default_run_states_its_training_and_target(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_default_smoke_recipe_end_to_end_and_resumes(tmp_path, monkeypatch):
+def test_default_smoke_recipe_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out, bundle = tmp_path / "toy", tmp_path / "bundle"
     argv = ["--mode", "default-smoke", "--output_dir", str(out), "--bundle_to", str(bundle)]
@@ -228,6 +228,20 @@ def test_default_smoke_recipe_end_to_end_and_resumes(tmp_path, monkeypatch):
         per_class = row["class_accuracy_per_class"]  # 2 samples per class: the overall accuracy is their mean
         assert list(per_class) == list(SHAPE_CLASSES)
         assert sum(per_class.values()) / len(per_class) == pytest.approx(row["class_accuracy"])
+        assert row["judge"] == "recipe"
+
+    # the second judge: trained once on the real training images (width 48, its own seed), kept, then reused
+    argv = ["--output_dir", str(out), "--pipeline", str(bundle), "--num_samples", "20", "--sample_steps", "2"]
+    argv += ["--judge", "real_images", "--judge_seed", "3", "--judge_steps", "3"]
+    second = score_pipeline.main(argv)
+    info = json.loads((out / "eval" / "judge_real_images_seed3" / "info.json").read_text())
+    assert info["trained_on"] == "real training images" and info["width"] == 48 and info["seed"] == 3
+    assert [row["judge"] for row in second] == ["real_images seed 3"] * len(EVAL_GUIDANCE_SCALES)
+    assert all(row["judge_heldout_accuracy"] == info["heldout_accuracy"] for row in second)
+    assert score_pipeline.main(argv) == second  # the kept judge, the same seeded samples
+    with pytest.raises(SystemExit):
+        score_pipeline.main([*argv[:-1], "4"])
+    assert "--judge_steps=4 is not allowed: the judge kept in" in capsys.readouterr().err
 
 
 def test_score_pipeline_refuses_a_folder_without_a_run(tmp_path, capsys):
@@ -247,6 +261,13 @@ def test_score_pipeline_refuses_a_folder_without_a_run(tmp_path, capsys):
     with pytest.raises(SystemExit):
         score_pipeline.main(["--output_dir", str(tmp_path), "--pipeline", str(tmp_path), "--seed", "-1"])
     assert "--seed" in capsys.readouterr().err
+    # the second judge is trained on the training images: a run folder without them is refused before anything runs
+    with pytest.raises(SystemExit):
+        score_pipeline.main(["--output_dir", str(tmp_path), "--pipeline", str(tmp_path), "--judge", "real_images"])
+    assert "has no data/train/train: run --mode default there first" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        score_pipeline.main(["--output_dir", str(tmp_path), "--pipeline", str(tmp_path), "--judge_steps", "0"])
+    assert "--judge_steps" in capsys.readouterr().err
 
 
 def test_saved_classifier_trains_once_then_loads(tmp_path):
