@@ -56,6 +56,17 @@ class Timings:
         self.save()
         return self.entries[name]
 
+    def record_piece(self, name: str, stage: str, start: float, end: float) -> dict:
+        """`record`, or, when `name` was recorded before (a finished job run again to go further, e.g. a diffusion
+        run given more steps), the sum of both as work done in pieces: ``{"stage", "seconds", "pieces"}``."""
+        earlier = self.entries.get(name)
+        if earlier is None:
+            return self.record(name, stage, start, end)
+        seconds = earlier["seconds"] + (end - start)
+        self.entries[name] = {"stage": stage, "seconds": round(seconds, 1), "pieces": earlier.get("pieces", 1) + 1}
+        self.save()
+        return self.entries[name]
+
     def record_total(self, name: str, stage: str, seconds: float) -> dict:
         self.entries[name] = {"stage": stage, "seconds": round(seconds, 1)}
         self.save()
@@ -245,9 +256,10 @@ def run_jobs(
                         why += f", but it did not write {run.job.done_marker}"
                     tail = (log_dir / f"{name}.log").read_text()[-4000:]
                     raise RuntimeError(f"job {name} failed ({why}); log tail:\n{tail}")
-                entry = timings.record(name, run.job.stage, run.start, time.time())
+                entry = timings.record_piece(name, run.job.stage, run.start, time.time())
                 done.add(name)
-                print(f"[done] {name} in {entry['seconds']:.0f} s", flush=True)
+                pieces = f" (in {entry['pieces']} pieces)" if "pieces" in entry else ""
+                print(f"[done] {name} in {entry['seconds']:.0f} s{pieces}", flush=True)
     finally:  # a failure or an interruption: stop the jobs still running (they resume from checkpoints)
         for run in running.values():
             run.process.terminate()

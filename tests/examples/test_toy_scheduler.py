@@ -192,6 +192,21 @@ def test_timings_persist_and_sum_up_per_stage(tmp_path):
     assert set(walls) == {"data", "training", "evaluation"} and walls["data"] >= 0
 
 
+def test_a_finished_job_run_again_adds_its_time_as_a_second_piece(tmp_path, capsys):
+    # e.g. a diffusion run given more steps: its done marker removed, the job resumes and goes further
+    job = _job(tmp_path, "longer")
+    timings = _run([job], tmp_path)
+    first = timings.entries["longer"]["seconds"]
+    job.done_marker.unlink()
+    timings = _run([job], tmp_path)
+    entry = timings.entries["longer"]
+    assert entry["pieces"] == 2 and "start" not in entry and entry["seconds"] >= first
+    assert capsys.readouterr().out.splitlines()[-1].endswith(" s (in 2 pieces)")
+    assert stage_wall_times(timings.entries)["stage"] == entry["seconds"]
+    timings.record_piece("other", "train", start=0.0, end=2.0)  # a first piece is an ordinary entry
+    assert timings.entries["other"] == {"stage": "train", "seconds": 2.0, "start": 0.0, "end": 2.0}
+
+
 def test_simulate_schedule_follows_the_pool_policy(tmp_path):
     jobs = [
         _job(tmp_path, "a"),
