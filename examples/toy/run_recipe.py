@@ -47,7 +47,7 @@ compute (passes x tokens), the speed-ups against (i) and (ii), and whether the p
 
 The built-in default (`--mode default`, `run_default`) trains what `dc_ae_hf/assets/toy-dcae15-shapes` ships: the
 structured autoencoder on 20000 images, then a larger USiT (`toy_settings.DEFAULT_USIT_CONFIG`, ~1.5M parameters)
-for 24000 steps with the plain objective on the full latent (`--no_augmented`, the pilot's choice:
+for 32000 steps with the plain objective on the full latent (`--no_augmented`, the pilot's choice:
 `results/default/pilot.md`), every checkpoint scored by a classifier trained for 4000 steps; `--bundle_to` copies
 the final pipeline with its card.
 
