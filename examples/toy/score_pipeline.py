@@ -27,7 +27,7 @@ from pathlib import Path
 from dc_ae_hf.checks import check_int, exit_on_user_error
 
 JUDGES = ("recipe", "real_images")
-JUDGE_WIDTH = 32 + 16  # the second judge's width: not the recipe classifier's 32
+JUDGE_WIDTH = 48  # the second judge's width: not the recipe classifier's 32
 
 
 def judge_folder(args: argparse.Namespace) -> Path:
@@ -149,8 +149,14 @@ def train_real_images_judge(args: argparse.Namespace, heldout: torch.Tensor, hel
     logits, _ = classifier_outputs(classifier, heldout)
     accuracy = (logits.argmax(1) == heldout_labels).float().mean().item()
     print(f"judge real_images seed {args.judge_seed}: held-out accuracy {accuracy:.3f}", flush=True)
-    info = {"trained_on": "real training images", "seed": args.judge_seed, "width": JUDGE_WIDTH}
-    return classifier, None, {**info, "steps": args.judge_steps, "heldout_accuracy": accuracy}
+    info = {
+        "trained_on": "real training images",
+        "seed": args.judge_seed,
+        "width": JUDGE_WIDTH,
+        "steps": args.judge_steps,
+        "heldout_accuracy": accuracy,
+    }
+    return classifier, None, info
 
 
 if __name__ == "__main__":
