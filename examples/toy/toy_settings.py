@@ -750,8 +750,8 @@ class DefaultSettings:
 
 # Budget of `--mode default` on the 2-core CPU: data 31 s, the autoencoder 640 s (3000 steps) and its cache 67 s
 # (measured on 2026-12-01, results of that run in git history), 32000 diffusion steps 5354 s (~6 steps/s on one
-# pinned core, `taskset -c 1`, in two pieces of 24000 and 8000 steps, the first while other work used the other
-# core; 2026-12-07, examples/toy/results/default/), then in the recipe's process the reconstruction ~60 s, the
+# pinned core, `taskset -c 1`, in two pieces of 24000 and 8000 steps, both while other work used the other core at
+# times: an estimate; 2026-12-07, examples/toy/results/default/), then in the recipe's process the reconstruction ~60 s, the
 # classifier ~440 s (4000 steps) and 16 checkpoints x 2 guidance scales x 500 samples ~390 s: ~2 hours.
 DEFAULT_MODES: dict[str, DefaultSettings] = {
     "default-smoke": DefaultSettings(

@@ -268,6 +268,12 @@ def test_score_pipeline_refuses_a_folder_without_a_run(tmp_path, capsys):
     with pytest.raises(SystemExit):
         score_pipeline.main(["--output_dir", str(tmp_path), "--pipeline", str(tmp_path), "--judge_steps", "0"])
     assert "--judge_steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        score_pipeline.main(["--output_dir", str(tmp_path), "--pipeline", str(tmp_path), "--judge_seed", "-1"])
+    assert "--judge_seed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        score_pipeline.main(["--output_dir", str(tmp_path), "--pipeline", str(tmp_path), "--judge", "other"])
+    assert "--judge: invalid choice: 'other'" in capsys.readouterr().err
 
 
 def test_saved_classifier_trains_once_then_loads(tmp_path):
